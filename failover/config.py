@@ -1,0 +1,433 @@
+"""The configuration file: pydantic models, loading, ``${ENV}`` interpolation, JSON Schema.
+
+Every mistake is reported as ``path: message`` (``services.web.health.fall: must be >= 1``)
+through :class:`ConfigError`; nothing here ever lets a traceback reach the operator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from failover.redact import register_secret
+from providers.base import (
+    DnsProvider,
+    DnsSettings,
+    Duration,
+    ProviderSettings,
+    UnknownType,
+    dns_class,
+    known_types,
+    provider_class,
+)
+
+DEFAULT_CONFIG = "failover.yaml"
+_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+
+
+class ConfigError(Exception):
+    """One or more located problems in a config file."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+        self.source = source
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateConfig(Model):
+    backend: Literal["sqlite"] = Field(
+        default="sqlite", description="where the journal, health counters and lock live"
+    )
+    lease_ttl: Duration = Field(
+        default=30.0, description="how long a lock outlives a watcher that stopped renewing it"
+    )
+
+
+class HttpProbe(Model):
+    path: str = "/"
+    scheme: Literal["http", "https"] = "http"
+    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    body: str | None = Field(default=None, description="regular expression the body must match")
+    host: str | None = Field(default=None, description="Host header; default: the service domain")
+    verify_tls: bool = False
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        for status in value:
+            if not 100 <= status <= 599:
+                raise ValueError(f"{status} is not an HTTP status (100-599)")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
+class TcpProbe(Model):
+    port: int | None = Field(default=None, ge=1, le=65535, description="default: service port")
+
+
+class TlsProbe(Model):
+    port: int | None = Field(default=None, ge=1, le=65535, description="default: service port")
+    min_days: int = Field(default=14, ge=0, description="fail when the certificate expires sooner")
+
+
+class DnsProbe(Model):
+    server: str | None = Field(
+        default=None, description="host:port of an authoritative server; default: the DNS backend"
+    )
+
+
+class HealthConfig(Model):
+    interval: Duration = Field(default=2.0, gt=0)
+    timeout: Duration = Field(default=1.0, gt=0)
+    fall: int = Field(default=3, ge=1, le=1000)
+    rise: int = Field(default=2, ge=1, le=1000)
+    http: HttpProbe | None = None
+    tcp: TcpProbe | None = None
+    tls: TlsProbe | None = None
+    dns: DnsProbe | None = None
+    canary: str | None = Field(
+        default=None,
+        description="URL or host:port the watcher must reach to trust its own view",
+    )
+
+    @model_validator(mode="after")
+    def _default_probe(self) -> HealthConfig:
+        if not (self.http or self.tcp or self.tls or self.dns):
+            self.http = HttpProbe()
+        return self
+
+
+class RunConfig(Model):
+    command: str = Field(min_length=1, description="foreground process; {port} {address}")
+    setup: list[str] = Field(default_factory=list)
+    restore: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class PolicyConfig(Model):
+    auto_failover: bool = True
+    providers: list[str] | None = Field(
+        default=None, description="priority order; default: the order of `providers`"
+    )
+    ready_timeout: Duration = Field(default=600.0, gt=0)
+    max_moves_per_hour: int = Field(default=3, ge=0, le=1000)
+    fence: Literal["destroy", "stop"] = Field(
+        default="destroy", description="what happens to the old host once the service moved"
+    )
+
+
+class ServiceConfig(Model):
+    domain: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    record_type: Literal["A", "AAAA"] = "A"
+    run: RunConfig
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.rstrip(".").lower()
+        if not re.fullmatch(
+            r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", value
+        ):
+            raise ValueError(f"{value!r} is not a DNS name")
+        return value
+
+
+class Config(Model):
+    """A whole ``failover.yaml``. Provider and DNS sections are validated by the models
+    their ``type`` brings (see :mod:`providers.base`), so a third-party provider's fields
+    get the same located errors."""
+
+    version: Literal[1] = 1
+    state: StateConfig = Field(default_factory=StateConfig)
+    dns: dict[str, Any] = Field(default_factory=lambda: {"type": "local", "zone": "example.test"})
+    providers: list[dict[str, Any]] = Field(min_length=1)
+    services: dict[str, ServiceConfig] = Field(min_length=1)
+
+    # Filled in by load(); not part of the file.
+    path: Path | None = Field(default=None, exclude=True)
+    state_dir: Path | None = Field(default=None, exclude=True)
+
+    def provider_settings(self) -> dict[str, ProviderSettings]:
+        return self._provider_settings
+
+    def dns_settings(self) -> DnsSettings:
+        return self._dns_settings
+
+    def service_providers(self, service: str) -> list[str]:
+        policy = self.services[service].policy
+        return list(policy.providers or [p["name"] for p in self.providers])
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        settings: dict[str, ProviderSettings] = {}
+        for index, raw in enumerate(self.providers):
+            loc: tuple[Any, ...] = ("providers", index)
+            name = raw.get("name") if isinstance(raw, dict) else None
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            if not isinstance(name, str) or not re.match(_NAME, name):
+                problems.append(
+                    (
+                        (*loc, "name"),
+                        "required: lowercase letters, digits and '-', starting with a letter",
+                    )
+                )
+                continue
+            if name in settings:
+                problems.append(((*loc, "name"), f"duplicate provider name {name!r}"))
+                continue
+            if not isinstance(kind, str):
+                problems.append(((*loc, "type"), f"required, one of: {', '.join(known_types())}"))
+                continue
+            try:
+                cls = provider_class(kind)
+            except UnknownType as exc:
+                problems.append(((*loc, "type"), str(exc)))
+                continue
+            try:
+                settings[name] = cls.Settings.model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(((*loc, *err["loc"]), _message(err)) for err in exc.errors())
+        kind = self.dns.get("type") if isinstance(self.dns, dict) else None
+        dns_settings: DnsSettings | None = None
+        if not isinstance(kind, str):
+            problems.append((("dns", "type"), f"required, one of: {', '.join(known_types(True))}"))
+        else:
+            try:
+                dcls: type[DnsProvider] = dns_class(kind)
+                dns_settings = dcls.Settings.model_validate(self.dns)
+            except UnknownType as exc:
+                problems.append((("dns", "type"), str(exc)))
+            except ValidationError as exc:
+                problems.extend((("dns", *err["loc"]), _message(err)) for err in exc.errors())
+        for sname, service in self.services.items():
+            if not re.match(_NAME, sname):
+                problems.append(
+                    (("services", sname), "service names use lowercase letters, digits and '-'")
+                )
+            for i, pname in enumerate(service.policy.providers or []):
+                if pname not in settings and not any(
+                    isinstance(p, dict) and p.get("name") == pname for p in self.providers
+                ):
+                    problems.append(
+                        (
+                            ("services", sname, "policy", "providers", i),
+                            f"no provider named {pname!r} in `providers`",
+                        )
+                    )
+            if service.policy.providers is not None and len(set(service.policy.providers)) != len(
+                service.policy.providers
+            ):
+                problems.append(
+                    (("services", sname, "policy", "providers"), "lists a provider twice")
+                )
+            if service.health.timeout > service.health.interval:
+                problems.append(
+                    (("services", sname, "health", "timeout"), "must not exceed health.interval")
+                )
+        if problems:
+            raise _Located(problems)
+        self._provider_settings = settings
+        assert dns_settings is not None
+        self._dns_settings = dns_settings
+        return self
+
+    _provider_settings: dict[str, ProviderSettings]
+    _dns_settings: DnsSettings
+
+
+class _Located(ValueError):
+    """Problems found by a model validator, with their own locations."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+def _message(err: Any) -> str:
+    msg = str(err.get("msg", "invalid"))
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; `failover schema` lists the fields)"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[kind]
+        bound = next(iter(ctx.values()), "")
+        return f"must be {op} {bound}"
+    if kind == "literal_error":
+        return msg.replace("Input should be", "must be")
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg[:1].lower() + msg[1:]
+
+
+def format_loc(loc: tuple[Any, ...], data: Any = None) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+# --------------------------------------------------------------------------- interpolation
+
+_ENV = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def interpolate(data: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, list[str]]:
+    """Replace ``${NAME}`` in every string from the environment (``$${NAME}`` escapes)."""
+    problems: list[str] = []
+
+    def walk(node: Any, where: tuple[Any, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, (*where, k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, (*where, i)) for i, v in enumerate(node)]
+        if isinstance(node, str) and "${" in node:
+
+            def sub(match: re.Match[str]) -> str:
+                if match.group(1):
+                    return "${" + match.group(2) + "}"
+                name = match.group(2)
+                value = os.environ.get(name)
+                if value is None:
+                    problems.append(f"{format_loc(where)}: environment variable {name} is not set")
+                    return ""
+                if _SECRET_NAME.search(name) or _SECRET_NAME.search(
+                    str(where[-1] if where else "")
+                ):
+                    register_secret(value)
+                return value
+
+            return _ENV.sub(sub, node)
+        return node
+
+    return walk(data, loc), problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path or os.environ.get("FAILOVER_CONFIG") or DEFAULT_CONFIG)
+
+
+def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | None) -> Path:
+    chosen = state_dir or os.environ.get("FAILOVER_STATE_DIR")
+    if chosen:
+        return Path(chosen).resolve()
+    return (config_path.resolve().parent / ".failover").resolve()
+
+
+def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
+    """Parse and validate config text. Raises ConfigError with located problems."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"], source) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nesting too deep"], source) from None
+    if data is None:
+        raise ConfigError([f"{source}: the file is empty (`failover init` writes a starter)"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of settings"], source)
+    data, problems = interpolate(data)
+    if problems:
+        raise ConfigError(problems, source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        out: list[str] = []
+        for err in exc.errors():
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _Located):
+                out.extend(f"{format_loc(loc)}: {msg}" for loc, msg in ctx_err.problems)
+            else:
+                out.append(f"{format_loc(tuple(err['loc'])) or '(top level)'}: {_message(err)}")
+        raise ConfigError(out, source) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nesting too deep"], source) from None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, state_dir: str | os.PathLike[str] | None = None
+) -> Config:
+    config_path = resolve_path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{config_path}: no such file (write one with `failover init`, or pass --config)"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
+    config = parse(text, str(config_path))
+    config.path = config_path.resolve()
+    config.state_dir = resolve_state_dir(config_path, state_dir)
+    return config
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the file, with the built-in provider and DNS types spelled out."""
+    schema = Config.model_json_schema()
+    props = schema["properties"]
+    for key in ("path", "state_dir"):
+        props.pop(key, None)
+    variants = []
+    for kind in known_types():
+        try:
+            variants.append(provider_class(kind).Settings.model_json_schema())
+        except Exception:
+            continue
+    props["providers"]["items"] = {"anyOf": variants} if variants else {"type": "object"}
+    dns_variants = []
+    for kind in known_types(dns=True):
+        try:
+            dns_variants.append(dns_class(kind).Settings.model_json_schema())
+        except Exception:
+            continue
+    props["dns"] = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
+    schema["title"] = "failover.yaml"
+    return schema

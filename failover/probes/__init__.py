@@ -1,0 +1,302 @@
+"""Health probes: http, tcp, tls and dns, run concurrently with asyncio.
+
+Every probe of every service in a round runs at once, each bounded by its own timeout,
+so one hung host never delays the verdict on another. The HTTP client is a few lines of
+asyncio streams on purpose: a probe needs a status line, headers and a bounded body, and
+importing a full client would cost every cron-driven ``check`` more than the probe does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from failover.config import HealthConfig
+
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class ProbeResult:
+    kind: str
+    ok: bool
+    latency_s: float | None = None
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "ok": self.ok,
+            "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
+            "error": self.error,
+        }
+
+
+# A resolver for the dns probe: returns (values, ttl) of the service's record.
+Resolver = Callable[[], tuple[list[str], int] | None]
+
+
+@dataclass
+class Target:
+    """What to probe: one service on one address."""
+
+    service: str
+    address: str
+    port: int
+    domain: str
+    health: HealthConfig
+    resolver: Resolver | None = None
+    record_type: str = "A"
+
+
+class ProbeFailed(Exception):
+    pass
+
+
+def _allowed(address: str) -> None:
+    """Refuse addresses outside FAILOVER_PROBE_NETWORKS (when set): a safety belt for
+    test rigs and for operators who must never probe outside a known network."""
+    spec = os.environ.get("FAILOVER_PROBE_NETWORKS")
+    if not spec:
+        return
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return  # a name: resolved by the OS, not checked here
+    for net in spec.split(","):
+        if net.strip() and ip in ipaddress.ip_network(net.strip(), strict=False):
+            return
+    raise ProbeFailed(f"{address} is outside FAILOVER_PROBE_NETWORKS ({spec}); not probed")
+
+
+async def _open(
+    address: str, port: int, tls: ssl.SSLContext | None = None, server_name: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    _allowed(address)
+    try:
+        return await asyncio.open_connection(
+            address, port, ssl=tls, server_hostname=server_name if tls else None
+        )
+    except ConnectionRefusedError:
+        raise ProbeFailed(f"connection refused by {address}:{port}") from None
+    except OSError as exc:
+        raise ProbeFailed(f"cannot connect to {address}:{port}: {exc.strerror or exc}") from None
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def http_get(
+    address: str, port: int, path: str, host: str, *, tls: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    reader, writer = await _open(address, port, tls, host)
+    try:
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: failover-probe\r\n"
+                "Accept: */*\r\nConnection: close\r\n\r\n"
+            ).encode("latin-1")
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        match = re.match(rb"HTTP/\d(?:\.\d)? (\d{3})", status_line)
+        if not match:
+            raise ProbeFailed(f"not an HTTP response: {status_line[:60]!r}")
+        headers: dict[bytes, bytes] = {}
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.read(MAX_BODY)
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            body = _dechunk(body)
+        return int(match.group(1)), body
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, rest = bytearray(), data
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+async def probe_http(t: Target) -> ProbeResult:
+    spec = t.health.http
+    assert spec is not None
+    tls = _tls_context(spec.verify_tls) if spec.scheme == "https" else None
+    status, body = await http_get(t.address, t.port, spec.path, spec.host or t.domain, tls=tls)
+    if status not in spec.expect_status:
+        raise ProbeFailed(f"HTTP {status} (expected {', '.join(map(str, spec.expect_status))})")
+    if spec.body and not re.search(spec.body, body.decode("utf-8", "replace")):
+        raise ProbeFailed(f"body does not match /{spec.body}/")
+    return ProbeResult("http", True, detail={"status": status})
+
+
+async def probe_tcp(t: Target) -> ProbeResult:
+    spec = t.health.tcp
+    assert spec is not None
+    _, writer = await _open(t.address, spec.port or t.port)
+    writer.close()
+    return ProbeResult("tcp", True)
+
+
+def _not_after(der: bytes) -> float:
+    # The stdlib decodes a certificate only from a file; the peer's certificate arrives
+    # unverified (self-signed hosts are common here), so decode it that way.
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as fh:
+        fh.write(ssl.DER_cert_to_PEM_cert(der))
+        fh.flush()
+        decoded = ssl._ssl._test_decode_cert(fh.name)  # type: ignore[attr-defined]
+    return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+
+
+async def probe_tls(t: Target) -> ProbeResult:
+    spec = t.health.tls
+    assert spec is not None
+    _, writer = await _open(t.address, spec.port or t.port, _tls_context(False), t.domain)
+    try:
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj else None
+    finally:
+        writer.close()
+    if not der:
+        raise ProbeFailed("no certificate presented")
+    days = (_not_after(der) - time.time()) / 86400
+    if days < spec.min_days:
+        raise ProbeFailed(f"certificate expires in {days:.1f} days (< {spec.min_days})")
+    return ProbeResult("tls", True, detail={"days_left": round(days, 1)})
+
+
+async def probe_dns(t: Target) -> ProbeResult:
+    spec = t.health.dns
+    assert spec is not None
+    if spec.server:
+        answer = await asyncio.to_thread(
+            query_server, spec.server, t.domain, t.record_type, t.health.timeout
+        )
+    elif t.resolver is not None:
+        answer = await asyncio.to_thread(t.resolver)
+    else:
+        raise ProbeFailed("no DNS server to ask")
+    if not answer:
+        raise ProbeFailed(f"{t.domain} {t.record_type}: no such record")
+    values, ttl = answer
+    if sorted(values) != [t.address]:
+        raise ProbeFailed(f"{t.domain} answers {', '.join(values)}, not {t.address}")
+    return ProbeResult("dns", True, detail={"values": values, "ttl": ttl})
+
+
+def query_server(server: str, name: str, rtype: str, timeout: float) -> tuple[list[str], int]:
+    """Ask one DNS server directly (not the system resolver)."""
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
+    host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "53")
+    _allowed(host)
+    query = dns.message.make_query(name, rtype)
+    try:
+        response = dns.query.udp(query, host, port=int(port or 53), timeout=timeout)
+    except Exception as exc:
+        raise ProbeFailed(f"DNS server {server} did not answer: {exc}") from None
+    if response.rcode() == dns.rcode.NXDOMAIN:
+        return [], 0
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.from_text(rtype):
+            return sorted(r.to_text() for r in rrset), int(rrset.ttl)
+    return [], 0
+
+
+PROBES: dict[str, Callable[[Target], Awaitable[ProbeResult]]] = {
+    "http": probe_http,
+    "tcp": probe_tcp,
+    "tls": probe_tls,
+    "dns": probe_dns,
+}
+
+
+async def _timed(kind: str, t: Target) -> ProbeResult:
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(PROBES[kind](t), timeout=t.health.timeout)
+    except TimeoutError:
+        return ProbeResult(kind, False, t.health.timeout, f"no answer within {t.health.timeout}s")
+    except ProbeFailed as exc:
+        return ProbeResult(kind, False, time.perf_counter() - started, str(exc))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return ProbeResult(
+            kind, False, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
+        )
+    result.latency_s = time.perf_counter() - started
+    return result
+
+
+def kinds(health: HealthConfig) -> list[str]:
+    return [k for k in PROBES if getattr(health, k) is not None]
+
+
+async def probe_target(t: Target) -> list[ProbeResult]:
+    return list(await asyncio.gather(*(_timed(k, t) for k in kinds(t.health))))
+
+
+async def probe_all(targets: Sequence[Target]) -> list[list[ProbeResult]]:
+    """One round: every probe of every target at once."""
+    return list(await asyncio.gather(*(probe_target(t) for t in targets)))
+
+
+def run_round(targets: Sequence[Target]) -> list[list[ProbeResult]]:
+    return asyncio.run(probe_all(targets))
+
+
+async def reach(canary: str, timeout: float) -> tuple[bool, str]:
+    """Can the watcher reach ``canary`` (a URL, or host:port)? Any answer counts."""
+    try:
+        if "://" in canary:
+            url = urlsplit(canary)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            tls = _tls_context(False) if url.scheme == "https" else None
+            await asyncio.wait_for(
+                http_get(url.hostname or "", port, url.path or "/", url.hostname or "", tls=tls),
+                timeout,
+            )
+        else:
+            host, _, port = canary.rpartition(":")
+            _, writer = await asyncio.wait_for(_open(host, int(port)), timeout)
+            writer.close()
+    except TimeoutError:
+        return False, f"canary {canary}: no answer within {timeout}s"
+    except (ProbeFailed, OSError, ValueError, ssl.SSLError) as exc:
+        return False, f"canary {canary}: {exc}"
+    return True, f"canary {canary} answers"

@@ -1,0 +1,572 @@
+"""The state of one machine's watchers: a SQLite file in WAL mode.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent cron runs queue up
+instead of interleaving. A lease row is the lock: it expires, so a killed process never
+blocks the next one, and its token grows with every holder, so a writer that was paused
+past its lease is refused (the token is the fencing token of DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failover.redact import redact
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS services (
+  service TEXT PRIMARY KEY,
+  generation INTEGER NOT NULL DEFAULT 0,
+  active TEXT,
+  active_since TEXT,
+  health_state TEXT NOT NULL DEFAULT 'unknown',
+  failures INTEGER NOT NULL DEFAULT 0,
+  successes INTEGER NOT NULL DEFAULT 0,
+  last_check TEXT,
+  latency REAL
+);
+CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  token INTEGER NOT NULL,
+  expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  service TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  origin TEXT,
+  target TEXT,
+  data TEXT NOT NULL DEFAULT '{}',
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  started REAL NOT NULL,
+  finished REAL
+);
+CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
+CREATE TABLE IF NOT EXISTS steps (
+  event_id INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  status TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '',
+  started_at TEXT,
+  finished_at TEXT,
+  started REAL,
+  finished REAL,
+  PRIMARY KEY (event_id, name)
+);
+CREATE TABLE IF NOT EXISTS providers (
+  name TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hosts (
+  provider TEXT NOT NULL,
+  host_id TEXT NOT NULL,
+  service TEXT NOT NULL,
+  generation INTEGER NOT NULL,
+  role TEXT NOT NULL,
+  address TEXT,
+  note TEXT,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (provider, host_id)
+);
+"""
+
+
+class StateError(Exception):
+    """The state cannot be read or written. The message says how to recover."""
+
+
+class LeaseLost(StateError):
+    """Another watcher holds the lock now: this one must stop writing at once."""
+
+
+def now_iso(ts: float | None = None) -> str:
+    t = time.gmtime(ts if ts is not None else time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    owner: str
+    token: int
+    ttl: float
+
+
+@dataclass
+class ServiceRow:
+    service: str
+    generation: int
+    active: dict[str, Any] | None
+    active_since: str | None
+    health_state: str
+    failures: int
+    successes: int
+    last_check: str | None
+    latency: float | None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it holds nothing any more.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class SqliteStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / "state.db"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {state_dir}: {exc}") from None
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            if existed:
+                self._check_integrity()
+            self.db.executescript(_SCHEMA)
+            with self.tx():
+                row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StateError(
+                        f"{self.path} was written by a newer failover (schema {row[0]}); "
+                        "upgrade failover to read it"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def _corrupt(self, exc: Exception) -> StateError:
+        return StateError(
+            f"the state file {self.path} is unreadable ({exc}). Nothing was changed. "
+            f"Move it aside (mv {self.path} {self.path}.broken) and run `failover status`: "
+            "the hosts are rebuilt from the providers' tags, and the journal starts anew"
+        )
+
+    def _check_integrity(self) -> None:
+        try:
+            row = self.db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+        if row is None or row[0] != "ok":
+            raise self._corrupt(Exception(f"integrity check: {row[0] if row else 'no answer'}"))
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        if not {"meta", "services", "events", "steps", "leases"} <= tables:
+            raise self._corrupt(Exception("tables are missing"))
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # ----------------------------------------------------------------- lease (lock)
+
+    def acquire(self, name: str, ttl: float) -> Lease | dict[str, Any]:
+        """Take the lease, or return who holds it."""
+        host = socket.gethostname()
+        pid = os.getpid()
+        owner = f"{host}:{pid}:{uuid.uuid4().hex[:8]}"
+        now = time.time()
+        with self.tx() as db:
+            row = db.execute("SELECT * FROM leases WHERE name=?", (name,)).fetchone()
+            if row is not None and row["expires"] > now:
+                if not (row["host"] == host and not _pid_alive(row["pid"])):
+                    return {
+                        "owner": row["owner"],
+                        "pid": row["pid"],
+                        "host": row["host"],
+                        "expires_in": round(row["expires"] - now, 1),
+                    }
+            token = self._next(db, "lease_token")
+            db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)",
+                (name, owner, host, pid, token, now + ttl),
+            )
+        return Lease(name, owner, token, ttl)
+
+    def renew(self, lease: Lease) -> None:
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            db.execute(
+                "UPDATE leases SET expires=? WHERE name=?", (time.time() + lease.ttl, lease.name)
+            )
+
+    def release(self, lease: Lease) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM leases WHERE name=? AND owner=?", (lease.name, lease.owner))
+
+    def _assert_lease(self, db: sqlite3.Connection, lease: Lease | None) -> None:
+        if lease is None:
+            return
+        row = db.execute("SELECT owner, token FROM leases WHERE name=?", (lease.name,)).fetchone()
+        if row is None or row["owner"] != lease.owner or row["token"] != lease.token:
+            raise LeaseLost(
+                f"the lock on {lease.name} was taken over by another watcher; "
+                "this run stops without writing"
+            )
+
+    def _next(self, db: sqlite3.Connection, counter: str) -> int:
+        db.execute(
+            "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value=value+1",
+            (counter,),
+        )
+        return int(db.execute("SELECT value FROM counters WHERE name=?", (counter,)).fetchone()[0])
+
+    # ----------------------------------------------------------------- services
+
+    def service(self, name: str) -> ServiceRow:
+        row = self.db.execute("SELECT * FROM services WHERE service=?", (name,)).fetchone()
+        if row is None:
+            return ServiceRow(name, 0, None, None, "unknown", 0, 0, None, None)
+        return ServiceRow(
+            service=name,
+            generation=row["generation"],
+            active=json.loads(row["active"]) if row["active"] else None,
+            active_since=row["active_since"],
+            health_state=row["health_state"],
+            failures=row["failures"],
+            successes=row["successes"],
+            last_check=row["last_check"],
+            latency=row["latency"],
+        )
+
+    def record_round(
+        self,
+        name: str,
+        generation: int,
+        ok: bool | None,
+        latency: float | None,
+        fall: int,
+        rise: int,
+        *,
+        down_now: bool = False,
+    ) -> ServiceRow:
+        """Add one probe round to the counters, only if the service is still at
+        ``generation`` (a round about a host that was replaced meanwhile is dropped).
+        ``ok=None`` means the round could not be trusted: only the time is recorded."""
+        with self.tx() as db:
+            row = db.execute("SELECT * FROM services WHERE service=?", (name,)).fetchone()
+            if row is None or row["generation"] != generation:
+                return self.service(name)
+            failures, successes, state = row["failures"], row["successes"], row["health_state"]
+            if ok is True:
+                failures, successes = 0, successes + 1
+                if successes >= rise or state == "unknown":
+                    state = "up"
+            elif ok is False:
+                failures, successes = failures + 1, 0
+                if failures >= fall or down_now:
+                    state = "down"
+            db.execute(
+                "UPDATE services SET failures=?, successes=?, health_state=?, last_check=?, "
+                "latency=? WHERE service=?",
+                (failures, successes, state, now_iso(), latency, name),
+            )
+        return self.service(name)
+
+    def cutover(
+        self, name: str, expected_generation: int, active: dict[str, Any], lease: Lease | None
+    ) -> int:
+        """Point the service at ``active`` as generation ``expected_generation + 1``.
+
+        Refused unless the service is still at ``expected_generation`` and the lease is
+        still ours: a paused or partitioned watcher cannot move the service back."""
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            row = db.execute("SELECT generation FROM services WHERE service=?", (name,)).fetchone()
+            current = row["generation"] if row else 0
+            if current == expected_generation + 1:
+                return current  # already done: a resumed run repeats this step
+            if current != expected_generation:
+                raise LeaseLost(
+                    f"{name} is at generation {current}, this run expected "
+                    f"{expected_generation}: a newer move won; nothing written"
+                )
+            generation = expected_generation + 1
+            db.execute(
+                "INSERT INTO services (service, generation, active, active_since, health_state,"
+                " failures, successes) VALUES (?,?,?,?, 'up', 0, 0)"
+                " ON CONFLICT(service) DO UPDATE SET generation=excluded.generation,"
+                " active=excluded.active, active_since=excluded.active_since,"
+                " health_state='up', failures=0, successes=0",
+                (name, generation, json.dumps(active), now_iso()),
+            )
+            return generation
+
+    def clear_active(self, name: str, lease: Lease | None) -> None:
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            db.execute(
+                "UPDATE services SET active=NULL, health_state='unknown' WHERE service=?", (name,)
+            )
+
+    # ----------------------------------------------------------------- journal
+
+    def start_event(
+        self,
+        service: str,
+        kind: str,
+        reason: str,
+        origin: dict[str, Any] | None,
+        data: dict[str, Any],
+        lease: Lease | None,
+    ) -> int:
+        now = time.time()
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            cur = db.execute(
+                "INSERT INTO events (service, kind, status, reason, origin, data, started_at,"
+                " started) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    service,
+                    kind,
+                    "in_progress",
+                    redact(reason),
+                    json.dumps(origin),
+                    redact(json.dumps(data)),
+                    now_iso(now),
+                    now,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def update_event(
+        self,
+        event_id: int,
+        lease: Lease | None,
+        *,
+        data: dict[str, Any] | None = None,
+        target: dict[str, Any] | None = None,
+        status: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        now = time.time()
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            if data is not None:
+                db.execute(
+                    "UPDATE events SET data=? WHERE id=?", (redact(json.dumps(data)), event_id)
+                )
+            if target is not None:
+                db.execute("UPDATE events SET target=? WHERE id=?", (json.dumps(target), event_id))
+            if reason is not None:
+                db.execute("UPDATE events SET reason=? WHERE id=?", (redact(reason), event_id))
+            if status is not None:
+                db.execute(
+                    "UPDATE events SET status=?, finished_at=?, finished=? WHERE id=?",
+                    (status, now_iso(now), now, event_id),
+                )
+
+    def step(
+        self,
+        event_id: int,
+        seq: int,
+        name: str,
+        status: str,
+        detail: str | None,
+        lease: Lease | None,
+    ) -> None:
+        """Journal a step's start (``in_progress``) or end, in one transaction."""
+        now = time.time()
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            row = db.execute(
+                "SELECT status FROM steps WHERE event_id=? AND name=?", (event_id, name)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO steps (event_id, seq, name, status, detail, started_at, started)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (event_id, seq, name, status, redact(detail or ""), now_iso(now), now),
+                )
+            elif status == "in_progress":
+                db.execute(
+                    "UPDATE steps SET status=?, detail=CASE WHEN ?='' THEN detail ELSE ? END"
+                    " WHERE event_id=? AND name=?",
+                    (status, detail or "", redact(detail or ""), event_id, name),
+                )
+            else:
+                db.execute(
+                    "UPDATE steps SET status=?, detail=?, finished_at=?, finished=?"
+                    " WHERE event_id=? AND name=?",
+                    (status, redact(detail or ""), now_iso(now), now, event_id, name),
+                )
+
+    def reset_steps(self, event_id: int, names: tuple[str, ...], lease: Lease | None) -> None:
+        """Mark steps to be run again (the next candidate provider starts over)."""
+        with self.tx() as db:
+            self._assert_lease(db, lease)
+            db.execute(
+                f"UPDATE steps SET status='pending' WHERE event_id=? AND name IN "
+                f"({','.join('?' * len(names))})",
+                (event_id, *names),
+            )
+
+    def open_event(self, service: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM events WHERE service=? AND status='in_progress' AND kind!='drill'"
+            " ORDER BY id LIMIT 1",
+            (service,),
+        ).fetchone()
+        return self._event(row) if row else None
+
+    def event(self, event_id: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM events WHERE id=?", (event_id,)).fetchone()
+        return self._event(row) if row else None
+
+    def events(
+        self, service: str | None = None, limit: int = 20, kinds: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events"
+        args: list[Any] = []
+        where = []
+        if service:
+            where.append("service=?")
+            args.append(service)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            args.extend(kinds)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [self._event(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def moves_since(self, service: str, since: float) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE service=? AND kind IN ('failover','move')"
+            " AND status='succeeded' AND started>=?",
+            (service, since),
+        ).fetchone()
+        return int(row[0])
+
+    def _event(self, row: sqlite3.Row) -> dict[str, Any]:
+        steps = [
+            {
+                "name": s["name"],
+                "status": s["status"],
+                "started_at": s["started_at"],
+                "finished_at": s["finished_at"],
+                "duration_s": round(s["finished"] - s["started"], 3)
+                if s["finished"] and s["started"]
+                else None,
+                "detail": s["detail"],
+            }
+            for s in self.db.execute(
+                "SELECT * FROM steps WHERE event_id=? ORDER BY seq", (row["id"],)
+            ).fetchall()
+        ]
+        return {
+            "id": row["id"],
+            "service": row["service"],
+            "kind": row["kind"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "from": json.loads(row["origin"]) if row["origin"] else None,
+            "to": json.loads(row["target"]) if row["target"] else None,
+            "started_at": row["started_at"],
+            "finished_at": row["finished_at"],
+            "duration_s": round(row["finished"] - row["started"], 3) if row["finished"] else None,
+            "steps": steps,
+            "data": json.loads(row["data"] or "{}"),
+        }
+
+    # ----------------------------------------------------------------- providers and hosts
+
+    def set_provider_state(self, name: str, state: str, reason: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO providers VALUES (?,?,?,?)",
+                (name, state, redact(reason or "") or None, now_iso()),
+            )
+
+    def provider_states(self) -> dict[str, dict[str, Any]]:
+        return {
+            r["name"]: {"state": r["state"], "reason": r["reason"], "updated_at": r["updated_at"]}
+            for r in self.db.execute("SELECT * FROM providers").fetchall()
+        }
+
+    def set_host(
+        self,
+        provider: str,
+        host_id: str,
+        service: str,
+        generation: int,
+        role: str,
+        address: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Remember a host the toolkit made and what it is for, so none is ever orphaned.
+        Roles: ``candidate``, ``active``, ``fence`` (to stop/destroy once its provider
+        answers), ``drill``, ``destroyed``."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO hosts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(provider, host_id) DO"
+                " UPDATE SET role=excluded.role, note=excluded.note, updated_at=excluded.updated_at,"
+                " address=COALESCE(excluded.address, hosts.address)",
+                (
+                    provider,
+                    host_id,
+                    service,
+                    generation,
+                    role,
+                    address,
+                    redact(note or ""),
+                    now_iso(),
+                ),
+            )
+
+    def hosts(self, service: str | None = None, role: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM hosts WHERE 1=1", []
+        if service:
+            sql += " AND service=?"
+            args.append(service)
+        if role:
+            sql += " AND role=?"
+            args.append(role)
+        return [dict(r) for r in self.db.execute(sql, args).fetchall()]

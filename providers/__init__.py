@@ -1,0 +1,1 @@
+"""Providers: one module per platform behind the interface in :mod:`providers.base`."""

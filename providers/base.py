@@ -1,0 +1,429 @@
+"""The provider interface: what every place a host can live, and every DNS backend, offers.
+
+A provider is a small driver. It knows how to create, find, stop and destroy hosts on
+one platform and how to sort that platform's errors into the shared vocabulary below;
+the engine (``failover/engine.py``) decides what to do with them. Providers never
+import each other and never import the engine. Cloud SDKs are imported inside the
+provider's methods, so that merely loading a config that names a provider costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# --------------------------------------------------------------------------- errors
+
+
+class ProviderError(Exception):
+    """Anything a provider cannot do. The engine fails the step with this message.
+
+    ``provider`` names the configured provider (``aws-main``), ``code`` keeps the
+    platform's own error code (``InsufficientInstanceCapacity``) so an operator can look
+    it up, and ``hint`` says what to do next.
+    """
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        code: str | None = None,
+        hint: str | None = None,
+        scope: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.code = code
+        self.hint = hint
+        # The zone/region the error is about (for CapacityError/QuotaError), if known.
+        self.scope = scope
+        # Seconds the platform asked us to wait (Retry-After), for TransientError.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f"{self.provider}: " if self.provider else ""
+        code = f" [{self.code}]" if self.code else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}{self.message}{code}{hint}"
+
+
+class AccountBlocked(ProviderError):
+    """Credentials refused, account suspended or closed: the whole provider is unusable."""
+
+    kind = "blocked"
+
+
+class CapacityError(ProviderError):
+    """No room for this host in this zone/region: try the next zone, then the next provider."""
+
+    kind = "capacity"
+
+
+class QuotaError(ProviderError):
+    """The account's quota is exhausted in this region: try elsewhere."""
+
+    kind = "quota"
+
+
+class NotFound(ProviderError):
+    """The host (or record) does not exist: the engine treats the host as terminated."""
+
+    kind = "not_found"
+
+
+class TransientError(ProviderError):
+    """Throttling, 5xx, timeouts: worth retrying with backoff, a bounded number of times."""
+
+    kind = "transient"
+
+
+class ConflictError(ProviderError):
+    """A conditional write lost: somebody else changed the record first (DNS prerequisite)."""
+
+    kind = "conflict"
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+class HostState(str, enum.Enum):
+    """Provider-neutral host state (after Libcloud's ``NodeState``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    UNKNOWN = "unknown"
+
+    @property
+    def gone(self) -> bool:
+        """True when the host can no longer serve without someone starting it again."""
+        return self in (HostState.STOPPED, HostState.TERMINATED)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How the service runs on a host: the same for every provider."""
+
+    command: str
+    setup: tuple[str, ...] = ()
+    restore: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a provider needs to create one host of a service.
+
+    ``name`` is deterministic for (service, generation, provider) so a retried or
+    resumed create finds the host it made the first time instead of making a second one.
+    ``user_data`` is the rendered cloud-init document for providers that boot images.
+    """
+
+    name: str
+    service: str
+    generation: int
+    port: int
+    run: RunSpec
+    user_data: str = ""
+    purpose: str = "serve"  # "serve" or "drill"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            "failover-service": self.service,
+            "failover-generation": str(self.generation),
+            "failover-purpose": self.purpose,
+            "Name": self.name,
+        }
+
+
+@dataclass
+class Host:
+    """A host as its provider sees it now."""
+
+    id: str
+    provider: str
+    name: str
+    service: str
+    generation: int
+    state: HostState
+    raw_state: str = ""
+    reason: str | None = None
+    address: str | None = None
+    private_address: str | None = None
+    zone: str | None = None
+    created_at: str | None = None
+    purpose: str = "serve"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "name": self.name,
+            "service": self.service,
+            "generation": self.generation,
+            "state": self.state.value,
+            "raw_state": self.raw_state,
+            "reason": self.reason,
+            "address": self.address,
+            "private_address": self.private_address,
+            "zone": self.zone,
+            "created_at": self.created_at,
+            "purpose": self.purpose,
+        }
+
+
+@dataclass
+class Check:
+    """One line of a ``doctor`` report."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    level: str = "error"  # when not ok: "error" or "warning"
+
+
+@dataclass
+class AccountReport:
+    """What ``check_account`` learned: is the provider usable, and why (not)."""
+
+    state: str  # "available" | "blocked" | "unknown"
+    checks: list[Check] = field(default_factory=list)
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """``500ms``, ``2s``, ``1m``, ``1h`` or a plain number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 2s, 1m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use e.g. 500ms, 2s, 1m or 1h")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+        raise ValueError("a duration must be a finite number >= 0")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+# --------------------------------------------------------------------------- settings
+
+
+class ProviderSettings(BaseModel):
+    """Base of every provider's section in ``providers:``; each type adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str
+
+
+class DnsSettings(BaseModel):
+    """Base of the ``dns:`` section; each DNS type adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    zone: str
+    ttl: int = 30
+
+
+class CloudSettings(ProviderSettings):
+    """Fields every cloud provider shares: an endpoint override and retry bounds."""
+
+    endpoint: str | None = Field(
+        default=None, description="API endpoint override (tests, compatible or sovereign clouds)"
+    )
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
+    operation_timeout: Duration = Field(
+        default=600.0, description="how long to wait on one long-running operation"
+    )
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What the engine hands every provider: where it may keep files, how to log."""
+
+    state_dir: Path
+    log: Callable[[str], None] = lambda message: None
+
+
+S = TypeVar("S", bound=ProviderSettings)
+
+
+class ComputeProvider(ABC):
+    """Base class for compute providers. Subclasses set ``type``/``Settings`` and fill in
+    the six methods. Every method raises only the errors above, never an SDK's own."""
+
+    type: ClassVar[str] = ""
+    Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+    # The company behind the platform, for doctor's shared-fate warning ("aws", "google").
+    vendor: ClassVar[str] = ""
+
+    def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.context = context
+
+    @abstractmethod
+    def create_host(self, spec: HostSpec) -> Host:
+        """Create (or find, when a host named ``spec.name`` exists) the host. Idempotent."""
+
+    @abstractmethod
+    def get_host(self, host_id: str) -> Host | None:
+        """The host as the provider sees it, or None when it does not exist."""
+
+    @abstractmethod
+    def list_hosts(self, service: str) -> list[Host]:
+        """Every host tagged for ``service``: rebuilds the picture when local state is lost."""
+
+    @abstractmethod
+    def stop_host(self, host_id: str) -> None: ...
+
+    @abstractmethod
+    def destroy_host(self, host_id: str) -> None:
+        """Destroy the host and everything billable made for it. A missing host is fine."""
+
+    @abstractmethod
+    def check_account(self) -> AccountReport:
+        """Is the API reachable and does it accept us? Never raises."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and connections."""
+
+
+@dataclass
+class Record:
+    """A DNS record set as the authoritative side reports it."""
+
+    name: str
+    type: str
+    values: list[str]
+    ttl: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "values": list(self.values), "ttl": self.ttl}
+
+
+class DnsProvider(ABC):
+    """Base class for DNS backends. ``set_record`` is one atomic replace of the record
+    set, never delete-then-create; with ``expect`` it refuses (``ConflictError``) when the
+    current values are not ``expect``, so a stale watcher cannot undo a newer cutover."""
+
+    type: ClassVar[str] = ""
+    Settings: ClassVar[type[DnsSettings]] = DnsSettings
+    vendor: ClassVar[str] = ""
+
+    def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.name = f"dns:{settings.type}"
+
+    @abstractmethod
+    def get_record(self, name: str, rtype: str = "A") -> Record | None: ...
+
+    @abstractmethod
+    def set_record(
+        self,
+        name: str,
+        rtype: str,
+        values: Sequence[str],
+        ttl: int,
+        *,
+        expect: Sequence[str] | None = None,
+    ) -> Record:
+        """Replace the record set atomically and return what the authority now answers."""
+
+    @abstractmethod
+    def check(self) -> AccountReport:
+        """Reachable, credentials accepted, zone present. Never raises."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+# --------------------------------------------------------------------------- registry
+
+# Built-in types, imported only when a config uses them. Third parties add their own
+# through the entry point groups ``failover.providers`` and ``failover.dns``.
+BUILTIN_PROVIDERS: dict[str, str] = {
+    "local": "providers.local:LocalProvider",
+    "aws": "providers.aws:AwsProvider",
+    "gcp": "providers.gcp:GcpProvider",
+    "azure": "providers.azure:AzureProvider",
+}
+BUILTIN_DNS: dict[str, str] = {
+    "local": "providers.dns.local:LocalDns",
+    "route53": "providers.dns.route53:Route53Dns",
+    "clouddns": "providers.dns.clouddns:CloudDns",
+    "azuredns": "providers.dns.azuredns:AzureDns",
+    "rfc2136": "providers.dns.rfc2136:Rfc2136Dns",
+    "cloudflare": "providers.dns.cloudflare:CloudflareDns",
+}
+
+
+class UnknownType(LookupError):
+    pass
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _lookup(kind: str, builtin: dict[str, str], group: str) -> Any:
+    if kind in builtin:
+        try:
+            return _load(builtin[kind])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("providers."):
+                raise UnknownType(f"type {kind!r} is not available in this build") from None
+            raise
+    for ep in entry_points(group=group):
+        if ep.name == kind:
+            return ep.load()
+    known = sorted(set(builtin) | {ep.name for ep in entry_points(group=group)})
+    raise UnknownType(f"unknown type {kind!r} (known: {', '.join(known)})")
+
+
+def provider_class(kind: str) -> type[ComputeProvider]:
+    cls: type[ComputeProvider] = _lookup(kind, BUILTIN_PROVIDERS, "failover.providers")
+    return cls
+
+
+def dns_class(kind: str) -> type[DnsProvider]:
+    cls: type[DnsProvider] = _lookup(kind, BUILTIN_DNS, "failover.dns")
+    return cls
+
+
+def known_types(dns: bool = False) -> list[str]:
+    builtin = BUILTIN_DNS if dns else BUILTIN_PROVIDERS
+    group = "failover.dns" if dns else "failover.providers"
+    return sorted(set(builtin) | {ep.name for ep in entry_points(group=group)})

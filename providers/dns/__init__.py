@@ -1,0 +1,1 @@
+"""DNS backends behind :class:`providers.base.DnsProvider`."""

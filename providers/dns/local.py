@@ -1,0 +1,107 @@
+"""The embedded DNS zone: a JSON file in the state directory, replaced atomically.
+
+It is what the probes resolve against when ``dns.type`` is ``local``, and what the demo
+and the tests use; nothing outside this machine can query it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from providers.base import (
+    AccountReport,
+    Check,
+    ConflictError,
+    DnsProvider,
+    DnsSettings,
+    ProviderContext,
+    ProviderError,
+    Record,
+)
+
+
+class LocalDnsSettings(DnsSettings):
+    type: Literal["local"]
+
+
+class LocalDns(DnsProvider):
+    type = "local"
+    Settings = LocalDnsSettings
+    vendor = "local"
+
+    def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
+        super().__init__(settings, context)
+        self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
+            return data
+        except FileNotFoundError:
+            return {"zone": self.settings.zone, "serial": 0, "records": {}}
+        except (OSError, ValueError) as exc:
+            raise ProviderError(
+                f"the local zone file {self.path} is unreadable ({exc}); move it aside and "
+                "run `failover deploy` to write the record again",
+                provider=self.name,
+            ) from None
+
+    def _key(self, name: str, rtype: str) -> str:
+        return f"{name.rstrip('.').lower()} {rtype.upper()}"
+
+    def get_record(self, name: str, rtype: str = "A") -> Record | None:
+        entry = self._load()["records"].get(self._key(name, rtype))
+        if entry is None:
+            return None
+        return Record(name, rtype, list(entry["values"]), int(entry["ttl"]))
+
+    def set_record(
+        self,
+        name: str,
+        rtype: str,
+        values: Sequence[str],
+        ttl: int,
+        *,
+        expect: Sequence[str] | None = None,
+    ) -> Record:
+        with self._locked():
+            zone = self._load()
+            key = self._key(name, rtype)
+            current = sorted(zone["records"].get(key, {}).get("values", []))
+            if expect is not None and current not in (sorted(expect), sorted(values)):
+                raise ConflictError(
+                    f"{name} {rtype} is {current}, expected {sorted(expect)}: "
+                    "someone else changed the record",
+                    provider=self.name,
+                )
+            zone["records"][key] = {"values": list(values), "ttl": ttl}
+            zone["serial"] = int(zone.get("serial", 0)) + 1
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(zone, indent=2))
+            os.replace(tmp, self.path)
+        record = self.get_record(name, rtype)
+        assert record is not None
+        return record
+
+    def check(self) -> AccountReport:
+        try:
+            self._load()
+        except ProviderError as exc:
+            return AccountReport("unknown", [Check("zone file", False, str(exc))], str(exc))
+        return AccountReport("available", [Check("zone file", True, str(self.path))])

@@ -1,0 +1,53 @@
+"""Bounded retries of ``TransientError`` for cloud providers (tenacity).
+
+Exponential backoff with jitter, bounded both in attempts and in total time, and a
+``Retry-After`` from the platform is honoured (capped by what time is left).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from providers.base import TransientError
+
+T = TypeVar("T")
+
+
+def _wait(base: Callable[[RetryCallState], float], cap: float) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        delay = base(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return min(delay, cap)
+
+    return wait
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    max_time: float = 60.0,
+    initial: float = 0.2,
+    max_wait: float = 10.0,
+) -> T:
+    """Run ``fn``; retry it on ``TransientError`` only. The last error is re-raised as is,
+    so the step fails with the provider's own message."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_time),
+        wait=_wait(wait_exponential_jitter(initial=initial, max=max_wait), max_wait),
+        reraise=True,
+    )
+    return retrying(fn)

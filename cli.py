@@ -31,17 +31,25 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="config file [env: FAILOVER_CONFIG; default: ./failover.yaml]",
-                 show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="config file [env: FAILOVER_CONFIG; default: ./failover.yaml]",
+        show_default=False,
+    ),
 ]
 StateOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="state directory [env: FAILOVER_STATE_DIR; default: "
-                 ".failover/ beside the config]", show_default=False),
+    typer.Option(
+        "--state-dir",
+        help="state directory [env: FAILOVER_STATE_DIR; default: .failover/ beside the config]",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-ServiceArg = Annotated[str | None, typer.Argument(help="service name (optional with one service)",
-                                                  show_default=False)]
+ServiceArg = Annotated[
+    str | None, typer.Argument(help="service name (optional with one service)", show_default=False)
+]
 
 
 class Exit(Exception):
@@ -99,8 +107,10 @@ def _errors(usage_code: int = 2, failure_code: int = 1) -> Iterator[None]:
         if isinstance(exc, ProviderError):
             _err(str(exc))
         else:
-            _err(f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
-                 "for the traceback, and please report it)")
+            _err(
+                f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
+                "for the traceback, and please report it)"
+            )
         raise Exit(failure_code) from None
 
 
@@ -115,8 +125,10 @@ def _load(config: Path | None, state_dir: Path | None) -> Config:
 def _services(conf: Config, service: str | None, *, one: bool = False) -> list[str]:
     if service is not None:
         if service not in conf.services:
-            raise Exit(2, f"no service named {service!r} in {conf.path} (known: "
-                          f"{', '.join(conf.services)})")
+            raise Exit(
+                2,
+                f"no service named {service!r} in {conf.path} (known: {', '.join(conf.services)})",
+            )
         return [service]
     if one and len(conf.services) > 1:
         raise Exit(2, f"name the service: {conf.path} has {', '.join(conf.services)}")
@@ -132,10 +144,10 @@ def _engine(conf: Config, quiet: bool = False) -> Engine:
 
     on_step = None
     if _tty() and not quiet:
+
         def on_step(step: str, status: str, detail: str) -> None:
             mark = {"in_progress": "..", "succeeded": "ok", "failed": "FAILED"}.get(status, status)
-            if status != "in_progress" or step in ("provision", "wait_ready", "restore",
-                                                   "verify"):
+            if status != "in_progress" or step in ("provision", "wait_ready", "restore", "verify"):
                 _err(f"  {step:<11} {mark}{'  ' + detail if detail else ''}")
 
     log = (lambda message: _err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
@@ -204,12 +216,19 @@ def validate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
 
         conf = _load(config, state_dir)
         for name, svc in conf.services.items():
-            render_user_data(HostSpec(name=f"{name}-g1-check", service=name, generation=1,
-                                      port=svc.port, run=RunSpec(svc.run.command,
-                                                                 tuple(svc.run.setup),
-                                                                 tuple(svc.run.restore))))
-        _out(f"{conf.path}: valid ({len(conf.services)} service(s), "
-             f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})")
+            render_user_data(
+                HostSpec(
+                    name=f"{name}-g1-check",
+                    service=name,
+                    generation=1,
+                    port=svc.port,
+                    run=RunSpec(svc.run.command, tuple(svc.run.setup), tuple(svc.run.restore)),
+                )
+            )
+        _out(
+            f"{conf.path}: valid ({len(conf.services)} service(s), "
+            f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})"
+        )
         return 0
 
     _run(go)
@@ -241,13 +260,17 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
             _json(report)
         else:
             for p in report["providers"]:
-                _out(f"{p['name']} ({p['type']}): {p['state']}"
-                     f"{' - ' + p['reason'] if p['reason'] else ''}")
+                _out(
+                    f"{p['name']} ({p['type']}): {p['state']}"
+                    f"{' - ' + p['reason'] if p['reason'] else ''}"
+                )
                 for c in p["checks"]:
                     _out(f"  {'ok ' if c['ok'] else 'BAD'} {c['name']}: {c['detail']}")
             d = report["dns"]
-            _out(f"dns {d['type']} zone {d['zone']}: {d['state']}"
-                 f"{' - ' + d['reason'] if d['reason'] else ''}")
+            _out(
+                f"dns {d['type']} zone {d['zone']}: {d['state']}"
+                f"{' - ' + d['reason'] if d['reason'] else ''}"
+            )
             for c in d["checks"]:
                 _out(f"  {'ok ' if c['ok'] else 'BAD'} {c['name']}: {c['detail']}")
             for w in report["warnings"]:
@@ -259,8 +282,15 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
 
 def _outcome(outcome: Any, as_json: bool) -> int:
     if as_json:
-        _json({"service": outcome.service, "kind": outcome.kind, "status": outcome.status,
-               "message": outcome.message, "event": _public_event(outcome.event)})
+        _json(
+            {
+                "service": outcome.service,
+                "kind": outcome.kind,
+                "status": outcome.status,
+                "message": outcome.message,
+                "event": _public_event(outcome.event),
+            }
+        )
     elif outcome.ok:
         _out(outcome.message)
     else:
@@ -277,7 +307,9 @@ def _public_event(event: dict[str, Any] | None) -> dict[str, Any] | None:
 @app.command()
 def deploy(
     service: ServiceArg = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="put it on this provider")] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="put it on this provider")
+    ] = None,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -288,8 +320,9 @@ def deploy(
         conf = _load(config, state_dir)
         (name,) = _services(conf, service, one=True)
         if provider is not None and provider not in conf.provider_settings():
-            raise Exit(2, f"no provider named {provider!r} (known: "
-                          f"{', '.join(conf.provider_settings())})")
+            raise Exit(
+                2, f"no provider named {provider!r} (known: {', '.join(conf.provider_settings())})"
+            )
         engine = _engine(conf, quiet=as_json)
         try:
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
@@ -317,7 +350,9 @@ def move(
         if not to:
             raise Exit(2, "--to PROVIDER is required")
         if to not in conf.provider_settings():
-            raise Exit(2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})")
+            raise Exit(
+                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
+            )
         engine = _engine(conf, quiet=as_json)
         try:
             if not yes:
@@ -337,14 +372,18 @@ def move(
 
 def _print_plan(plan: dict[str, Any]) -> None:
     origin = plan["from"]
-    _out(f"{plan['kind']} {plan['service']}: "
-         f"{origin['provider'] + ' (' + origin['address'] + ')' if origin else 'not deployed'}"
-         f" -> {plan['to'] or 'NOWHERE'}")
+    _out(
+        f"{plan['kind']} {plan['service']}: "
+        f"{origin['provider'] + ' (' + origin['address'] + ')' if origin else 'not deployed'}"
+        f" -> {plan['to'] or 'NOWHERE'}"
+    )
     for step in plan["steps"]:
         _out(f"  {step['name']:<11} {step['does']}")
     if not plan["possible"]:
-        _out("not possible now: " + "; ".join(f"{c['provider']}: {c['reason']}"
-                                             for c in plan["candidates"]))
+        _out(
+            "not possible now: "
+            + "; ".join(f"{c['provider']}: {c['reason']}" for c in plan["candidates"])
+        )
 
 
 @app.command()
@@ -361,7 +400,9 @@ def plan(
         conf = _load(config, state_dir)
         (name,) = _services(conf, service, one=True)
         if to is not None and to not in conf.provider_settings():
-            raise Exit(2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})")
+            raise Exit(
+                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
+            )
         engine = _engine(conf, quiet=True)
         try:
             row = engine.store.service(name)
@@ -400,15 +441,22 @@ def status(
             return 0
         for s in doc:
             active = s["active"]
-            where = (f"{active['provider']} {active['address']}:{active['port']} "
-                     f"(host {active['host_id']}, since {active['since']})"
-                     if active else "nowhere (not deployed)")
-            _out(f"{s['service']} ({s['domain']}): {s['health']['state']} on {where}, "
-                 f"generation {s['generation']}")
+            where = (
+                f"{active['provider']} {active['address']}:{active['port']} "
+                f"(host {active['host_id']}, since {active['since']})"
+                if active
+                else "nowhere (not deployed)"
+            )
+            _out(
+                f"{s['service']} ({s['domain']}): {s['health']['state']} on {where}, "
+                f"generation {s['generation']}"
+            )
             dns = s["dns"]
             if dns and "values" in dns:
-                _out(f"  dns: {dns['name']} {dns['type']} {', '.join(dns['values'])} "
-                     f"ttl {dns['ttl']}")
+                _out(
+                    f"  dns: {dns['name']} {dns['type']} {', '.join(dns['values'])} "
+                    f"ttl {dns['ttl']}"
+                )
             elif dns:
                 _out(f"  dns: {dns.get('error')}")
             else:
@@ -416,8 +464,10 @@ def status(
             if s["last_event"]:
                 e = s["last_event"]
                 _out(f"  last: {e['kind']} {e['status']} {e['finished_at'] or ''}")
-            _out("  providers: " + ", ".join(
-                f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"]))
+            _out(
+                "  providers: "
+                + ", ".join(f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"])
+            )
         return 0
 
     _run(go)
@@ -429,8 +479,9 @@ def check(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="probe and report; change nothing")]
-    = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="probe and report; change nothing")
+    ] = False,
 ) -> None:
     """One round of probes (for cron); fails over when the policy says so.
 
@@ -466,8 +517,11 @@ def _worst(codes: Any) -> int:
 def _nagios_line(results: list[Any], code: int) -> str:
     label = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}[code]
     text = "; ".join(r.message for r in results)
-    perf = " ".join(f"{r.service + '_' if len(results) > 1 else ''}latency={r.latency:.3f}s"
-                    for r in results if r.latency is not None)
+    perf = " ".join(
+        f"{r.service + '_' if len(results) > 1 else ''}latency={r.latency:.3f}s"
+        for r in results
+        if r.latency is not None
+    )
     return f"FAILOVER {label} - {text}" + (f" | {perf}" if perf else "")
 
 
@@ -475,10 +529,12 @@ def _nagios_line(results: list[Any], code: int) -> str:
 def watch(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
-    metrics_port: Annotated[int | None, typer.Option("--metrics-port",
-                            help="serve Prometheus metrics on 127.0.0.1:N")] = None,
-    metrics_address: Annotated[str, typer.Option("--metrics-address",
-                               help="address for the metrics endpoint")] = "127.0.0.1",
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="serve Prometheus metrics on 127.0.0.1:N")
+    ] = None,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="address for the metrics endpoint")
+    ] = "127.0.0.1",
     rounds: Annotated[int | None, typer.Option("--rounds", help="stop after N rounds")] = None,
 ) -> None:
     """Probe every service each interval and act like `check`, until stopped."""
@@ -487,8 +543,12 @@ def watch(
         from failover.watch import Watcher
 
         conf = _load(config, state_dir)
-        watcher = Watcher(conf, lambda line: _out(line), metrics_port=metrics_port,
-                          metrics_address=metrics_address)
+        watcher = Watcher(
+            conf,
+            lambda line: _out(line),
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+        )
         return watcher.run(rounds)
 
     _run(go)
@@ -513,7 +573,9 @@ def drill(
         if not to:
             raise Exit(2, "--to PROVIDER is required")
         if to not in conf.provider_settings():
-            raise Exit(2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})")
+            raise Exit(
+                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
+            )
         engine = _engine(conf, quiet=as_json)
         try:
             outcome = engine.drill(name, to)
@@ -527,8 +589,10 @@ def drill(
         else:
             _out(f"drill {name} -> {to}: {doc['status']} in {doc['duration_s']}s")
             for step in doc["steps"]:
-                _out(f"  {step['name']:<11} {step['status']:<10} {step['duration_s'] or 0:>7.2f}s"
-                     f"  {step['detail']}")
+                _out(
+                    f"  {step['name']:<11} {step['status']:<10} {step['duration_s'] or 0:>7.2f}s"
+                    f"  {step['detail']}"
+                )
             if not outcome.ok:
                 _err(f"drill failed: {outcome.message}")
         return 0 if outcome.ok else 1
@@ -562,9 +626,11 @@ def history(
         for e in events:
             frm = e["from"]["provider"] if e["from"] else "-"
             to_ = e["to"]["provider"] if e["to"] else "-"
-            _out(f"#{e['id']} {e['started_at']} {e['service']} {e['kind']} {e['status']} "
-                 f"{frm} -> {to_} ({e['duration_s'] if e['duration_s'] is not None else '?'}s)"
-                 f" {e['reason'] or ''}")
+            _out(
+                f"#{e['id']} {e['started_at']} {e['service']} {e['kind']} {e['status']} "
+                f"{frm} -> {to_} ({e['duration_s'] if e['duration_s'] is not None else '?'}s)"
+                f" {e['reason'] or ''}"
+            )
             for s in e["steps"]:
                 _out(f"    {s['name']:<11} {s['status']:<11} {s['detail']}")
         return 0

@@ -28,6 +28,7 @@ from providers.base import (
 
 DEFAULT_CONFIG = "failover.yaml"
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_DOMAIN = re.compile(r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 
 

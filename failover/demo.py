@@ -8,6 +8,7 @@ prints the timeline. Everything it started is torn down at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,8 +63,13 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
             say(f"      {step:<11} {status:<9} {detail}")
 
     engine = Engine(conf, on_step=step_line)
-    doc: dict[str, Any] = {"from": "alpha", "to": None, "detected_after_s": None,
-                           "recovered_after_s": None, "events": []}
+    doc: dict[str, Any] = {
+        "from": "alpha",
+        "to": None,
+        "detected_after_s": None,
+        "recovered_after_s": None,
+        "events": [],
+    }
     try:
         say(f"[demo] config and state in {workdir}")
         say("[demo] 1. deploy web on alpha")
@@ -104,11 +110,15 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
         if failover:
             say("[demo] 4. timeline (from the moment alpha cut the service off)")
             say(f"[demo]    detected after  {doc['detected_after_s']}s")
-            say(f"[demo]    recovered after {doc['recovered_after_s']}s "
-                f"(on {doc['to']}, DNS {_dns(engine)})")
+            say(
+                f"[demo]    recovered after {doc['recovered_after_s']}s "
+                f"(on {doc['to']}, DNS {_dns(engine)})"
+            )
             for step in failover["steps"]:
-                say(f"[demo]      {step['name']:<11} {step['duration_s'] or 0:6.3f}s  "
-                    f"{step['detail']}")
+                say(
+                    f"[demo]      {step['name']:<11} {step['duration_s'] or 0:6.3f}s  "
+                    f"{step['detail']}"
+                )
         else:
             say("[demo] the service did not move: see the lines above")
     finally:
@@ -129,10 +139,8 @@ def _cut_off(state_dir: Path, host_id: str) -> None:
     root = state_dir / "local" / "alpha"
     (root / "SUSPENDED").write_text("the provider closed this account\n")
     meta = json.loads((root / "hosts" / host_id / "host.json").read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(int(meta["pid"]), signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _teardown(engine: Engine, state_dir: Path) -> None:

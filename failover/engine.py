@@ -15,6 +15,7 @@ paused or partitioned can never move the service back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -560,10 +561,8 @@ class Engine:
             return Outcome(service, kind, "failed", str(exc))
         finally:
             beat.stop.set()
-            try:
+            with contextlib.suppress(LeaseLost):
                 self.store.release(lease)
-            except LeaseLost:
-                pass
 
     def _healthy(self, service: str, row: Any) -> bool:
         probes = asyncio.run(probe_target(self._target(service, row.active["address"])))
@@ -898,8 +897,10 @@ class _Run:
                     raise LeaseLost(self.beat.lost)
                 if self.e.should_stop() and self.kind != "drill":
                     # Left in_progress on purpose: the next command resumes right here.
-                    return self.outcome("interrupted", f"stopped before {step}; the next "
-                                        "`failover check` finishes the run")
+                    return self.outcome(
+                        "interrupted",
+                        f"stopped before {step}; the next `failover check` finishes the run",
+                    )
                 self.journal(step, "in_progress")
                 try:
                     detail = getattr(self, f"step_{step}")()

@@ -12,7 +12,7 @@ state:
 
 _DNS_LOCAL = """\
 dns:
-  type: local                # local (embedded) | route53 | clouddns | azuredns | rfc2136 | cloudflare
+  type: local                # local | route53 | clouddns | azuredns | rfc2136 | cloudflare
   zone: example.test
   ttl: 30                    # keep it short: clients cache the old address this long
 """
@@ -56,7 +56,8 @@ providers:
     location: westeurope
     size: Standard_B1s
     image: Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest
-    subnet_id: /subscriptions/.../resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/default
+    # subnet_id: the full ARM id of an existing subnet
+    subnet_id: ${AZURE_SUBNET_ID}
     admin_username: failover
     ssh_public_key: ${FAILOVER_SSH_PUBLIC_KEY}
   - name: standby

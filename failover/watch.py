@@ -25,19 +25,33 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         r = self.registry
-        self.probe_latency = Gauge("failover_probe_latency_seconds", "last probe latency",
-                                   ["service", "kind"], registry=r)
-        self.probe_ok = Gauge("failover_probe_success", "1 if the last probe passed",
-                              ["service", "kind"], registry=r)
-        self.state = Gauge("failover_service_state", "1 for the service's current state",
-                           ["service", "state"], registry=r)
-        self.moves = Counter("failover_moves_total", "failovers and moves done by this watcher",
-                             ["service", "result"], registry=r)
-        self.step_seconds = Gauge("failover_step_duration_seconds",
-                                  "duration of each step of the last run",
-                                  ["service", "step"], registry=r)
-        self.rounds = Counter("failover_rounds_total", "probe rounds", ["service", "exit_code"],
-                              registry=r)
+        self.probe_latency = Gauge(
+            "failover_probe_latency_seconds", "last probe latency", ["service", "kind"], registry=r
+        )
+        self.probe_ok = Gauge(
+            "failover_probe_success", "1 if the last probe passed", ["service", "kind"], registry=r
+        )
+        self.state = Gauge(
+            "failover_service_state",
+            "1 for the service's current state",
+            ["service", "state"],
+            registry=r,
+        )
+        self.moves = Counter(
+            "failover_moves_total",
+            "failovers and moves done by this watcher",
+            ["service", "result"],
+            registry=r,
+        )
+        self.step_seconds = Gauge(
+            "failover_step_duration_seconds",
+            "duration of each step of the last run",
+            ["service", "step"],
+            registry=r,
+        )
+        self.rounds = Counter(
+            "failover_rounds_total", "probe rounds", ["service", "exit_code"], registry=r
+        )
         self.server, self.thread = start_http_server(port, addr=address, registry=r)
 
     def observe(self, result: ServiceCheck, event: dict[str, Any] | None) -> None:
@@ -90,8 +104,10 @@ class Watcher:
                 names = [n for n, t in due.items() if t <= now]
                 if names:
                     for result in engine.check(names):
-                        self.say(f"{time.strftime('%H:%M:%S')} {result.service} "
-                                 f"{result.state} [{result.exit_code}] {result.message}")
+                        self.say(
+                            f"{time.strftime('%H:%M:%S')} {result.service} "
+                            f"{result.state} [{result.exit_code}] {result.message}"
+                        )
                         if self.metrics:
                             last = engine.store.events(result.service, limit=1)
                             self.metrics.observe(result, last[0] if last else None)

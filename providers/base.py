@@ -101,7 +101,7 @@ class ConflictError(ProviderError):
 # --------------------------------------------------------------------------- hosts
 
 
-class HostState(str, enum.Enum):
+class HostState(enum.StrEnum):
     """Provider-neutral host state (after Libcloud's ``NodeState``)."""
 
     PENDING = "pending"
@@ -282,8 +282,8 @@ class ComputeProvider(ABC):
     """Base class for compute providers. Subclasses set ``type``/``Settings`` and fill in
     the six methods. Every method raises only the errors above, never an SDK's own."""
 
-    type: ClassVar[str] = ""
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+    type: ClassVar[str] = ""
     # The company behind the platform, for doctor's shared-fate warning ("aws", "google").
     vendor: ClassVar[str] = ""
 
@@ -337,8 +337,8 @@ class DnsProvider(ABC):
     set, never delete-then-create; with ``expect`` it refuses (``ConflictError``) when the
     current values are not ``expect``, so a stale watcher cannot undo a newer cutover."""
 
-    type: ClassVar[str] = ""
     Settings: ClassVar[type[DnsSettings]] = DnsSettings
+    type: ClassVar[str] = ""
     vendor: ClassVar[str] = ""
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:

@@ -9,6 +9,7 @@ importing a full client would cost every cron-driven ``check`` more than the pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -130,10 +131,8 @@ async def http_get(
         return int(match.group(1)), body
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-        except (OSError, ssl.SSLError):
-            pass
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -206,10 +205,11 @@ async def probe_dns(t: Target) -> ProbeResult:
             query_server, spec.server, t.domain, t.record_type, t.health.timeout
         )
     elif t.resolver is not None:
-        answer = await asyncio.to_thread(t.resolver)
+        resolved = await asyncio.to_thread(t.resolver)
+        answer = resolved or ([], 0)
     else:
         raise ProbeFailed("no DNS server to ask")
-    if not answer:
+    if not answer[0]:
         raise ProbeFailed(f"{t.domain} {t.record_type}: no such record")
     values, ttl = answer
     if sorted(values) != [t.address]:
@@ -292,8 +292,8 @@ async def reach(canary: str, timeout: float) -> tuple[bool, str]:
                 timeout,
             )
         else:
-            host, _, port = canary.rpartition(":")
-            _, writer = await asyncio.wait_for(_open(host, int(port)), timeout)
+            host, _, port_text = canary.rpartition(":")
+            _, writer = await asyncio.wait_for(_open(host, int(port_text)), timeout)
             writer.close()
     except TimeoutError:
         return False, f"canary {canary}: no answer within {timeout}s"

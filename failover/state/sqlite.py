@@ -214,14 +214,14 @@ class SqliteStore:
         now = time.time()
         with self.tx() as db:
             row = db.execute("SELECT * FROM leases WHERE name=?", (name,)).fetchone()
-            if row is not None and row["expires"] > now:
-                if not (row["host"] == host and not _pid_alive(row["pid"])):
-                    return {
-                        "owner": row["owner"],
-                        "pid": row["pid"],
-                        "host": row["host"],
-                        "expires_in": round(row["expires"] - now, 1),
-                    }
+            held = row is not None and row["expires"] > now
+            if held and not (row["host"] == host and not _pid_alive(row["pid"])):
+                return {
+                    "owner": row["owner"],
+                    "pid": row["pid"],
+                    "host": row["host"],
+                    "expires_in": round(row["expires"] - now, 1),
+                }
             token = self._next(db, "lease_token")
             db.execute(
                 "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)",
@@ -547,7 +547,8 @@ class SqliteStore:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO hosts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(provider, host_id) DO"
-                " UPDATE SET role=excluded.role, note=excluded.note, updated_at=excluded.updated_at,"
+                " UPDATE SET role=excluded.role, note=excluded.note,"
+                " updated_at=excluded.updated_at,"
                 " address=COALESCE(excluded.address, hosts.address)",
                 (
                     provider,

@@ -35,3 +35,13 @@ def need_binary(name: str, *extra_dirs: str) -> str:
     need(path, f"{name} is not installed (apt-get install it, or run .ci/run as root)")
     assert path is not None
     return path
+
+
+@pytest.fixture
+def project(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder for a config and its state; every host started in it is killed after."""
+    from tests.helpers import cleanup
+
+    yield tmp_path
+    for config in tmp_path.glob("*.yaml"):
+        cleanup(config)

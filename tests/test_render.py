@@ -1,0 +1,46 @@
+"""The cloud-init template, rendered in the sandbox and parsed back."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from failover.render import TemplateError, render_user_data
+from providers.base import HostSpec, RunSpec
+
+
+def spec(**run: object) -> HostSpec:
+    base: dict[str, object] = {
+        "command": "{python} -m http.server {port} --bind {address}",
+        "setup": ("apt-get install -y nginx",),
+        "restore": ("aws s3 cp s3://backups/latest.tar.gz - | tar xz", "echo '100%' done"),
+        "env": {"MODE": "prod 'quoted' %s"},
+    }
+    base.update(run)
+    return HostSpec(name="web-g3-aws", service="web", generation=3, port=8080, run=RunSpec(**base))  # type: ignore[arg-type]
+
+
+def test_renders_valid_cloud_config() -> None:
+    text = render_user_data(spec())
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    script = files["/etc/failover/run.sh"]
+    assert "apt-get install -y nginx" in script
+    assert script.index("apt-get install") < script.index("aws s3 cp")
+    unit = files["/etc/systemd/system/failover-web.service"]
+    assert 'ExecStart=/bin/sh -c "python3 -m http.server 8080 --bind 0.0.0.0"' in unit
+    assert "Environment=\"MODE=prod 'quoted' %%s\"" in unit
+    assert "Requires=failover-web-prepare.service" in unit
+    assert ["systemctl", "enable", "--now", "failover-web.service"] in doc["runcmd"]
+
+
+def test_multiline_commands_stay_inside_the_script() -> None:
+    text = render_user_data(spec(restore=("set -x\nrestore-db --from backup",)))
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    assert "restore-db --from backup" in files["/etc/failover/run.sh"]
+
+
+def test_strict_undefined() -> None:
+    with pytest.raises(TemplateError):
+        render_user_data(spec(), template="cloud-init/../../tests/data/bad.j2")

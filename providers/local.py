@@ -284,6 +284,7 @@ class LocalProvider(ComputeProvider):
             return
         try:
             os.killpg(int(pid), signal.SIGTERM)
+            os.killpg(int(pid), signal.SIGCONT)  # a frozen host must wake up to die
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + 3.0

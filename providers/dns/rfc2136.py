@@ -1,0 +1,639 @@
+"""RFC 2136 dynamic DNS updates (BIND, Knot, PowerDNS, ...): a zone you host yourself.
+
+Why this backend exists: when the company that runs your servers also runs your DNS,
+closing the account takes away the one lever a failover has. A zone on a server you
+control (or at a DNS host that is not your compute provider) survives that.
+
+How a change is made: one TSIG-signed UPDATE message that deletes the record set and
+adds the new one. The server applies an UPDATE as a unit, so resolvers never see the
+name without an address. With ``expect`` the message also carries a prerequisite on
+the current values (RFC 2136 section 2.4.2, "RRset exists, value dependent"): a watcher
+that was paused while another one moved the service gets NXRRSET instead of undoing the
+newer cutover. After the update, the server itself (never the system resolver, whose
+cache would lie) is asked until it answers the new values, within a bound.
+
+dnspython is a core dependency, but it is still imported inside the functions, so that
+loading a config that names this backend costs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, WithJsonSchema, field_validator
+
+from providers.base import (
+    AccountBlocked,
+    AccountReport,
+    Check,
+    ConflictError,
+    DnsProvider,
+    DnsSettings,
+    Duration,
+    ProviderContext,
+    ProviderError,
+    Record,
+    TransientError,
+)
+from providers.retry import call_with_retries
+
+T = TypeVar("T")
+
+TsigAlgorithm = Literal[
+    "hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"
+]
+
+
+class Rfc2136Settings(DnsSettings):
+    """``dns: {type: rfc2136, ...}``: a primary server that accepts TSIG-signed updates."""
+
+    type: Literal["rfc2136"] = "rfc2136"  # type: ignore[assignment]
+    server: Annotated[
+        list[str],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                ]
+            }
+        ),
+    ] = Field(
+        description=(
+            "the primary server as host:port (port 53 when left out; [v6]:port for IPv6). "
+            "A list may be given: the first that answers is used"
+        ),
+        min_length=1,
+    )
+    key_name: str = Field(description="TSIG key name, as in the server's `key` statement")
+    key_secret: SecretStr = Field(
+        description="TSIG secret (base64); put `${ENV_VAR}` here, never the secret itself"
+    )
+    key_algorithm: TsigAlgorithm = Field(default="hmac-sha256", description="TSIG algorithm")
+    timeout: Duration = Field(default=5.0, description="how long to wait for one server answer")
+    propagation_timeout: Duration = Field(
+        default=30.0,
+        description="how long to wait, after an update, for the server to answer the new values",
+    )
+    poll_interval: Duration = Field(
+        default=0.5, description="pause between the queries that wait for the new values"
+    )
+    retry_attempts: int = Field(default=3, ge=1, le=50)
+    retry_max_time: Duration = Field(default=30.0, description="total time retries may take")
+    vendor: str | None = Field(
+        default=None,
+        description=(
+            "who runs the server (e.g. aws, google, microsoft, hetzner); doctor warns when it "
+            "is the company behind one of the service's compute providers. Empty: self-hosted"
+        ),
+    )
+
+    @field_validator("server", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("server")
+    @classmethod
+    def _valid_servers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            split_server(item)
+        return value
+
+    @field_validator("key_secret")
+    @classmethod
+    def _base64(cls, value: SecretStr) -> SecretStr:
+        # The message never repeats the value: it is a credential.
+        try:
+            base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "is not valid base64 (use the `secret` of the server's key statement, "
+                "e.g. from `tsig-keygen`)"
+            ) from None
+        if not value.get_secret_value():
+            raise ValueError("is empty (is the environment variable set?)")
+        return value
+
+    @field_validator("vendor")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if value else None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def split_server(server: str, default_port: int = 53) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port)."""
+    text = server.strip()
+    if not text:
+        raise ValueError("server must not be empty")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"{server!r}: missing ']'")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{server!r}: expected [address]:port")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # a name, an IPv4 address or a bare IPv6 address
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{server!r}: missing host")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{server!r}: port must be 1-65535")
+        return host, int(port_text)
+    return host, default_port
+
+
+def _address(host: str, port: int) -> str:
+    """The server's IP address (dnspython needs one). A name is looked up once, with the
+    system resolver: it names the DNS server, not the record being changed."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return host
+    except OSError:
+        pass
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+        return host
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransientError(f"cannot resolve DNS server name {host!r}: {exc}") from None
+    return str(infos[0][4][0])
+
+
+def _absolute(name: str, zone: str) -> str:
+    """``www`` / ``www.example.test`` / ``www.example.test.`` -> ``www.example.test.``"""
+    name = name.strip()
+    zone = zone.strip().rstrip(".")
+    if name.endswith("."):
+        return name
+    if name in ("@", ""):
+        return zone + "."
+    lowered = name.lower()
+    if lowered == zone.lower() or lowered.endswith("." + zone.lower()):
+        return name + "."
+    return f"{name}.{zone}."
+
+
+def _values(rrset: Any) -> list[str]:
+    return sorted(rdata.to_text() for rdata in rrset)
+
+
+def _canonical(rtype: str, values: Sequence[str], provider: str = "") -> list[str]:
+    """Values in the server's text form, so ``expect`` compares like with like."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    out = []
+    for value in values:
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), value)
+        except Exception as exc:  # dnspython raises several syntax errors
+            raise ProviderError(
+                f"{value!r} is not a valid {rtype} value: {exc}", provider=provider
+            ) from None
+        out.append(rdata.to_text())
+    return sorted(out)
+
+
+class _Rejected(Exception):
+    """The server answered, and refused us (key or policy)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _exchange(message: Any, address: str, port: int, timeout: float, *, tcp: bool) -> Any:
+    """Send one message; translate dnspython's TSIG complaints into ``_Rejected``."""
+    import dns.query
+    import dns.tsig
+
+    try:
+        if tcp:
+            return dns.query.tcp(message, address, port=port, timeout=timeout)
+        response, _ = dns.query.udp_with_fallback(message, address, port=port, timeout=timeout)
+        return response
+    except dns.tsig.PeerBadKey:
+        raise _Rejected("BADKEY", "the server does not know this key name/algorithm") from None
+    except dns.tsig.PeerBadSignature:
+        raise _Rejected("BADSIG", "the signature did not verify: wrong secret?") from None
+    except dns.tsig.PeerBadTime:
+        raise _Rejected(
+            "BADTIME", "the server rejected the signature's time: are the clocks in sync?"
+        ) from None
+    except dns.tsig.PeerError as exc:
+        raise _Rejected("TSIG", f"TSIG error: {exc}") from None
+
+
+def query_authoritative(
+    server: str, name: str, rtype: str, timeout: float
+) -> tuple[list[str], int]:
+    """Ask ``server`` (``host:port``) itself for ``name``/``rtype``, without recursion.
+
+    Returns the values (sorted, in presentation form) and the record set's TTL;
+    ``([], 0)`` when the name or type does not exist. Used by the engine's dns probe to
+    see what the authority answers now, bypassing every cache.
+
+    Raises ``TransientError`` when the server does not answer in time (or answers
+    SERVFAIL), ``ProviderError`` when it refuses or is not authoritative for the name.
+    """
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.rcode
+    import dns.rdatatype
+
+    host, port = split_server(server)
+    address = _address(host, port)
+    qname = name if name.endswith(".") else name + "."
+    query = dns.message.make_query(qname, dns.rdatatype.from_text(rtype))
+    query.flags &= ~dns.flags.RD
+    try:
+        response = _exchange(query, address, port, timeout, tcp=False)
+    except (dns.exception.Timeout, OSError) as exc:
+        raise TransientError(
+            f"DNS server {server} did not answer a query for {qname} {rtype}: "
+            f"{type(exc).__name__} {exc}".rstrip(),
+            code="timeout",
+        ) from None
+    except _Rejected as exc:  # unsigned query: should not happen
+        raise ProviderError(f"DNS server {server}: {exc.detail}", code=exc.code) from None
+    except dns.exception.DNSException as exc:
+        raise TransientError(f"DNS server {server}: bad answer: {exc}", code="formerr") from None
+    rcode = response.rcode()
+    if rcode == dns.rcode.NXDOMAIN:
+        return [], 0
+    if rcode == dns.rcode.SERVFAIL:
+        raise TransientError(f"DNS server {server} answered SERVFAIL for {qname}", code="SERVFAIL")
+    if rcode != dns.rcode.NOERROR:
+        code = dns.rcode.to_text(rcode)
+        raise ProviderError(f"DNS server {server} answered {code} for {qname} {rtype}", code=code)
+    if not response.flags & dns.flags.AA:
+        raise ProviderError(
+            f"DNS server {server} is not authoritative for {qname} (no AA flag in its answer)",
+            code="not-authoritative",
+            hint="point the probe at the zone's primary or one of its secondaries",
+        )
+    rdtype = dns.rdatatype.from_text(rtype)
+    for rrset in response.answer:
+        if rrset.rdtype == rdtype and rrset.name == dns.name.from_text(qname):
+            return _values(rrset), int(rrset.ttl)
+    return [], 0
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class Rfc2136Dns(DnsProvider):
+    """A zone on a server you run (or rent), changed with TSIG-signed RFC 2136 updates."""
+
+    type = "rfc2136"
+    Settings = Rfc2136Settings
+    vendor = ""
+
+    def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
+        super().__init__(settings, context)
+        assert isinstance(settings, Rfc2136Settings)
+        self.cfg: Rfc2136Settings = settings
+        # Who hosts the server, for doctor's shared-fate warning (self-hosted: "").
+        self.vendor = settings.vendor or ""  # type: ignore[misc]
+        self._servers = [(s, *split_server(s)) for s in settings.server]
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _keyring(self) -> tuple[Any, Any, Any]:
+        import dns.name
+        import dns.tsig
+
+        name = dns.name.from_text(self.cfg.key_name)
+        secret = base64.b64decode(self.cfg.key_secret.get_secret_value())
+        algorithm = dns.name.from_text(self.cfg.key_algorithm)
+        return {name: dns.tsig.Key(name, secret, algorithm)}, name, algorithm
+
+    def _zone(self) -> str:
+        return _absolute(self.cfg.zone, self.cfg.zone)
+
+    def _rejected(self, server: str, code: str, detail: str) -> AccountBlocked:
+        return AccountBlocked(
+            f"key {self.cfg.key_name!r} rejected by server {server} for zone "
+            f"{self.cfg.zone}: {detail}",
+            provider=self.name,
+            code=code,
+            hint=(
+                "check key_name, key_secret and key_algorithm against the server's key "
+                "statement, and that its update-policy/allow-update grants this key the zone"
+            ),
+        )
+
+    def _on_servers(self, what: str, fn: Callable[[str, str, int], T]) -> T:
+        """Run ``fn(server, address, port)`` on the first server that answers.
+
+        A server that times out or refuses the connection is skipped; one that answers
+        (even with an error) is the one we talk to. All silent: TransientError."""
+        import dns.exception
+
+        failures = []
+        for server, host, port in self._servers:
+            try:
+                address = _address(host, port)
+                return fn(server, address, port)
+            except (dns.exception.Timeout, OSError, TransientError) as exc:
+                if isinstance(exc, TransientError) and exc.code == "propagation":
+                    raise  # that server took the update: do not send it elsewhere
+                detail = str(exc) or type(exc).__name__
+                failures.append(f"{server}: {detail}")
+                self.context.log(f"dns: {server} did not answer ({detail}); trying the next one")
+        raise TransientError(
+            f"no DNS server answered {what} ({'; '.join(failures)})",
+            provider=self.name,
+            code="timeout",
+            hint="check that the server runs and this machine can reach it (TCP and UDP)",
+        )
+
+    def _read(
+        self, server: str, address: str, port: int, fqdn: str, rtype: str, *, signed: bool = True
+    ) -> Record | None:
+        import dns.exception
+        import dns.flags
+        import dns.message
+        import dns.name
+        import dns.rcode
+        import dns.rdatatype
+
+        rdtype = dns.rdatatype.from_text(rtype)
+        query = dns.message.make_query(fqdn, rdtype)
+        query.flags &= ~dns.flags.RD
+        # Signed too, so servers that answer only this key (allow-query { key ...; }) work.
+        if signed:
+            keyring, keyname, algorithm = self._keyring()
+            query.use_tsig(keyring, keyname, algorithm=algorithm)
+        try:
+            response = _exchange(query, address, port, self.cfg.timeout, tcp=True)
+        except _Rejected as exc:
+            raise self._rejected(server, exc.code, exc.detail) from None
+        except dns.exception.Timeout:
+            raise
+        except dns.exception.DNSException as exc:
+            raise ProviderError(
+                f"{server}: bad answer to a query: {exc}", provider=self.name
+            ) from None
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return None
+        if rcode != dns.rcode.NOERROR:
+            code = dns.rcode.to_text(rcode)
+            if rcode == dns.rcode.SERVFAIL:
+                raise TransientError(f"{server} answered SERVFAIL", provider=self.name, code=code)
+            raise ProviderError(
+                f"{server} answered {code} to a query for {fqdn} {rtype}",
+                provider=self.name,
+                code=code,
+                hint=f"is {server} authoritative for {self.cfg.zone}?",
+            )
+        wanted = dns.name.from_text(fqdn)
+        for rrset in response.answer:
+            if rrset.rdtype == rdtype and rrset.name == wanted:
+                return Record(fqdn.rstrip("."), rtype, _values(rrset), int(rrset.ttl))
+        return None
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return call_with_retries(
+            fn, attempts=self.cfg.retry_attempts, max_time=self.cfg.retry_max_time
+        )
+
+    # ----------------------------------------------------------------- interface
+
+    def get_record(self, name: str, rtype: str = "A") -> Record | None:
+        fqdn = _absolute(name, self.cfg.zone)
+        rtype = rtype.upper()
+        return self._retry(
+            lambda: self._on_servers(
+                f"a query for {fqdn} {rtype}",
+                lambda server, address, port: self._read(server, address, port, fqdn, rtype),
+            )
+        )
+
+    def set_record(
+        self,
+        name: str,
+        rtype: str,
+        values: Sequence[str],
+        ttl: int,
+        *,
+        expect: Sequence[str] | None = None,
+    ) -> Record:
+        fqdn = _absolute(name, self.cfg.zone)
+        rtype = rtype.upper()
+        wanted = _canonical(rtype, values, self.name)
+        expected = None if expect is None else _canonical(rtype, expect, self.name)
+        return self._retry(
+            lambda: self._on_servers(
+                f"an update of {fqdn} {rtype}",
+                lambda server, address, port: self._update(
+                    server, address, port, fqdn, rtype, wanted, int(ttl), expected
+                ),
+            )
+        )
+
+    def _update(
+        self,
+        server: str,
+        address: str,
+        port: int,
+        fqdn: str,
+        rtype: str,
+        wanted: list[str],
+        ttl: int,
+        expected: list[str] | None,
+    ) -> Record:
+        import dns.exception
+        import dns.rcode
+        import dns.rdataset
+        import dns.update
+
+        keyring, keyname, algorithm = self._keyring()
+        update = dns.update.UpdateMessage(
+            self._zone(), keyring=keyring, keyname=keyname, keyalgorithm=algorithm
+        )
+        if expected is not None:
+            if expected:
+                # "RRset exists (value dependent)": the whole set must be exactly this.
+                update.present(fqdn, dns.rdataset.from_text("IN", rtype, 0, *expected))
+            else:
+                update.absent(fqdn, rtype)
+        update.delete(fqdn, rtype)
+        if wanted:
+            update.add(fqdn, dns.rdataset.from_text("IN", rtype, ttl, *wanted))
+        try:
+            response = _exchange(update, address, port, self.cfg.timeout, tcp=True)
+        except _Rejected as exc:
+            raise self._rejected(server, exc.code, exc.detail) from None
+        except dns.exception.Timeout:
+            raise
+        except dns.exception.DNSException as exc:
+            raise ProviderError(
+                f"{server}: bad answer to an update: {exc}", provider=self.name
+            ) from None
+        rcode = response.rcode()
+        if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
+            current = self._read(server, address, port, fqdn, rtype)
+            now = current.values if current else []
+            if now == wanted:
+                # Our own earlier attempt landed (its answer was lost): nothing to do.
+                return self._settled(server, address, port, fqdn, rtype, wanted)
+            raise ConflictError(
+                f"someone else changed the record {fqdn.rstrip('.')} {rtype}: expected "
+                f"{expected or 'no record'}, the server has {now or 'no record'}",
+                provider=self.name,
+                code=dns.rcode.to_text(rcode),
+                hint="re-read the record and decide again",
+            )
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            code = dns.rcode.to_text(rcode)
+            raise self._rejected(server, code, f"the server answered {code}")
+        if rcode == dns.rcode.SERVFAIL:
+            raise TransientError(
+                f"{server} answered SERVFAIL to an update of {fqdn}",
+                provider=self.name,
+                code="SERVFAIL",
+            )
+        if rcode != dns.rcode.NOERROR:
+            code = dns.rcode.to_text(rcode)
+            raise ProviderError(
+                f"{server} answered {code} to an update of {fqdn} {rtype}",
+                provider=self.name,
+                code=code,
+            )
+        self.context.log(f"dns: {server} accepted {fqdn} {rtype} -> {wanted or 'removed'}")
+        return self._settled(server, address, port, fqdn, rtype, wanted)
+
+    def _settled(
+        self, server: str, address: str, port: int, fqdn: str, rtype: str, wanted: list[str]
+    ) -> Record:
+        """Ask the server that took the update until it answers ``wanted`` (bounded)."""
+        import dns.exception
+
+        deadline = time.monotonic() + self.cfg.propagation_timeout
+        last: Record | None = None
+        while True:
+            try:
+                last = self._read(server, address, port, fqdn, rtype)
+            except (dns.exception.Timeout, OSError):
+                last = None
+            if (last.values if last else []) == wanted:
+                return last or Record(fqdn.rstrip("."), rtype, [], 0)
+            if time.monotonic() >= deadline:
+                raise TransientError(
+                    f"{server} accepted the update of {fqdn.rstrip('.')} {rtype} but still "
+                    f"answers {last.values if last else 'nothing'} after "
+                    f"{self.cfg.propagation_timeout:g}s",
+                    provider=self.name,
+                    code="propagation",
+                    hint="the server may be slow to apply updates; the update will be retried",
+                )
+            time.sleep(self.cfg.poll_interval)
+
+    def check(self) -> AccountReport:
+        import dns.exception
+
+        checks: list[Check] = []
+        answered: tuple[str, str, int] | None = None
+        for server, host, port in self._servers:
+            try:
+                address = _address(host, port)
+                # Unsigned: whether the server serves the zone, apart from the key.
+                soa = self._read(server, address, port, self._zone(), "SOA", signed=False)
+            except (dns.exception.Timeout, OSError, TransientError) as exc:
+                checks.append(Check(f"server {server}", False, f"no answer: {exc}", "warning"))
+                continue
+            except ProviderError as exc:
+                checks.append(Check(f"server {server}", False, exc.message))
+                continue
+            if soa is None:
+                checks.append(
+                    Check(f"server {server}", False, f"has no SOA for zone {self.cfg.zone}")
+                )
+                continue
+            serial = soa.values[0].split()[2] if soa.values else "?"
+            checks.append(
+                Check(
+                    f"server {server}",
+                    True,
+                    f"answers SOA for zone {self.cfg.zone} (serial {serial})",
+                )
+            )
+            answered = (server, address, port)
+            break
+        if answered is None:
+            for check in checks:
+                check.level = "error"
+            return AccountReport("unknown", checks, f"no server answers for zone {self.cfg.zone}")
+        server, address, port = answered
+        try:
+            self._signed_noop(server, address, port)
+        except AccountBlocked as exc:
+            checks.append(Check("key accepted", False, exc.message))
+            return AccountReport("blocked", checks, exc.message)
+        except (dns.exception.Timeout, OSError) as exc:
+            checks.append(Check("key accepted", False, f"no answer: {exc}"))
+            return AccountReport("unknown", checks, f"{server} did not answer a signed update")
+        except ProviderError as exc:
+            checks.append(Check("key accepted", False, exc.message))
+            return AccountReport("unknown", checks, exc.message)
+        checks.append(
+            Check(
+                "key accepted",
+                True,
+                f"{server} verified a signed update from key {self.cfg.key_name!r} "
+                "(a no-op: the prerequisite fails on purpose)",
+            )
+        )
+        return AccountReport("available", checks)
+
+    def _signed_noop(self, server: str, address: str, port: int) -> None:
+        """A TSIG-signed UPDATE whose prerequisite always fails, so it changes nothing:
+        the zone apex must be unused (it never is: it has an SOA). The server verifies the
+        signature before prerequisites, so the answer tells whether the key is accepted."""
+        import dns.exception
+        import dns.rcode
+        import dns.update
+
+        keyring, keyname, algorithm = self._keyring()
+        update = dns.update.UpdateMessage(
+            self._zone(), keyring=keyring, keyname=keyname, keyalgorithm=algorithm
+        )
+        update.absent(self._zone())  # "name is not in use": false at the apex
+        try:
+            response = _exchange(update, address, port, self.cfg.timeout, tcp=True)
+        except _Rejected as exc:
+            raise self._rejected(server, exc.code, exc.detail) from None
+        except dns.exception.Timeout:
+            raise
+        except dns.exception.DNSException as exc:
+            raise ProviderError(f"{server}: bad answer: {exc}", provider=self.name) from None
+        rcode = response.rcode()
+        if rcode in (dns.rcode.YXDOMAIN, dns.rcode.NOERROR):
+            return
+        code = dns.rcode.to_text(rcode)
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            raise self._rejected(server, code, f"the server answered {code}")
+        raise ProviderError(
+            f"{server} answered {code} to a signed no-op update", provider=self.name, code=code
+        )

@@ -15,7 +15,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from providers.base import TransientError
@@ -47,7 +48,9 @@ def call_with_retries(
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_time),
-        wait=_wait(wait_exponential_jitter(initial=initial, max=max_wait), max_wait),
+        wait=_wait(
+            wait_exponential(multiplier=initial, max=max_wait) + wait_random(0, initial), max_wait
+        ),
         reraise=True,
     )
     return retrying(fn)

@@ -1,0 +1,719 @@
+"""Azure compute: a host is a Linux VM with its NIC, public IP and managed OS disk.
+
+Everything lives in one configured resource group and is tagged ``failover-service``,
+``failover-generation`` and ``failover-purpose``. Resource names are derived from the host
+name (``web-g3-azure`` -> VM ``web-g3-azure``, NIC ``web-g3-azure-nic``, public IP
+``web-g3-azure-pip``, OS disk ``web-g3-azure-osdisk``), so a retried or resumed create
+finds what the first attempt made, and ``destroy_host`` knows what to delete even when the
+VM itself is already gone. Creates are ARM ``PUT``s (``begin_create_or_update``), polled to
+completion and bounded by ``operation_timeout``.
+
+The SDKs (azure-mgmt-compute, azure-mgmt-network, azure-identity) are imported inside the
+methods only. See ``providers/_azure.py`` for credentials (``DefaultAzureCredential``; a
+static token only for a loopback http test endpoint) and for the error mapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, field_validator
+
+from providers import _azure
+from providers._azure import as_json, dig
+from providers.base import (
+    AccountBlocked,
+    AccountReport,
+    CapacityError,
+    Check,
+    CloudSettings,
+    ComputeProvider,
+    Duration,
+    Host,
+    HostSpec,
+    HostState,
+    NotFound,
+    ProviderContext,
+    ProviderError,
+    QuotaError,
+)
+
+T = TypeVar("T")
+
+SUBSCRIPTION_API = "2022-12-01"
+RESOURCE_GROUP_API = "2021-04-01"
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9-]+")
+
+
+class AzureSettings(CloudSettings):
+    """``providers: [{type: azure, ...}]``."""
+
+    type: Literal["azure"] = "azure"
+    subscription_id: str = Field(description="subscription that pays for the VMs")
+    resource_group: str = Field(description="existing resource group every resource goes into")
+    location: str = Field(description="Azure location (region), e.g. westeurope")
+    zones: list[str] = Field(
+        default_factory=list,
+        description="availability zones to try in order (e.g. ['1', '2', '3']); empty: regional",
+    )
+    size: str = Field(default="Standard_B1s", description="VM size")
+    image: str = Field(
+        default="Canonical:ubuntu-24_04-lts:server:latest",
+        description="marketplace image publisher:offer:sku:version, or an image resource id",
+    )
+    subnet_id: str = Field(description="resource id of the subnet the NIC joins")
+    admin_username: str = Field(default="failover", description="Linux admin user")
+    ssh_public_key: str = Field(description="OpenSSH public key installed for admin_username")
+    os_disk_type: str = Field(default="StandardSSD_LRS", description="managed OS disk SKU")
+    polling_interval: Duration | None = Field(
+        default=None,
+        description="seconds between polls of a long-running operation; default: what Azure "
+        "asks for (Retry-After), 0 for a loopback test endpoint",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value.startswith("/subscriptions/"):
+            return value
+        parts = value.split(":")
+        if len(parts) != 4 or not all(parts):
+            raise ValueError("use publisher:offer:sku:version (or an image resource id)")
+        return value
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        if "/subnets/" not in value.lower():
+            raise ValueError(
+                "a subnet resource id: /subscriptions/.../virtualNetworks/NET/subnets/NAME"
+            )
+        return value
+
+
+def resource_names(host_name: str) -> dict[str, str]:
+    """VM, NIC, public IP and OS disk names for a host (Azure: letters, digits, hyphens)."""
+    base = _NAME_BAD.sub("-", host_name).strip("-") or "host"
+    if len(base) > 56:
+        digest = hashlib.sha1(host_name.encode()).hexdigest()[:8]
+        base = f"{base[:47].rstrip('-')}-{digest}"
+    return {
+        "vm": base,
+        "nic": f"{base}-nic",
+        "pip": f"{base}-pip",
+        "disk": f"{base}-osdisk",
+    }
+
+
+def _last_segment(resource_id: str | None) -> str | None:
+    if not resource_id:
+        return None
+    return resource_id.rstrip("/").rsplit("/", 1)[-1] or None
+
+
+class AzureProvider(ComputeProvider):
+    """Azure virtual machines through azure-mgmt-compute / azure-mgmt-network."""
+
+    type = "azure"
+    Settings = AzureSettings
+    vendor = "microsoft"
+
+    settings: AzureSettings
+
+    def __init__(self, settings: AzureSettings, context: ProviderContext) -> None:
+        super().__init__(settings, context)
+        self._compute: Any = None
+        self._network: Any = None
+        self._credential: Any = None
+
+    # ----------------------------------------------------------------- clients
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._compute is None:
+            from azure.mgmt.compute import ComputeManagementClient
+            from azure.mgmt.network import NetworkManagementClient
+
+            s = self.settings
+            self._credential = _azure.make_credential(s.endpoint)
+            kwargs = _azure.client_kwargs(s.endpoint, s.polling_interval)
+            self._compute = ComputeManagementClient(self._credential, s.subscription_id, **kwargs)
+            self._network = NetworkManagementClient(self._credential, s.subscription_id, **kwargs)
+        return self._compute, self._network
+
+    def close(self) -> None:
+        for client in (self._compute, self._network, self._credential):
+            closer = getattr(client, "close", None)
+            if callable(closer):
+                with contextlib.suppress(Exception):
+                    closer()
+        self._compute = self._network = self._credential = None
+
+    def _call(self, fn: Callable[[], T], action: str, scope: str | None = None) -> T:
+        return _azure.guarded(
+            fn,
+            provider=self.name,
+            action=action,
+            scope=scope,
+            attempts=self.settings.retry_attempts,
+            max_time=self.settings.retry_max_time,
+        )
+
+    def _lro(self, begin: Callable[[], Any], action: str, scope: str | None = None) -> Any:
+        """Start a long-running operation and wait for it (bounded); errors of the first
+        response and of the failed operation are both mapped."""
+
+        def run() -> Any:
+            poller = begin()
+            return _azure.wait_for(
+                poller,
+                timeout=self.settings.operation_timeout,
+                provider=self.name,
+                action=action,
+            )
+
+        return self._call(run, action, scope)
+
+    def _get_or_none(self, fn: Callable[[], Any], action: str) -> dict[str, Any] | None:
+        try:
+            return as_json(self._call(fn, action))
+        except NotFound:
+            return None
+
+    def _scope(self, zone: str | None) -> str:
+        return f"{self.settings.location}-{zone}" if zone else self.settings.location
+
+    # ----------------------------------------------------------------- create
+
+    def create_host(self, spec: HostSpec) -> Host:
+        self._clients()
+        names = resource_names(spec.name)
+        existing = self._get_vm(names["vm"])
+        if existing is not None:
+            state = str(dig(existing, "properties", "provisioningState") or "")
+            if state.lower() not in ("failed", "deleting"):
+                self.context.log(f"{self.name}: VM {names['vm']} exists already; reusing it")
+                return self._host(existing)
+            self.context.log(f"{self.name}: VM {names['vm']} is {state}; replacing it")
+            self._cleanup(names, reason=f"replacing the {state} VM {names['vm']}")
+
+        zones: list[str | None] = list(self.settings.zones) or [None]
+        failures: list[CapacityError | QuotaError] = []
+        for zone in zones:
+            try:
+                return self._create_in_zone(spec, names, zone)
+            except (CapacityError, QuotaError) as exc:
+                self.context.log(f"{self.name}: {self._scope(zone)}: {exc}")
+                self._cleanup(names, reason=f"{exc.kind} in {self._scope(zone)}", cause=exc)
+                failures.append(exc)
+            except ProviderError as exc:
+                if isinstance(exc, AccountBlocked):
+                    # The whole provider is refused: say what may be left, raise as is.
+                    left, _ = self._delete_all(names)
+                    if left:
+                        exc.message += f" (left behind in {self.settings.resource_group}: "
+                        exc.message += ", ".join(left) + ")"
+                    raise
+                self._cleanup(names, reason=f"failed create ({exc.kind})", cause=exc)
+                raise
+        last = failures[-1]
+        tried = ", ".join(self._scope(z) for z in zones)
+        cls = CapacityError if any(isinstance(f, CapacityError) for f in failures) else QuotaError
+        raise cls(
+            f"no zone could take {self.settings.size} (tried {tried}): {last.message}",
+            provider=self.name,
+            code=last.code,
+            scope=self.settings.location,
+            hint=last.hint,
+        ) from last
+
+    def _create_in_zone(self, spec: HostSpec, names: dict[str, str], zone: str | None) -> Host:
+        compute, network = self._clients()
+        s = self.settings
+        scope = self._scope(zone)
+        tags = dict(spec.tags)
+        zones = [zone] if zone else None
+
+        pip_body: dict[str, Any] = {
+            "location": s.location,
+            "tags": tags,
+            "sku": {"name": "Standard"},
+            "properties": {
+                "publicIPAllocationMethod": "Static",
+                "publicIPAddressVersion": "IPv4",
+            },
+        }
+        if zones:
+            pip_body["zones"] = zones
+        pip = as_json(
+            self._lro(
+                lambda: network.public_ip_addresses.begin_create_or_update(
+                    s.resource_group, names["pip"], pip_body
+                ),
+                f"create public IP {names['pip']}",
+                scope,
+            )
+        )
+
+        nic_body: dict[str, Any] = {
+            "location": s.location,
+            "tags": tags,
+            "properties": {
+                "ipConfigurations": [
+                    {
+                        "name": "ipconfig1",
+                        "properties": {
+                            "privateIPAllocationMethod": "Dynamic",
+                            "subnet": {"id": s.subnet_id},
+                            "publicIPAddress": {"id": pip.get("id")},
+                        },
+                    }
+                ]
+            },
+        }
+        nic = as_json(
+            self._lro(
+                lambda: network.network_interfaces.begin_create_or_update(
+                    s.resource_group, names["nic"], nic_body
+                ),
+                f"create NIC {names['nic']}",
+                scope,
+            )
+        )
+
+        vm_body = self._vm_body(spec, names, nic.get("id"), tags, zones)
+        self.context.log(f"{self.name}: creating VM {names['vm']} ({s.size}) in {scope}")
+        vm = as_json(
+            self._lro(
+                lambda: compute.virtual_machines.begin_create_or_update(
+                    s.resource_group, names["vm"], vm_body
+                ),
+                f"create VM {names['vm']}",
+                scope,
+            )
+        )
+        fresh = self._get_vm(names["vm"])
+        return self._host(fresh or vm, nic=nic, pip=pip)
+
+    def _vm_body(
+        self,
+        spec: HostSpec,
+        names: dict[str, str],
+        nic_id: str | None,
+        tags: dict[str, str],
+        zones: list[str] | None,
+    ) -> dict[str, Any]:
+        s = self.settings
+        if s.image.startswith("/subscriptions/"):
+            image: dict[str, Any] = {"id": s.image}
+        else:
+            publisher, offer, sku, version = s.image.split(":")
+            image = {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+        os_profile: dict[str, Any] = {
+            "computerName": names["vm"][:63],
+            "adminUsername": s.admin_username,
+            "linuxConfiguration": {
+                "disablePasswordAuthentication": True,
+                "ssh": {
+                    "publicKeys": [
+                        {
+                            "path": f"/home/{s.admin_username}/.ssh/authorized_keys",
+                            "keyData": s.ssh_public_key.strip(),
+                        }
+                    ]
+                },
+            },
+        }
+        if spec.user_data:
+            os_profile["customData"] = base64.b64encode(spec.user_data.encode()).decode()
+        body: dict[str, Any] = {
+            "location": s.location,
+            "tags": tags,
+            "properties": {
+                "hardwareProfile": {"vmSize": s.size},
+                "storageProfile": {
+                    "imageReference": image,
+                    "osDisk": {
+                        "name": names["disk"],
+                        "createOption": "FromImage",
+                        "caching": "ReadWrite",
+                        "managedDisk": {"storageAccountType": s.os_disk_type},
+                    },
+                },
+                "osProfile": os_profile,
+                "networkProfile": {
+                    "networkInterfaces": [{"id": nic_id, "properties": {"primary": True}}]
+                },
+            },
+        }
+        if zones:
+            body["zones"] = zones
+        return body
+
+    # ----------------------------------------------------------------- read
+
+    def _get_vm(self, vm_name: str) -> dict[str, Any] | None:
+        compute, _ = self._clients()
+        return self._get_or_none(
+            lambda: compute.virtual_machines.get(
+                self.settings.resource_group, vm_name, expand="instanceView"
+            ),
+            f"read VM {vm_name}",
+        )
+
+    def get_host(self, host_id: str) -> Host | None:
+        vm = self._get_vm(host_id)
+        return None if vm is None else self._host(vm)
+
+    def list_hosts(self, service: str) -> list[Host]:
+        compute, _ = self._clients()
+        rg = self.settings.resource_group
+        vms = self._call(
+            lambda: [as_json(vm) for vm in compute.virtual_machines.list(rg)],
+            f"list VMs in {rg}",
+        )
+        hosts = []
+        for vm in vms:
+            if (vm.get("tags") or {}).get("failover-service") != service:
+                continue
+            full = self._get_vm(str(vm.get("name"))) or vm
+            hosts.append(self._host(full))
+        return hosts
+
+    def _nic_and_pip(
+        self, vm: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        _, network = self._clients()
+        rg = self.settings.resource_group
+        nic_id = dig(vm, "properties", "networkProfile", "networkInterfaces", 0, "id")
+        nic_name = _last_segment(nic_id) or resource_names(str(vm.get("name")))["nic"]
+        nic = self._get_or_none(
+            lambda: network.network_interfaces.get(rg, nic_name), f"read NIC {nic_name}"
+        )
+        pip_id = dig(
+            nic, "properties", "ipConfigurations", 0, "properties", "publicIPAddress", "id"
+        )
+        pip_name = _last_segment(pip_id)
+        pip = None
+        if pip_name:
+            pip = self._get_or_none(
+                lambda: network.public_ip_addresses.get(rg, pip_name), f"read public IP {pip_name}"
+            )
+        return nic, pip
+
+    def _host(
+        self,
+        vm: dict[str, Any],
+        *,
+        nic: dict[str, Any] | None = None,
+        pip: dict[str, Any] | None = None,
+    ) -> Host:
+        if nic is None or pip is None:
+            found_nic, found_pip = self._nic_and_pip(vm)
+            nic = nic or found_nic
+            pip = pip or found_pip
+        props = vm.get("properties") or {}
+        tags = vm.get("tags") or {}
+        provisioning = str(props.get("provisioningState") or "")
+        statuses = dig(props, "instanceView", "statuses") or []
+        power = ""
+        for status in statuses:
+            code = str(status.get("code") or "") if isinstance(status, dict) else ""
+            if code.startswith("PowerState/"):
+                power = code.split("/", 1)[1]
+        state, reason = _state(provisioning, power)
+        if state is HostState.UNKNOWN and provisioning.lower() == "failed":
+            for status in statuses:
+                if isinstance(status, dict) and str(status.get("code", "")).startswith(
+                    "ProvisioningState/failed"
+                ):
+                    reason = status.get("message") or status.get("displayStatus") or reason
+        zones = vm.get("zones") or []
+        try:
+            generation = int(tags.get("failover-generation", "0"))
+        except ValueError:
+            generation = 0
+        name = str(vm.get("name") or "")
+        return Host(
+            id=name,
+            provider=self.name,
+            name=tags.get("Name", name),
+            service=tags.get("failover-service", ""),
+            generation=generation,
+            state=state,
+            raw_state=f"{provisioning}/{power}" if power else provisioning,
+            reason=reason,
+            address=dig(pip, "properties", "ipAddress"),
+            private_address=dig(
+                nic, "properties", "ipConfigurations", 0, "properties", "privateIPAddress"
+            ),
+            zone=zones[0] if zones else None,
+            created_at=props.get("timeCreated"),
+            purpose=tags.get("failover-purpose", "serve"),
+            extra={
+                "resource_group": self.settings.resource_group,
+                "location": vm.get("location"),
+                "vm_id": vm.get("id"),
+                "nic": (nic or {}).get("name"),
+                "public_ip": (pip or {}).get("name"),
+                "os_disk": dig(props, "storageProfile", "osDisk", "name"),
+                "size": dig(props, "hardwareProfile", "vmSize"),
+            },
+        )
+
+    # ----------------------------------------------------------------- stop / destroy
+
+    def stop_host(self, host_id: str) -> None:
+        compute, _ = self._clients()
+        rg = self.settings.resource_group
+        try:
+            self._lro(
+                lambda: compute.virtual_machines.begin_deallocate(rg, host_id),
+                f"deallocate VM {host_id}",
+            )
+        except NotFound:
+            return  # a VM that is gone is stopped
+
+    def destroy_host(self, host_id: str) -> None:
+        self._clients()
+        names = resource_names(host_id)
+        names["vm"] = host_id
+        vm = self._get_vm(host_id)
+        if vm is not None:
+            nic_id = dig(vm, "properties", "networkProfile", "networkInterfaces", 0, "id")
+            names["nic"] = _last_segment(nic_id) or names["nic"]
+            disk = dig(vm, "properties", "storageProfile", "osDisk", "name") or _last_segment(
+                dig(vm, "properties", "storageProfile", "osDisk", "managedDisk", "id")
+            )
+            names["disk"] = disk or names["disk"]
+            _nic, pip = self._nic_and_pip(vm)
+            if pip is not None and pip.get("name"):
+                names["pip"] = str(pip["name"])
+        self._cleanup(names, reason=f"destroy {host_id}", strict_account=True)
+
+    def _cleanup(
+        self,
+        names: dict[str, str],
+        *,
+        reason: str,
+        cause: ProviderError | None = None,
+        strict_account: bool = False,
+    ) -> None:
+        """Delete VM, NIC, public IP and OS disk, or raise ProviderError naming exactly what
+        was left where. With ``strict_account`` an AccountBlocked is raised as such."""
+        left, first = self._delete_all(names)
+        if first is None:
+            return
+        if strict_account and isinstance(first, AccountBlocked):
+            raise first
+        rg = self.settings.resource_group
+        where = f"resource group {rg} (subscription {self.settings.subscription_id})"
+        message = f"{reason}: could not delete {', '.join(left)} in {where}: {first.message}"
+        if cause is not None:
+            message += f" (after: {cause})"
+        raise ProviderError(
+            message,
+            provider=self.name,
+            code=first.code,
+            hint=f"delete them by hand (az resource delete -g {rg} ...) or run destroy again",
+        ) from first
+
+    def _delete_all(self, names: dict[str, str]) -> tuple[list[str], ProviderError | None]:
+        """Delete VM, NIC, public IP and OS disk, in that order (a NIC cannot go while a VM
+        holds it, an IP while a NIC holds it, a disk while it is attached); a missing
+        resource is fine. Returns what is left and the first error."""
+        compute, network = self._clients()
+        rg = self.settings.resource_group
+        steps: list[tuple[str, str, Callable[[], Any]]] = [
+            ("VM", names["vm"], lambda: compute.virtual_machines.begin_delete(rg, names["vm"])),
+            (
+                "NIC",
+                names["nic"],
+                lambda: network.network_interfaces.begin_delete(rg, names["nic"]),
+            ),
+            (
+                "public IP",
+                names["pip"],
+                lambda: network.public_ip_addresses.begin_delete(rg, names["pip"]),
+            ),
+            ("OS disk", names["disk"], lambda: compute.disks.begin_delete(rg, names["disk"])),
+        ]
+        left: list[str] = []
+        first: ProviderError | None = None
+        for kind, name, begin in steps:
+            try:
+                self._lro(begin, f"delete {kind} {name}")
+            except NotFound:
+                continue
+            except ProviderError as exc:
+                first = first or exc
+                if kind == "VM":
+                    # NIC and disk are still attached to the VM: they cannot go either.
+                    left += [f"{k} {n}" for k, n, _ in steps]
+                    break
+                left.append(f"{kind} {name}")
+        return left, first
+
+    # ----------------------------------------------------------------- doctor
+
+    def check_account(self) -> AccountReport:
+        checks: list[Check] = []
+        try:
+            compute, _ = self._clients()
+        except Exception as exc:  # credential construction, missing SDK
+            return AccountReport(
+                state="unknown",
+                checks=[Check("azure sdk", False, f"{type(exc).__name__}: {exc}")],
+                reason=str(exc),
+            )
+        s = self.settings
+
+        # 1. subscription state (also proves the API answers and accepts the credentials)
+        try:
+            sub = self._arm_get(
+                compute,
+                f"/subscriptions/{s.subscription_id}",
+                SUBSCRIPTION_API,
+                "read subscription",
+            )
+        except AccountBlocked as exc:
+            checks.append(Check("subscription", False, str(exc)))
+            return AccountReport(state="blocked", checks=checks, reason=exc.message)
+        except ProviderError as exc:
+            checks.append(Check("subscription", False, str(exc)))
+            return AccountReport(state="unknown", checks=checks, reason=exc.message)
+        sub_state = str(sub.get("state") or "unknown")
+        label = f"{sub.get('displayName') or s.subscription_id}: {sub_state}"
+        if sub_state in ("Disabled", "Deleted", "Expired"):
+            checks.append(Check("subscription", False, label))
+            return AccountReport(
+                state="blocked", checks=checks, reason=f"subscription is {sub_state}"
+            )
+        if sub_state in ("Warned", "PastDue"):
+            checks.append(Check("subscription", False, label, level="warning"))
+        else:
+            checks.append(Check("subscription", True, label))
+
+        # 2. resource group
+        try:
+            rg = self._arm_get(
+                compute,
+                f"/subscriptions/{s.subscription_id}/resourcegroups/{s.resource_group}",
+                RESOURCE_GROUP_API,
+                f"read resource group {s.resource_group}",
+            )
+            checks.append(
+                Check("resource group", True, f"{s.resource_group} in {rg.get('location')}")
+            )
+        except AccountBlocked as exc:
+            checks.append(Check("resource group", False, str(exc)))
+            return AccountReport(state="blocked", checks=checks, reason=exc.message)
+        except NotFound:
+            checks.append(Check("resource group", False, f"{s.resource_group} does not exist"))
+        except ProviderError as exc:
+            checks.append(Check("resource group", False, str(exc)))
+
+        # 3. VM size offered in the location (and zones) for this subscription
+        try:
+            checks.append(self._size_check(compute))
+        except AccountBlocked as exc:
+            checks.append(Check("vm size", False, str(exc)))
+            return AccountReport(state="blocked", checks=checks, reason=exc.message)
+        except ProviderError as exc:
+            checks.append(Check("vm size", False, str(exc)))
+
+        failing = [c for c in checks if not c.ok and c.level == "error"]
+        reason = "; ".join(f"{c.name}: {c.detail}" for c in failing) or None
+        return AccountReport(state="available", checks=checks, reason=reason)
+
+    def _arm_get(self, compute: Any, path: str, api_version: str, action: str) -> dict[str, Any]:
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        def call() -> dict[str, Any]:
+            request = HttpRequest("GET", path, params={"api-version": api_version})
+            response = compute.send_request(request)
+            if response.status_code >= 400:
+                raise HttpResponseError(response=response)
+            body = response.json()
+            return body if isinstance(body, dict) else {}
+
+        return self._call(call, action)
+
+    def _size_check(self, compute: Any) -> Check:
+        s = self.settings
+        location = s.location.lower()
+        skus = self._call(
+            lambda: [
+                as_json(sku)
+                for sku in compute.resource_skus.list(filter=f"location eq '{s.location}'")
+            ],
+            f"list VM sizes in {s.location}",
+        )
+        match = None
+        for sku in skus:
+            if sku.get("resourceType") != "virtualMachines":
+                continue
+            if str(sku.get("name", "")).lower() != s.size.lower():
+                continue
+            if location in [str(loc).lower() for loc in sku.get("locations") or []]:
+                match = sku
+                break
+        if match is None:
+            return Check("vm size", False, f"{s.size} is not offered in {s.location}")
+        restricted_zones: set[str] = set()
+        for restriction in match.get("restrictions") or []:
+            kind = restriction.get("type")
+            reason = restriction.get("reasonCode") or "restricted"
+            if kind == "Location":
+                return Check("vm size", False, f"{s.size} in {s.location}: {reason}")
+            if kind == "Zone":
+                restricted_zones.update(dig(restriction, "restrictionInfo", "zones") or [])
+        offered: set[str] = set()
+        for info in match.get("locationInfo") or []:
+            if str(info.get("location", "")).lower() == location:
+                offered.update(info.get("zones") or [])
+        if s.zones:
+            usable = [z for z in s.zones if z in offered and z not in restricted_zones]
+            missing = [z for z in s.zones if z not in usable]
+            if not usable:
+                return Check(
+                    "vm size",
+                    False,
+                    f"{s.size} is offered in none of zones {s.zones} of {s.location}",
+                )
+            if missing:
+                return Check(
+                    "vm size",
+                    False,
+                    f"{s.size} in {s.location}: not in zone(s) {', '.join(missing)}",
+                    level="warning",
+                )
+        return Check("vm size", True, f"{s.size} available in {s.location}")
+
+
+def _state(provisioning: str, power: str) -> tuple[HostState, str | None]:
+    p = provisioning.lower()
+    if p == "deleting":
+        return HostState.TERMINATED, "deleting"
+    if p == "failed":
+        return HostState.UNKNOWN, "provisioning failed"
+    if p in ("creating", "updating", "migrating"):
+        return HostState.PENDING, None
+    match power.lower():
+        case "running":
+            return HostState.RUNNING, None
+        case "starting":
+            return HostState.PENDING, None
+        case "stopped" | "stopping":
+            return HostState.STOPPED, "stopped (still allocated)"
+        case "deallocated" | "deallocating":
+            return HostState.STOPPED, "deallocated"
+    if not power:
+        return HostState.PENDING, None
+    return HostState.UNKNOWN, f"power state {power}"

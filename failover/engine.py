@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from failover.config import Config, ServiceConfig
@@ -797,6 +798,16 @@ class Engine:
 
     def _warnings(self) -> list[str]:
         out: list[str] = []
+        here = _watcher_vendor()
+        for name in self.config.services:
+            for pname in self.config.service_providers(name):
+                vendor = provider_class(self.config.provider_settings()[pname].type).vendor
+                if here and vendor == here:
+                    out.append(
+                        f"{name}: this watcher runs on {here}'s infrastructure, like provider "
+                        f"{pname}: if that account is closed the watcher goes with it; run it "
+                        "elsewhere too"
+                    )
         dns_settings = self.config.dns_settings()
         dns_vendor = dns_class(dns_settings.type).vendor or str(
             getattr(dns_settings, "vendor", "") or ""
@@ -831,6 +842,26 @@ class Engine:
             if event["status"] == "in_progress":
                 event["duration_s"] = None
         return events
+
+
+def _watcher_vendor() -> str | None:
+    """Which cloud this machine runs on, read from the DMI tables (no network call)."""
+    root = Path(os.environ.get("FAILOVER_DMI_DIR", "/sys/class/dmi/id"))
+    parts = []
+    for name in ("sys_vendor", "bios_vendor", "product_name", "chassis_asset_tag"):
+        try:
+            parts.append((root / name).read_text(errors="replace").strip().lower())
+        except OSError:
+            continue
+    text = " ".join(parts)
+    if "amazon" in text or "ec2" in text:
+        return "aws"
+    if "google" in text:
+        return "google"
+    # Azure VMs carry this chassis asset tag; Hyper-V alone is not Azure.
+    if "7783-7084-3265-9085-8269-3286-77" in text:
+        return "microsoft"
+    return None
 
 
 def _alive(pid: Any) -> bool:

@@ -631,6 +631,8 @@ def history(
                 f"{frm} -> {to_} ({e['duration_s'] if e['duration_s'] is not None else '?'}s)"
                 f" {e['reason'] or ''}"
             )
+            for a in e.get("attempts", []):
+                _out(f"    tried {a['provider']}: {a['result']}")
             for s in e["steps"]:
                 _out(f"    {s['name']:<11} {s['status']:<11} {s['detail']}")
         return 0

@@ -782,7 +782,17 @@ class Engine:
         except ProviderError as exc:
             dns_report = AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
         warnings = self._warnings()
-        ok = all(p["state"] == "available" for p in providers) and dns_report.state == "available"
+        failed_checks = [
+            c
+            for report in (*self._accounts.values(), dns_report)
+            for c in report.checks
+            if not c.ok and c.level == "error"
+        ]
+        ok = (
+            all(p["state"] == "available" for p in providers)
+            and dns_report.state == "available"
+            and not failed_checks
+        )
         return {
             "ok": ok,
             "providers": providers,
@@ -838,7 +848,8 @@ class Engine:
     def history(self, service: str | None, limit: int) -> list[dict[str, Any]]:
         events = self.store.events(service, limit=limit)
         for event in events:
-            event.pop("data", None)
+            # Candidates that were tried and destroyed before the one that took the service.
+            event["attempts"] = event.pop("data", {}).get("attempts", [])
             if event["status"] == "in_progress":
                 event["duration_s"] = None
         return events
@@ -1005,9 +1016,10 @@ class _Run:
         self.data["host"] = None
         self.data["attempt"] += 1
         self.save()
-        self.store.reset_steps(self.event["id"], CANDIDATE_STEPS, self.lease)
         if self.data["attempt"] >= len(self.data["candidates"]):
+            # The steps stay as they ran, the failed one marked failed, for the report.
             raise StepFailed(self.no_candidates())
+        self.store.reset_steps(self.event["id"], CANDIDATE_STEPS, self.lease)
 
     def cleanup(self, host: dict[str, Any], why: str) -> None:
         """Destroy a candidate that did not make it. If that fails, stop: a silent leak

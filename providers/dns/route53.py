@@ -1,0 +1,375 @@
+"""Amazon Route 53 as the DNS backend (``dns: {type: route53}``).
+
+The hosted zone is found by name (``zone``; ``zone_id`` pins one when several zones share
+a name). A cutover is one ``UPSERT`` change batch, atomic on Route 53's side, never a
+delete followed by a create; the backend then waits, bounded by ``change_timeout``, for the
+change to reach ``INSYNC`` (every Route 53 name server answers it) and returns the record
+as Route 53 now reports it. ``Throttling`` and ``PriorRequestNotComplete`` (another change
+of the zone still pending) are retried with backoff within ``retry_attempts`` and
+``retry_max_time``.
+
+With ``expect`` the write is conditional: when the record's current values are not
+``expect`` (somebody else cut over in between) it raises ``ConflictError`` and changes
+nothing. Route 53 has no compare-and-set, so the check reads then writes; the window is one
+API round trip, and the engine's generation number guards the rest.
+
+boto3 is imported only when the backend is used (see :mod:`providers._aws`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field
+
+from providers import _aws
+from providers.base import (
+    AccountBlocked,
+    AccountReport,
+    Check,
+    ConflictError,
+    DnsProvider,
+    DnsSettings,
+    Duration,
+    ProviderContext,
+    ProviderError,
+    Record,
+)
+
+T = TypeVar("T")
+
+_ESCAPE = re.compile(r"\\(\d{3})")
+
+
+class Route53Settings(DnsSettings):
+    """``dns: {type: route53, zone: example.com, ...}``. Credentials come from boto3's
+    own chain (``profile``, ``AWS_*`` variables, an instance role)."""
+
+    type: Literal["route53"]
+    zone: str = Field(description="the hosted zone's domain name, e.g. example.com")
+    ttl: int = Field(default=30, ge=0, description="TTL of the records the toolkit writes")
+    zone_id: str | None = Field(
+        default=None, description="hosted zone id, when several zones share the name"
+    )
+    endpoint: str | None = Field(
+        default=None, description="API endpoint override (tests, compatible clouds)"
+    )
+    profile: str | None = Field(
+        default=None, description="named profile of ~/.aws/config (default: the SDK's chain)"
+    )
+    region: str | None = Field(
+        default=None, description="signing region (Route 53 is global; default us-east-1)"
+    )
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
+    change_timeout: Duration = Field(
+        default=120.0, description="how long to wait for a change to reach INSYNC"
+    )
+    request_timeout: Duration = Field(
+        default=30.0, description="connect/read timeout of one API request"
+    )
+
+
+def _unescape(name: str) -> str:
+    """Route 53 returns some characters (``*``) as octal escapes: ``\\052``."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), name)
+
+
+def _bare(name: str) -> str:
+    return _unescape(name).rstrip(".").lower()
+
+
+class Route53Dns(DnsProvider):
+    """Route 53 records through boto3."""
+
+    type = "route53"
+    vendor = "aws"
+    Settings = Route53Settings
+
+    def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
+        super().__init__(settings, context)
+        if not isinstance(settings, Route53Settings):
+            settings = Route53Settings.model_validate(settings.model_dump())
+        self.cfg: Route53Settings = settings
+        self._client_obj: Any = None
+        self._zone: tuple[str, bool] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def _r53(self) -> Any:
+        if self._client_obj is None:
+
+            def make() -> Any:
+                session = _aws.make_session(self.cfg.profile, self.cfg.region or "us-east-1")
+                return session.client(
+                    "route53",
+                    region_name=self.cfg.region or "us-east-1",
+                    endpoint_url=self.cfg.endpoint or None,
+                    config=_aws.client_config(self.cfg.request_timeout),
+                )
+
+            self._client_obj = _aws.once(make, self.name)
+        return self._client_obj
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return _aws.call(
+            fn,
+            provider=self.name,
+            attempts=self.cfg.retry_attempts,
+            max_time=self.cfg.retry_max_time,
+        )
+
+    @property
+    def zone(self) -> str:
+        return self.cfg.zone.rstrip(".").lower()
+
+    def fqdn(self, name: str) -> str:
+        """``www`` or ``www.example.com`` or ``@`` -> ``www.example.com`` (no final dot)."""
+        bare = name.rstrip(".").lower()
+        if bare in ("", "@"):
+            return self.zone
+        if bare == self.zone or bare.endswith("." + self.zone):
+            return bare
+        return f"{bare}.{self.zone}"
+
+    def _zone_id(self) -> str:
+        if self._zone is None:
+            self._zone = self._find_zone()
+        return self._zone[0]
+
+    def _find_zone(self) -> tuple[str, bool]:
+        """(zone id, private?) of the hosted zone named ``zone``; refuses a missing one."""
+        if self.cfg.zone_id:
+            zid = self.cfg.zone_id.split("/")[-1]
+            resp = self._call(lambda: self._r53.get_hosted_zone(Id=zid))
+            info = resp.get("HostedZone") or {}
+            if _bare(str(info.get("Name", ""))) != self.zone:
+                raise ProviderError(
+                    f"hosted zone {zid} is {info.get('Name')!r}, not {self.zone}",
+                    provider=self.name,
+                    code="ZoneMismatch",
+                    hint="fix `zone` or `zone_id`",
+                )
+            return zid, bool((info.get("Config") or {}).get("PrivateZone"))
+        found: list[dict[str, Any]] = []
+        marker: dict[str, str] = {"DNSName": self.zone + "."}
+        while True:
+            resp = self._call(functools.partial(self._list_zones, dict(marker)))
+            zones = resp.get("HostedZones") or []
+            same = [z for z in zones if _bare(str(z.get("Name", ""))) == self.zone]
+            found.extend(same)
+            # Results are sorted by name: stop at the first zone past ours.
+            if len(same) < len(zones) or not resp.get("IsTruncated"):
+                break
+            marker = {
+                "DNSName": str(resp.get("NextDNSName", "")),
+                "HostedZoneId": str(resp.get("NextHostedZoneId", "")),
+            }
+        if not found:
+            raise ProviderError(
+                f"no hosted zone named {self.zone} in this AWS account",
+                provider=self.name,
+                code="NoSuchHostedZone",
+                hint="create the hosted zone in Route 53 (and delegate the domain to it), "
+                "or fix `zone`",
+            )
+        public = [z for z in found if not (z.get("Config") or {}).get("PrivateZone")]
+        pick = public or found
+        if len(pick) > 1:
+            ids = ", ".join(str(z["Id"]).split("/")[-1] for z in pick)
+            raise ProviderError(
+                f"several hosted zones are named {self.zone}: {ids}",
+                provider=self.name,
+                code="AmbiguousZone",
+                hint="set `zone_id` to the one to use",
+            )
+        zone = pick[0]
+        return str(zone["Id"]).split("/")[-1], bool((zone.get("Config") or {}).get("PrivateZone"))
+
+    def _list_zones(self, marker: dict[str, str]) -> Any:
+        return self._r53.list_hosted_zones_by_name(**marker)
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _to_wire(rtype: str, value: str) -> str:
+        if rtype == "TXT" and not (value.startswith('"') and value.endswith('"')):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return value
+
+    @staticmethod
+    def _from_wire(rtype: str, value: str) -> str:
+        if rtype == "TXT" and len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        return value
+
+    def _normal(self, rtype: str, values: Sequence[str]) -> list[str]:
+        out = []
+        for value in values:
+            value = value.strip()
+            if rtype in ("CNAME", "NS", "MX", "PTR", "SRV"):
+                value = value.rstrip(".").lower()
+            out.append(value)
+        return sorted(out)
+
+    def get_record(self, name: str, rtype: str = "A") -> Record | None:
+        rtype = rtype.upper()
+        fqdn = self.fqdn(name)
+        zid = self._zone_id()
+        resp = self._call(
+            lambda: self._r53.list_resource_record_sets(
+                HostedZoneId=zid, StartRecordName=fqdn + ".", StartRecordType=rtype, MaxItems="1"
+            )
+        )
+        for rrset in resp.get("ResourceRecordSets") or []:
+            if _bare(str(rrset.get("Name", ""))) != fqdn or rrset.get("Type") != rtype:
+                continue
+            if "AliasTarget" in rrset:
+                target = str(rrset["AliasTarget"].get("DNSName", "")).rstrip(".")
+                return Record(name=fqdn, type=rtype, values=[f"ALIAS {target}"], ttl=0)
+            values = [
+                self._from_wire(rtype, str(r.get("Value", "")))
+                for r in rrset.get("ResourceRecords") or []
+            ]
+            return Record(name=fqdn, type=rtype, values=values, ttl=int(rrset.get("TTL", 0)))
+        return None
+
+    def set_record(
+        self,
+        name: str,
+        rtype: str,
+        values: Sequence[str],
+        ttl: int,
+        *,
+        expect: Sequence[str] | None = None,
+    ) -> Record:
+        rtype = rtype.upper()
+        fqdn = self.fqdn(name)
+        zid = self._zone_id()
+        wanted = self._normal(rtype, values)
+        current = self.get_record(fqdn, rtype)
+        if expect is not None:
+            have = self._normal(rtype, current.values) if current else []
+            if current is not None and have == wanted and current.ttl == ttl:
+                return current  # already done (a resumed or repeated cutover)
+            if have != self._normal(rtype, expect):
+                raise ConflictError(
+                    f"{fqdn} {rtype} is {have or 'absent'}, expected {sorted(expect) or 'absent'}; "
+                    "not changed",
+                    provider=self.name,
+                    code="PreconditionFailed",
+                    hint="another watcher or a person changed the record since; re-read the "
+                    "state before retrying",
+                )
+        if not values:
+            if current is None:
+                return Record(name=fqdn, type=rtype, values=[], ttl=ttl)
+            change: dict[str, Any] = {
+                "Action": "DELETE",
+                "ResourceRecordSet": {
+                    "Name": fqdn + ".",
+                    "Type": rtype,
+                    "TTL": current.ttl,
+                    "ResourceRecords": [{"Value": self._to_wire(rtype, v)} for v in current.values],
+                },
+            }
+        else:
+            change = {
+                "Action": "UPSERT",
+                "ResourceRecordSet": {
+                    "Name": fqdn + ".",
+                    "Type": rtype,
+                    "TTL": int(ttl),
+                    "ResourceRecords": [{"Value": self._to_wire(rtype, v)} for v in values],
+                },
+            }
+        batch = {"Comment": f"failover: {fqdn} {rtype}", "Changes": [change]}
+        resp = self._call(
+            lambda: self._r53.change_resource_record_sets(HostedZoneId=zid, ChangeBatch=batch)
+        )
+        info = resp.get("ChangeInfo") or {}
+        self._wait_insync(str(info.get("Id", "")), str(info.get("Status", "")))
+        record = self.get_record(fqdn, rtype)
+        if record is None:
+            return Record(name=fqdn, type=rtype, values=[], ttl=ttl)
+        return record
+
+    def _wait_insync(self, change_id: str, status: str) -> None:
+        """Poll GetChange until INSYNC, bounded by ``change_timeout``."""
+        if not change_id or status == "INSYNC":
+            return
+        deadline = time.monotonic() + self.cfg.change_timeout
+        delay = 0.25
+        while True:
+            resp = self._call(lambda: self._r53.get_change(Id=change_id))
+            status = str((resp.get("ChangeInfo") or {}).get("Status", ""))
+            if status == "INSYNC":
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProviderError(
+                    f"change {change_id.split('/')[-1]} still {status or 'unknown'} after "
+                    f"{self.cfg.change_timeout:g}s",
+                    provider=self.name,
+                    code="ChangeNotInSync",
+                    hint="Route 53 accepted the change but has not propagated it yet; it "
+                    "usually completes within a minute (raise `change_timeout`)",
+                )
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------ doctor
+
+    def check(self) -> AccountReport:
+        checks: list[Check] = []
+        try:
+            zid, private = _aws.call(
+                self._find_zone,
+                provider=self.name,
+                attempts=min(2, self.cfg.retry_attempts),
+                max_time=10.0,
+            )
+        except AccountBlocked as exc:
+            checks.append(Check("credentials", False, str(exc)))
+            return AccountReport(state="blocked", checks=checks, reason=str(exc))
+        except ProviderError as exc:
+            if exc.code in ("NoSuchHostedZone", "AmbiguousZone", "ZoneMismatch"):
+                checks.append(Check("credentials", True, "Route 53 answered"))
+                checks.append(Check("zone", False, str(exc)))
+                # The API answers, but no record can be written: not usable as configured.
+                return AccountReport(state="unknown", checks=checks, reason=str(exc))
+            checks.append(Check("api", False, str(exc)))
+            return AccountReport(state="unknown", checks=checks, reason=str(exc))
+        self._zone = (zid, private)
+        checks.append(Check("credentials", True, "Route 53 answered"))
+        detail = f"{self.zone} is hosted zone {zid}" + (" (private)" if private else "")
+        try:
+            info = self._call(lambda: self._r53.get_hosted_zone(Id=zid))
+            servers = (info.get("DelegationSet") or {}).get("NameServers") or []
+            if servers:
+                detail += f", name servers {', '.join(servers)}"
+        except ProviderError:
+            pass
+        checks.append(Check("zone", True, detail))
+        if private:
+            checks.append(
+                Check(
+                    "zone_public",
+                    False,
+                    "the zone is private: only resolvers inside its VPCs see the records",
+                    level="warning",
+                )
+            )
+        return AccountReport(state="available", checks=checks)
+
+    def close(self) -> None:
+        if self._client_obj is not None:
+            close = getattr(self._client_obj, "close", None)
+            if callable(close):
+                close()
+            self._client_obj = None

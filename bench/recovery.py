@@ -79,8 +79,15 @@ def recovery(runs: int, how: signal.Signals) -> None:
             import json
 
             meta = json.loads(
-                (conf.state_dir / "local" / active["provider"] / "hosts" / active["host_id"]  # type: ignore[operator]
-                 / "host.json").read_text())
+                (
+                    conf.state_dir
+                    / "local"
+                    / active["provider"]
+                    / "hosts"
+                    / active["host_id"]  # type: ignore[operator]
+                    / "host.json"
+                ).read_text()
+            )
             killed = time.monotonic()
             os.killpg(int(meta["pid"]), how)
             while True:
@@ -94,13 +101,17 @@ def recovery(runs: int, how: signal.Signals) -> None:
             for host in engine.provider(provider).list_hosts("web"):
                 engine.provider(provider).destroy_host(host.id)
         engine.close()
-    label = {signal.SIGKILL: "killed (the provider reports the host gone: proof at once)",
-             signal.SIGSTOP: "frozen (the provider says running: `fall` rounds needed)"}[how]
+    label = {
+        signal.SIGKILL: "killed (the provider reports the host gone: proof at once)",
+        signal.SIGSTOP: "frozen (the provider says running: `fall` rounds needed)",
+    }[how]
     print(f"recovery, host {label}; {runs} runs, interval 500ms, fall 3, until DNS points at")
     print("the new, verified host:")
-    print(f"  mean {statistics.mean(times):.3f}s  max {max(times):.3f}s  "
-          f"floor (interval x fall + host start) {statistics.mean(floors):.3f}s  "
-          f"ratio {statistics.mean(times) / statistics.mean(floors):.2f}x")
+    print(
+        f"  mean {statistics.mean(times):.3f}s  max {max(times):.3f}s  "
+        f"floor (interval x fall + host start) {statistics.mean(floors):.3f}s  "
+        f"ratio {statistics.mean(times) / statistics.mean(floors):.2f}x"
+    )
 
 
 TYPER_MIN = "import typer\napp = typer.Typer()\n@app.command()\ndef main() -> None: pass\napp()\n"
@@ -122,17 +133,24 @@ def startup(runs: int) -> None:
         config = _config(Path(tmp))
         subprocess.run([*cli, "deploy", "-c", str(config)], stdout=subprocess.DEVNULL, check=True)
         check_time = timed([*cli, "check", "-c", str(config)])
-        subprocess.run([sys.executable, "-c",
-                        "import sys; sys.argv=['x']; from pathlib import Path; "
-                        "from failover import config as c; from failover.engine import Engine; "
-                        f"e=Engine(c.load(Path({str(config)!r})));"
-                        "[e.provider(p).destroy_host(h.id) for p in ('alpha','beta') "
-                        "for h in e.provider(p).list_hosts('web')]"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.argv=['x']; from pathlib import Path; "
+                "from failover import config as c; from failover.engine import Engine; "
+                f"e=Engine(c.load(Path({str(config)!r})));"
+                "[e.provider(p).destroy_host(h.id) for p in ('alpha','beta') "
+                "for h in e.provider(p).list_hosts('web')]",
+            ],
+            check=True,
+        )
     print(f"start-up, median of {runs} runs each:")
     print(f"  smallest Typer app --help  {baseline * 1000:7.1f} ms  (baseline 1.00x)")
     print(f"  failover --help            {help_time * 1000:7.1f} ms  ({help_time / baseline:.2f}x)")
-    print(f"  failover check (local)     {check_time * 1000:7.1f} ms  "
-          f"({check_time / baseline:.2f}x)")
+    print(
+        f"  failover check (local)     {check_time * 1000:7.1f} ms  ({check_time / baseline:.2f}x)"
+    )
 
 
 def main() -> None:

@@ -288,6 +288,8 @@ class Engine:
     ) -> ServiceCheck:
         svc = self.config.services[name]
         active = row.active
+        # The probes saw the host of this generation; every decision below is bound to it.
+        observed = row.generation
         where = f"{active['provider']} ({active['address']}:{svc.port})"
         ok = all(p.ok for p in probes)
         latency = max((p.latency_s or 0.0) for p in probes) if probes else None
@@ -331,6 +333,20 @@ class Engine:
                 down_now=proof,
             )
             failures = row.failures
+            if row.generation != observed:
+                # Another watcher moved the service while this round probed the old host.
+                moved = row.active or {}
+                return ServiceCheck(
+                    name,
+                    row.health_state,
+                    WARNING,
+                    "none",
+                    f"{name} was moved to {moved.get('provider')} ({moved.get('address')}:"
+                    f"{svc.port}) by another run during this round; its result is dropped",
+                    probes,
+                    latency,
+                    where,
+                )
         else:
             failures = row.failures + 1
         down = row.health_state == "down" or proof or failures >= svc.health.fall
@@ -388,7 +404,7 @@ class Engine:
             name,
             "failover",
             reason=f"down on {active['provider']}: {why}",
-            observed_generation=row.generation,
+            observed_generation=observed,
         )
         if outcome.status == "succeeded":
             to = (outcome.event or {}).get("to") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,8 +126,9 @@ def kill_active(config: Path) -> dict[str, Any]:
     active = status["services"][0]["active"]
     for host in host_records(config):
         if host["id"] == active["host_id"]:
-            os.killpg(int(host["pid"]), signal.SIGKILL)
-            wait_for(lambda: not pid_alive(int(host["pid"])), what="host to die")
+            pid = int(host["pid"])
+            os.killpg(pid, signal.SIGKILL)
+            wait_for(lambda pid=pid: not pid_alive(pid), what="host to die")
             return host
     raise AssertionError(f"active host {active} not found")
 
@@ -149,7 +151,5 @@ def cleanup(config: Path) -> None:
     """Kill every host a test left (tests must leave nothing running)."""
     for host in host_records(config):
         if host.get("pid") and pid_alive(int(host["pid"])):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(host["pid"]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -221,9 +221,9 @@ def test_every_candidate_times_out_then_critical(project: Path) -> None:
     assert all(h.get("destroyed") for h in host_records(config) if h["provider"] != "alpha")
     after = failover_json("status", config=config)["services"][0]
     assert after["generation"] == 1 and after["dns"] == before["dns"]
-    event = [
+    event = next(
         e for e in failover_json("history", config=config)["events"] if e["kind"] == "failover"
-    ][0]
+    )
     assert event["status"] == "failed"
 
 
@@ -242,9 +242,9 @@ def test_ready_timeout_then_next_provider_succeeds(project: Path) -> None:
     assert check.returncode == 1, check.stdout + check.stderr
     status = failover_json("status", config=config)["services"][0]
     assert status["active"]["provider"] == "gamma"
-    event = [
+    event = next(
         e for e in failover_json("history", config=config)["events"] if e["kind"] == "failover"
-    ][0]
+    )
     assert event["status"] == "succeeded"
     assert [s["name"] for s in event["steps"]] == STEPS
     assert "beta" in json.dumps(event["steps"])  # the timed-out attempt is in the journal

@@ -21,19 +21,30 @@ def test_ttl_longer_than_detection_is_warned(project: Path) -> None:
 def test_watcher_on_the_cloud_it_watches_is_warned(project: Path) -> None:
     data = base_config()
     # An AWS provider whose API is a closed loopback port: doctor reports it, never hangs.
-    data["providers"].append({"name": "aws-main", "type": "aws", "region": "us-east-1",
-                              "image": "ami-12345678", "endpoint": "http://127.0.0.1:9",
-                              "retry_attempts": 1})
+    data["providers"].append(
+        {
+            "name": "aws-main",
+            "type": "aws",
+            "region": "us-east-1",
+            "image": "ami-12345678",
+            "endpoint": "http://127.0.0.1:9",
+            "retry_attempts": 1,
+        }
+    )
     config = write_config(project, data)
     # The DMI tables of an EC2 instance, read from a folder instead of /sys (no network).
     dmi = project / "dmi"
     dmi.mkdir()
     (dmi / "sys_vendor").write_text("Amazon EC2\n")
-    env = {"FAILOVER_DMI_DIR": str(dmi), "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing"}
+    env = {
+        "FAILOVER_DMI_DIR": str(dmi),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
     doc = failover_json("doctor", config=config, env=env)
-    assert any("runs on aws's infrastructure, like provider aws-main" in w
-               for w in doc["warnings"]), doc["warnings"]
+    assert any(
+        "runs on aws's infrastructure, like provider aws-main" in w for w in doc["warnings"]
+    ), doc["warnings"]
     aws = next(p for p in doc["providers"] if p["name"] == "aws-main")
     assert aws["state"] in ("unknown", "blocked")
     (dmi / "sys_vendor").write_text("QEMU\n")

@@ -26,7 +26,7 @@ from typing import Any
 
 from failover.config import Config, ServiceConfig
 from failover.planner import Selection, select
-from failover.probes import ProbeResult, Target, probe_target, reach
+from failover.probes import ProbeFailed, ProbeResult, Target, probe_target, reach
 from failover.redact import redact
 from failover.render import TemplateError, render_user_data
 from failover.state import Lease, LeaseLost, Store, now_iso
@@ -221,7 +221,12 @@ class Engine:
             dns = self.dns()
 
             def resolver() -> tuple[list[str], int] | None:
-                record = dns.get_record(svc.domain, svc.record_type)
+                try:
+                    record = dns.get_record(svc.domain, svc.record_type)
+                except ProviderError as exc:
+                    # A DNS backend that cannot be read fails this probe with its message;
+                    # it must not escape the probe round and end `check`/`watch` (issue 3).
+                    raise ProbeFailed(f"DNS backend: {exc}") from None
                 return (record.values, record.ttl) if record else None
 
         return Target(service, address, svc.port, svc.domain, svc.health, resolver, svc.record_type)
@@ -568,6 +573,15 @@ class Engine:
                     "candidates": [],
                     "pid": os.getpid(),
                 }
+                if kind == "deploy" and row.active is None and to is None:
+                    adopted = self._adoptable(service, row.generation)
+                    if adopted is not None:
+                        data["to"] = adopted.provider
+                        data["target_generation"] = adopted.generation
+                        reason = (
+                            f"{reason}: adopted {adopted.id} on {adopted.provider} "
+                            f"(generation {adopted.generation}), found by its tags"
+                        )
                 event_id = self.store.start_event(service, kind, reason, row.active, data, lease)
                 event = self.store.event(event_id)
                 assert event is not None
@@ -580,6 +594,37 @@ class Engine:
             beat.stop.set()
             with contextlib.suppress(LeaseLost):
                 self.store.release(lease)
+
+    def _adoptable(self, service: str, generation: int) -> Host | None:
+        """After the state was lost: the newest healthy host the providers still run for
+        ``service`` (found by its tags). Every other host of the service that is found
+        is queued to be fenced, so nothing the toolkit made is left orphaned."""
+        found: list[Host] = []
+        for name in self.config.service_providers(service):
+            try:
+                found += self.provider(name).list_hosts(service)
+            except ProviderError:
+                continue
+        best: Host | None = None
+        for host in sorted(found, key=lambda h: h.generation, reverse=True):
+            usable = host.purpose == "serve" and host.generation > generation
+            if usable and host.state == HostState.RUNNING and host.address and best is None:
+                probes = asyncio.run(probe_target(self._target(service, host.address)))
+                if all(p.ok for p in probes):
+                    best = host
+                    continue
+        for host in found:
+            if host is not best:
+                self.store.set_host(
+                    host.provider,
+                    host.id,
+                    service,
+                    host.generation,
+                    "fence",
+                    host.address,
+                    note="found by its tags after state loss",
+                )
+        return best
 
     def _healthy(self, service: str, row: Any) -> bool:
         probes = asyncio.run(probe_target(self._target(service, row.active["address"])))
@@ -1080,6 +1125,10 @@ class _Run:
             for s in (self.store.event(self.event["id"]) or {"steps": []})["steps"]
         }.get(step)
 
+    def target_generation(self) -> int:
+        adopted = self.data.get("target_generation")
+        return int(adopted) if adopted else int(self.data["expected_generation"]) + 1
+
     def deadline(self) -> float:
         return float(self.data.get("deadline") or (time.time() + self.svc.policy.ready_timeout))
 
@@ -1111,7 +1160,7 @@ class _Run:
         provider_name = self.candidate()
         provider = self.e.provider(provider_name)
         purpose = "drill" if self.kind == "drill" else "serve"
-        generation = int(self.data["expected_generation"]) + 1
+        generation = self.target_generation()
         name = _host_name(self.service, generation, provider_name, purpose)
         if purpose == "drill":
             name = f"{self.service}-drill{self.event['id']}-{provider_name}"
@@ -1292,7 +1341,11 @@ class _Run:
             "name": host["name"],
         }
         generation = self.store.cutover(
-            self.service, int(self.data["expected_generation"]), active, self.lease
+            self.service,
+            int(self.data["expected_generation"]),
+            active,
+            self.lease,
+            generation=self.target_generation(),
         )
         self.data["generation"] = generation
         self.save(

@@ -535,3 +535,33 @@ def test_history_limit_and_text(project: Path) -> None:
     assert len(failover_json("history", "--limit", "1", config=config)["events"]) == 1
     text = failover("history", config=config).stdout
     assert "drill succeeded" in text and "deploy succeeded" in text
+
+
+def test_lost_state_is_rebuilt_from_the_providers(project: Path) -> None:
+    config = deployed(project, health={"fall": 1})
+    kill_active(config)
+    assert failover("check", config=config).returncode == 1  # now on beta, generation 2
+    before = failover_json("status", config=config)["services"][0]
+    # A stray, older host of the service that the lost state knew nothing about.
+    from providers.base import HostSpec, ProviderContext, RunSpec
+    from providers.local import LocalProvider, LocalSettings
+
+    alpha = LocalProvider(
+        LocalSettings(name="alpha", type="local"), ProviderContext(state_dir(config))
+    )
+    stray = alpha.create_host(HostSpec("web-g1-stray", "web", 1, 8080, RunSpec("sleep 600")))
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (state_dir(config) / name).unlink(missing_ok=True)
+    assert failover_json("status", config=config)["services"][0]["active"] is None
+    deploy = failover("deploy", config=config)
+    assert deploy.returncode == 0, deploy.stderr
+    after = failover_json("status", config=config)["services"][0]
+    # The live host was adopted, not replaced: same host, same generation, DNS unchanged.
+    assert after["active"]["host_id"] == before["active"]["host_id"]
+    assert after["generation"] == before["generation"] == 2
+    assert dns_values(config) == [after["active"]["address"]]
+    (event,) = failover_json("history", config=config)["events"]
+    assert "adopted" in event["reason"]
+    assert stray.id in [h["id"] for h in live_hosts(config)]
+    assert failover("check", config=config).returncode == 0  # fences what it found
+    assert [h["id"] for h in live_hosts(config)] == [after["active"]["host_id"]]

@@ -310,24 +310,31 @@ class SqliteStore:
         return self.service(name)
 
     def cutover(
-        self, name: str, expected_generation: int, active: dict[str, Any], lease: Lease | None
+        self,
+        name: str,
+        expected_generation: int,
+        active: dict[str, Any],
+        lease: Lease | None,
+        generation: int | None = None,
     ) -> int:
-        """Point the service at ``active`` as generation ``expected_generation + 1``.
+        """Point the service at ``active`` as generation ``expected_generation + 1`` (or
+        ``generation``, higher, when a host found on a provider is adopted).
 
         Refused unless the service is still at ``expected_generation`` and the lease is
         still ours: a paused or partitioned watcher cannot move the service back."""
+        new = generation if generation is not None else expected_generation + 1
         with self.tx() as db:
             self._assert_lease(db, lease)
             row = db.execute("SELECT generation FROM services WHERE service=?", (name,)).fetchone()
             current = row["generation"] if row else 0
-            if current == expected_generation + 1:
+            if current == new:
                 return current  # already done: a resumed run repeats this step
-            if current != expected_generation:
+            if current != expected_generation or new <= current:
                 raise LeaseLost(
                     f"{name} is at generation {current}, this run expected "
                     f"{expected_generation}: a newer move won; nothing written"
                 )
-            generation = expected_generation + 1
+            generation = new
             db.execute(
                 "INSERT INTO services (service, generation, active, active_since, health_state,"
                 " failures, successes) VALUES (?,?,?,?, 'up', 0, 0)"

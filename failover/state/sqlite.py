@@ -172,8 +172,9 @@ class SqliteStore:
     def _corrupt(self, exc: Exception) -> StateError:
         return StateError(
             f"the state file {self.path} is unreadable ({exc}). Nothing was changed. "
-            f"Move it aside (mv {self.path} {self.path}.broken) and run `failover status`: "
-            "the hosts are rebuilt from the providers' tags, and the journal starts anew"
+            f"Move it aside (mv {self.path} {self.path}.broken) and run `failover deploy`: "
+            "it adopts the live host the providers still run (found by its tags) instead "
+            "of creating one, and the journal starts anew"
         )
 
     def _check_integrity(self) -> None:

@@ -52,15 +52,25 @@ class LocalDns(DnsProvider):
     def _load(self) -> dict[str, Any]:
         try:
             data: dict[str, Any] = json.loads(self.path.read_text())
-            return data
         except FileNotFoundError:
             return {"zone": self.settings.zone, "serial": 0, "records": {}}
         except (OSError, ValueError) as exc:
-            raise ProviderError(
-                f"the local zone file {self.path} is unreadable ({exc}); move it aside and "
-                "run `failover deploy` to write the record again",
-                provider=self.name,
-            ) from None
+            raise self._unreadable(str(exc)) from None
+        # JSON of the wrong shape (a hand edit, another tool's file) is as unreadable as
+        # garbage: report it here rather than fail later with a TypeError (issue 3).
+        records = data.get("records") if isinstance(data, dict) else None
+        if not isinstance(records, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("values"), list) for e in records.values()
+        ):
+            raise self._unreadable("not a zone document: expected {'records': {...}}")
+        return data
+
+    def _unreadable(self, why: str) -> ProviderError:
+        return ProviderError(
+            f"the local zone file {self.path} is unreadable ({why}); move it aside and "
+            "run `failover deploy` to write the record again",
+            provider=self.name,
+        )
 
     def _key(self, name: str, rtype: str) -> str:
         return f"{name.rstrip('.').lower()} {rtype.upper()}"

@@ -165,20 +165,66 @@ def _run(fn: Callable[[], int | None], usage: int = 2, failure: int = 1) -> NoRe
     raise typer.Exit(code)
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    if not _tty():
-        for row in rows:
-            _out("  ".join(row))
-        return
+def _status_table(doc: list[dict[str, Any]]) -> None:
+    """`status` for people: one rich table per service."""
+    import io
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    colour = {
+        "up": "green",
+        "down": "red",
+        "unknown": "yellow",
+        "available": "green",
+        "blocked": "red",
+    }
+    # Rendered into a buffer so the text goes through the same redaction as every line.
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=shutil.get_terminal_size().columns)
+    for s in doc:
+        state = s["health"]["state"]
+        table = Table(
+            title=f"{s['service']} ({s['domain']}): [{colour.get(state, '')}]{state}"
+            f"[/] generation {s['generation']}",
+            title_justify="left",
+        )
+        table.add_column("")
+        table.add_column("")
+        active = s["active"]
+        table.add_row(
+            "lives on",
+            f"{active['provider']} {active['address']}:{active['port']} "
+            f"(host {active['host_id']}, since {active['since']})"
+            if active
+            else "nowhere (not deployed)",
+        )
+        dns = s["dns"] or {}
+        table.add_row(
+            "dns",
+            f"{', '.join(dns['values'])} ttl {dns['ttl']}"
+            if "values" in dns
+            else str(dns.get("error", "no record")),
+        )
+        health = s["health"]
+        table.add_row(
+            "health",
+            f"{health['consecutive_failures']} failed / "
+            f"{health['consecutive_successes']} good rounds; last "
+            f"{health['last_check'] or 'never'}",
+        )
+        if s["last_event"]:
+            e = s["last_event"]
+            table.add_row("last", f"{e['kind']} {e['status']} {e['finished_at'] or ''}")
+        for p in s["providers"]:
+            why = f" ({p['reason']})" if p.get("reason") else ""
+            table.add_row(
+                f"provider {p['name']}",
+                f"{p['type']} [{colour.get(p['state'], '')}]{p['state']}[/]{why}",
+            )
+        console.print(table, markup=True)
+    _out(buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- commands
@@ -438,6 +484,9 @@ def status(
             engine.close()
         if as_json:
             _json({"services": doc})
+            return 0
+        if _tty():
+            _status_table(doc)
             return 0
         for s in doc:
             active = s["active"]

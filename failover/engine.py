@@ -450,6 +450,13 @@ class Engine:
             return True, "another service answers"
         if evidence == "alive":
             return True, "the provider's API answers"
+        if self.config.dns_settings().type != "local":
+            # The DNS backend is a canary of its own: usually elsewhere, always needed.
+            try:
+                self.dns().get_record(svc.domain, svc.record_type)
+            except ProviderError as exc:
+                return False, f"neither the provider's API nor the DNS backend answers ({exc})"
+            return True, "the DNS backend answers"
         return False, "neither the provider's API nor a canary answers"
 
     # ----------------------------------------------------------------- settling
@@ -754,7 +761,9 @@ class Engine:
             priority=priority,
             current=current,
             to=to,
-            account=lambda name: self.account(name),
+            # Fresh: a long-lived engine (`watch`) must see a provider that was blocked
+            # earlier and has been restored since, or it would skip it forever (issue 3).
+            account=lambda name: self.account(name, fresh=True),
         )
 
     # ----------------------------------------------------------------- status

@@ -189,6 +189,7 @@ def _status_table(doc: list[dict[str, Any]]) -> None:
             title=f"{s['service']} ({s['domain']}): [{colour.get(state, '')}]{state}"
             f"[/] generation {s['generation']}",
             title_justify="left",
+            show_header=False,
         )
         table.add_column("")
         table.add_column("")

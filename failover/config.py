@@ -359,6 +359,27 @@ def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | Non
     return (config_path.resolve().parent / ".failover").resolve()
 
 
+_MAX_VALUES = 100_000  # a real config has a few hundred
+
+
+def _too_large(data: Any) -> bool:
+    """Count values as if aliases were expanded, stopping at the limit (iterative: deep
+    nesting cannot overflow the stack here)."""
+    budget = _MAX_VALUES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
     """Parse and validate config text. Raises ConfigError with located problems."""
     try:
@@ -374,6 +395,17 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
         raise ConfigError([f"{source}: the file is empty (`failover init` writes a starter)"])
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping of settings"], source)
+    if _too_large(data):
+        # YAML aliases share one node among many places; expanded (as interpolation and
+        # validation do) a dozen lines can grow exponentially ("billion laughs") and hang
+        # every cron-driven `check`. Refuse before expanding (issue 3).
+        raise ConfigError(
+            [
+                f"{source}: the document is too large: more than {_MAX_VALUES} values once "
+                "YAML aliases (*name) are expanded"
+            ],
+            source,
+        )
     data, problems = interpolate(data)
     if problems:
         raise ConfigError(problems, source)

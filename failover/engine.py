@@ -474,13 +474,11 @@ class Engine:
                 continue
             if host["role"] in ("candidate", "drill") and self._owned(host):
                 continue
+            stop_only = (
+                host["role"] == "fence" and self.config.services[service].policy.fence == "stop"
+            )
             try:
-                self._destroy(
-                    host["provider"],
-                    host["host_id"],
-                    stop_only=host["role"] == "fence"
-                    and self.config.services[service].policy.fence == "stop",
-                )
+                self._destroy(host["provider"], host["host_id"], stop_only=stop_only)
             except ProviderError as exc:
                 self.store.set_host(
                     host["provider"],
@@ -496,7 +494,7 @@ class Engine:
                 host["host_id"],
                 service,
                 host["generation"],
-                "destroyed",
+                "stopped" if stop_only else "destroyed",
                 note=f"cleaned up after {host['role']}",
             )
             notes.append(f"{host['role']} host {host['host_id']} on {host['provider']} removed")

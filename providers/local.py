@@ -49,6 +49,8 @@ class LocalSettings(ProviderSettings):
 
 
 _PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
+# Names of environment variables that carry credentials (as failover.config treats them).
+_CREDENTIAL_VAR = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
 
 
 def _now() -> str:
@@ -232,7 +234,9 @@ class LocalProvider(ComputeProvider):
             (host_dir / "run.sh").write_text(_run_script(spec, values, host_dir))
             (host_dir / "user-data").write_text(spec.user_data)
             env = {
-                **os.environ,
+                # The watcher's own credentials (cloud keys, DNS keys, tokens) are not the
+                # service's: a host gets only what `run.env` gives it (issue 3).
+                **{k: v for k, v in os.environ.items() if not _CREDENTIAL_VAR.search(k)},
                 **spec.run.env,
                 "FAILOVER_ADDRESS": address,
                 "FAILOVER_PORT": str(spec.port),

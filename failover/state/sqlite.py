@@ -326,10 +326,15 @@ class SqliteStore:
         new = generation if generation is not None else expected_generation + 1
         with self.tx() as db:
             self._assert_lease(db, lease)
-            row = db.execute("SELECT generation FROM services WHERE service=?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT generation, active FROM services WHERE service=?", (name,)
+            ).fetchone()
             current = row["generation"] if row else 0
-            if current == new:
+            done = json.loads(row["active"]) if row and row["active"] else {}
+            if current == new and done.get("host_id") == active.get("host_id"):
                 return current  # already done: a resumed run repeats this step
+            # The same generation pointing at another host is a stale writer's cutover,
+            # not ours: refused below rather than reported as done (issue 3).
             if current != expected_generation or new <= current:
                 raise LeaseLost(
                     f"{name} is at generation {current}, this run expected "

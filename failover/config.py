@@ -154,11 +154,13 @@ class ServiceConfig(Model):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
+        given = value
         value = value.rstrip(".").lower()
         if not re.fullmatch(
             r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", value
         ):
-            raise ValueError(f"{value!r} is not a DNS name")
+            # Quote it as written: a lowercased secret would slip past redaction (issue 3).
+            raise ValueError(f"{given!r} is not a DNS name")
         return value
 
 

@@ -30,12 +30,18 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when many probes arrive at once.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bind", required=True)
     args = parser.parse_args()
-    ThreadingHTTPServer((args.bind, args.port), Handler).serve_forever()
+    Server((args.bind, args.port), Handler).serve_forever()
 
 
 if __name__ == "__main__":

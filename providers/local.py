@@ -49,8 +49,8 @@ class LocalSettings(ProviderSettings):
 
 
 _PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
-# Names of environment variables that carry credentials (as failover.config treats them).
-_CREDENTIAL_VAR = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
+# Names of environment variables that carry credentials (failover.config and .redact).
+_CREDENTIAL_VAR = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH|TSIG", re.I)
 
 
 def _now() -> str:

@@ -255,6 +255,9 @@ async def _timed(kind: str, t: Target) -> ProbeResult:
         return ProbeResult(kind, False, t.health.timeout, f"no answer within {t.health.timeout}s")
     except ProbeFailed as exc:
         return ProbeResult(kind, False, time.perf_counter() - started, str(exc))
+    except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
+        error = f"connection to {t.address}:{t.port} closed before an answer"
+        return ProbeResult(kind, False, time.perf_counter() - started, error)
     except (OSError, ssl.SSLError, ValueError) as exc:
         return ProbeResult(
             kind, False, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"

@@ -41,6 +41,12 @@ class ConfigError(Exception):
         self.source = source
 
 
+# Upper bound of the durations the watcher sleeps on or adds to the clock: a longer one is
+# a typo, and a huge one overflows the clock functions (1e10s passed validation, then
+# ended `watch` with an OverflowError: issue 3).
+_DAY = 86400.0
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +56,10 @@ class StateConfig(Model):
         default="sqlite", description="where the journal, health counters and lock live"
     )
     lease_ttl: Duration = Field(
-        default=30.0, description="how long a lock outlives a watcher that stopped renewing it"
+        default=30.0,
+        gt=0,
+        le=_DAY,
+        description="how long a lock outlives a watcher that stopped renewing it",
     )
 
 
@@ -104,8 +113,8 @@ class DnsProbe(Model):
 
 
 class HealthConfig(Model):
-    interval: Duration = Field(default=2.0, gt=0)
-    timeout: Duration = Field(default=1.0, gt=0)
+    interval: Duration = Field(default=2.0, gt=0, le=_DAY)
+    timeout: Duration = Field(default=1.0, gt=0, le=_DAY)
     fall: int = Field(default=3, ge=1, le=1000)
     rise: int = Field(default=2, ge=1, le=1000)
     http: HttpProbe | None = None
@@ -136,7 +145,7 @@ class PolicyConfig(Model):
     providers: list[str] | None = Field(
         default=None, description="priority order; default: the order of `providers`"
     )
-    ready_timeout: Duration = Field(default=600.0, gt=0)
+    ready_timeout: Duration = Field(default=600.0, gt=0, le=_DAY)
     max_moves_per_hour: int = Field(default=3, ge=0, le=1000)
     fence: Literal["destroy", "stop"] = Field(
         default="destroy", description="what happens to the old host once the service moved"

@@ -24,13 +24,18 @@ from providers.base import TransientError
 T = TypeVar("T")
 
 
-def _wait(base: Callable[[RetryCallState], float], cap: float) -> Callable[[RetryCallState], float]:
+def _wait(
+    base: Callable[[RetryCallState], float], cap: float, max_time: float
+) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         delay = base(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
-        return min(delay, cap)
+        # Never sleep past the total time allowed: a Retry-After of an hour must not
+        # hold a failover that has a minute.
+        left = max_time - (state.seconds_since_start or 0.0)
+        return max(0.0, min(delay, cap, left))
 
     return wait
 
@@ -49,7 +54,9 @@ def call_with_retries(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_time),
         wait=_wait(
-            wait_exponential(multiplier=initial, max=max_wait) + wait_random(0, initial), max_wait
+            wait_exponential(multiplier=initial, max=max_wait) + wait_random(0, initial),
+            max_wait,
+            max_time,
         ),
         reraise=True,
     )

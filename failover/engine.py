@@ -311,6 +311,22 @@ class Engine:
             )
             return ServiceCheck(name, row.health_state, code, "none", msg, probes, latency, where)
         failed = "; ".join(f"{p.kind}: {p.error}" for p in probes if not p.ok)
+        dns_only = all(p.kind == "dns" for p in probes if not p.ok)
+        backend_down = any((p.error or "").startswith("DNS backend:") for p in probes)
+        if dns_only and (backend_down or any(p.ok for p in probes)):
+            # The host answers (or cannot be judged by DNS); only the record is wrong or
+            # unreadable. A new host needs the same DNS: moving would churn hosts each round.
+            return ServiceCheck(
+                name,
+                row.health_state,
+                CRITICAL,
+                "none",
+                f"{name} answers on {where}, but {failed}; a failover cannot fix DNS: "
+                "check the DNS backend with `failover doctor`",
+                probes,
+                latency,
+                where,
+            )
         evidence, detail = self._evidence(active)
         if evidence == "alive" or evidence == "silent":
             trusted, why = self._watcher_trusted(svc, healthy_elsewhere, evidence)

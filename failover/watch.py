@@ -14,7 +14,8 @@ from types import FrameType
 from typing import Any
 
 from failover.config import Config
-from failover.engine import Engine, ServiceCheck
+from failover.engine import UNKNOWN, Engine, ServiceCheck
+from failover.redact import redact
 
 
 class Metrics:
@@ -93,6 +94,15 @@ class Watcher:
         self.say(f"watch: {signal.Signals(signum).name} received; finishing the step in flight")
         self.stopping.set()
 
+    def _round(self, engine: Engine, names: list[str]) -> list[ServiceCheck]:
+        """One round; a round that fails for any reason is reported UNKNOWN and the
+        watcher goes on: a watcher that dies on a bad moment watches nothing."""
+        try:
+            return engine.check(names)
+        except Exception as exc:  # the next round may well succeed
+            message = redact(f"this round failed: {type(exc).__name__}: {exc}")
+            return [ServiceCheck(n, "unknown", UNKNOWN, "none", message) for n in names]
+
     def run(self, rounds: int | None = None) -> int:
         previous = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
         engine = Engine(self.config, should_stop=self.stopping.is_set)
@@ -103,7 +113,7 @@ class Watcher:
                 now = time.monotonic()
                 names = [n for n, t in due.items() if t <= now]
                 if names:
-                    for result in engine.check(names):
+                    for result in self._round(engine, names):
                         self.say(
                             f"{time.strftime('%H:%M:%S')} {result.service} "
                             f"{result.state} [{result.exit_code}] {result.message}"

@@ -567,3 +567,18 @@ def test_lost_state_is_rebuilt_from_the_providers(project: Path) -> None:
     assert stray.id in [h["id"] for h in live_hosts(config)]
     assert failover("check", config=config).returncode == 0  # fences what it found
     assert [h["id"] for h in live_hosts(config)] == [after["active"]["host_id"]]
+
+
+def test_dns_only_failure_is_critical_and_moves_nothing(project: Path) -> None:
+    config = deployed(project, health={"fall": 1, "http": {"path": "/"}, "dns": {}})
+    assert failover("check", config=config).returncode == 0
+    zone = state_dir(config) / "dns" / "example.test.json"
+    zone.write_text("{ not json")
+    check = failover("check", config=config)
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert "a failover cannot fix DNS" in check.stdout
+    zone.unlink()
+    assert failover("check", config=config).returncode == 2  # the record is gone now
+    status = failover_json("status", config=config)["services"][0]
+    assert status["generation"] == 1 and status["active"]["provider"] == "alpha"
+    assert len(live_hosts(config)) == 1

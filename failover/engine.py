@@ -1468,18 +1468,6 @@ def _tcp() -> Any:
     return TcpProbe()
 
 
-def event_timeline(event: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "step": s["name"],
-            "status": s["status"],
-            "duration_s": s["duration_s"],
-            "detail": s["detail"],
-        }
-        for s in event.get("steps", [])
-    ]
-
-
 __all__ = [
     "CRITICAL",
     "OK",

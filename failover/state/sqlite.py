@@ -351,13 +351,6 @@ class SqliteStore:
             )
             return generation
 
-    def clear_active(self, name: str, lease: Lease | None) -> None:
-        with self.tx() as db:
-            self._assert_lease(db, lease)
-            db.execute(
-                "UPDATE services SET active=NULL, health_state='unknown' WHERE service=?", (name,)
-            )
-
     # ----------------------------------------------------------------- journal
 
     def start_event(

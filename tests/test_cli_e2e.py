@@ -406,10 +406,14 @@ def test_watch_ends_cleanly_on_sigterm_and_serves_metrics(project: Path) -> None
             except OSError:
                 return ""
 
-        wait_for(lambda: "failover_probe_success" in metrics(), what="metrics")
+        # Rounds every 200ms with a 200ms timeout: on a loaded machine one may miss, so
+        # wait for a good round rather than judging the first one.
+        good = 'failover_probe_success{kind="http",service="web"} 1.0'
+        wait_for(lambda: good in metrics(), what="a good round in the metrics")
         text = metrics()
-        assert 'failover_probe_success{kind="http",service="web"} 1.0' in text
         assert 'failover_service_state{service="web",state="up"} 1.0' in text
+        assert 'failover_probe_latency_seconds{kind="http",service="web"}' in text
+        assert "failover_rounds_total" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

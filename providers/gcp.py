@@ -553,13 +553,15 @@ class GcpProvider(ComputeProvider):
                 hint="remove the instance by hand before retrying",
             ) from None
 
-    def _delete(self, zone: str, name: str) -> None:
-        """Delete and wait; a missing instance is fine. A failed operation is retried."""
-        what = f"delete {name} in {zone}"
+    def _instance_op(self, method: str, zone: str, name: str) -> None:
+        """Run ``InstancesClient.<method>_unary`` on one instance and wait for its zone
+        operation; a failed operation is retried like a failed call."""
+        what = f"{method} {name} in {zone}"
 
-        def delete_and_wait() -> None:
+        def call_and_wait() -> None:
+            call = getattr(self._client("InstancesClient"), f"{method}_unary")
             op = self._once(
-                lambda: self._client("InstancesClient").delete_unary(
+                lambda: call(
                     project=self.cfg.project,
                     zone=zone,
                     instance=name,
@@ -571,8 +573,12 @@ class GcpProvider(ComputeProvider):
             )
             self._wait(op, zone, what)
 
+        self._retrying(call_and_wait)
+
+    def _delete(self, zone: str, name: str) -> None:
+        """Delete and wait; a missing instance is fine."""
         try:
-            self._retrying(delete_and_wait)
+            self._instance_op("delete", zone, name)
         except NotFound:
             return
 
@@ -588,23 +594,7 @@ class GcpProvider(ComputeProvider):
 
     def stop_host(self, host_id: str) -> None:
         zone, name = self._split_id(host_id)
-        what = f"stop {name} in {zone}"
-
-        def stop_and_wait() -> None:
-            op = self._once(
-                lambda: self._client("InstancesClient").stop_unary(
-                    project=self.cfg.project,
-                    zone=zone,
-                    instance=name,
-                    retry=None,
-                    timeout=self._timeout,
-                ),
-                zone=zone,
-                what=what,
-            )
-            self._wait(op, zone, what)
-
-        self._retrying(stop_and_wait)
+        self._instance_op("stop", zone, name)
 
     def destroy_host(self, host_id: str) -> None:
         # The boot disk is auto-deleted and the external IP is ephemeral: deleting the

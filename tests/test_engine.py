@@ -42,7 +42,7 @@ def test_a_round_about_a_replaced_host_never_moves_the_service_again(project: Pa
         (moved,) = fast.check(["web"])
         assert moved.action == "failover"
         failed = [ProbeResult("http", False, 0.01, "connection refused")]
-        late = slow._evaluate("web", stale_row, failed, False, False)
+        late = slow.judge("web", stale_row, failed)
         assert late.action == "none" and late.exit_code == 1
         assert "by another run during this round" in late.message
         events = slow.history("web", 10)

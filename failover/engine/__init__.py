@@ -1,0 +1,391 @@
+"""The engine: the one facade the CLI, ``watch`` and the demo call.
+
+Where things live:
+
+- :mod:`.health`: the verdict of a probe round (is it down? may we act?);
+- :mod:`.runner`: the nine journaled steps of one run, and nothing else;
+- :mod:`.settle`: finishing interrupted runs, cleaning drills, adopting hosts after
+  the state was lost;
+- :mod:`.views`: the plan, status, doctor and history documents;
+- :mod:`.journal`: the typed records of a run.
+
+This module keeps what they share: the providers (made once per engine), the lock
+around a run, and the small public methods the rooms use instead of reaching into each
+other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from failover.config import Config
+from failover.engine import settle as _settle
+from failover.engine import views
+from failover.engine.health import (
+    CRITICAL,
+    OK,
+    UNKNOWN,
+    WARNING,
+    CheckCode,
+    EngineObserver,
+    Judge,
+    ServiceCheck,
+    Verdict,
+    after_failover,
+    not_deployed,
+)
+from failover.engine.journal import STEPS, Outcome, RunData
+from failover.engine.runner import run_event
+from failover.planner import Selection, select
+from failover.probes import ProbeFailed, ProbeResult, Target, probe_target
+from failover.redact import redact
+from failover.state import Lease, LeaseLost, ServiceRow, Store, now_iso
+from providers.base import (
+    AccountBlocked,
+    AccountReport,
+    Check,
+    ComputeProvider,
+    DnsProvider,
+    NotFound,
+    ProviderContext,
+    ProviderError,
+    dns_class,
+    provider_class,
+)
+
+StepCallback = Callable[[str, str, str], None]
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the lease alive while a long step (provisioning) runs."""
+
+    def __init__(self, config: Config, lease: Lease) -> None:
+        super().__init__(daemon=True, name="failover-lease")
+        self.config = config
+        self.lease = lease
+        self.stop = threading.Event()
+        self.lost: str | None = None
+
+    def run(self) -> None:
+        assert self.config.state_dir is not None
+        store = Store(self.config.state_dir)
+        try:
+            while not self.stop.wait(self.lease.ttl / 3):
+                try:
+                    store.renew(self.lease)
+                except LeaseLost as exc:
+                    self.lost = str(exc)
+                    return
+        finally:
+            store.close()
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        log: Callable[[str], None] | None = None,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        assert config.state_dir is not None
+        self.should_stop = should_stop or (lambda: False)
+        self.config = config
+        self.store = Store(config.state_dir)
+        self._log = log or (lambda message: None)
+        self.on_step = on_step or (lambda step, status, detail: None)
+        self._providers: dict[str, ComputeProvider] = {}
+        self._dns: DnsProvider | None = None
+        self._accounts: dict[str, AccountReport] = {}
+        self.context = ProviderContext(state_dir=config.state_dir, log=self.log)
+
+    def log(self, message: str) -> None:
+        self._log(redact(message))
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        if self._dns is not None:
+            self._dns.close()
+        self.store.close()
+
+    # ----------------------------------------------------------------- providers
+
+    def provider(self, name: str) -> ComputeProvider:
+        """The provider called ``name``, made once per engine."""
+        if name not in self._providers:
+            settings = self.config.provider_settings()[name]
+            self._providers[name] = provider_class(settings.type)(settings, self.context)
+        return self._providers[name]
+
+    def dns(self) -> DnsProvider:
+        if self._dns is None:
+            settings = self.config.dns_settings()
+            self._dns = dns_class(settings.type)(settings, self.context)
+        return self._dns
+
+    def account(self, name: str, *, fresh: bool = False) -> AccountReport:
+        """The provider's account state, asked once per engine (or again with fresh)."""
+        if fresh or name not in self._accounts:
+            try:
+                report = self.provider(name).check_account()
+            except ProviderError as exc:  # check_account should not raise; be safe anyway
+                report = AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
+            self._accounts[name] = report
+            self.store.set_provider_state(name, report.state, report.reason)
+        return self._accounts[name]
+
+    def mark_blocked(self, name: str, exc: AccountBlocked) -> None:
+        """``name`` refused us: the planner skips it until its account answers again."""
+        self._accounts[name] = AccountReport(
+            "blocked", [Check("account", False, str(exc))], exc.message
+        )
+        self.store.set_provider_state(name, "blocked", exc.message)
+
+    def destroy(self, provider: str, host_id: str, *, stop_only: bool = False) -> None:
+        """Stop or destroy a host; one that is already gone is fine."""
+        p = self.provider(provider)
+        try:
+            if stop_only:
+                p.stop_host(host_id)
+            else:
+                p.destroy_host(host_id)
+        except NotFound:
+            return
+        except AccountBlocked as exc:
+            self.mark_blocked(provider, exc)
+            raise
+
+    def select(self, service: str, kind: str, to: str | None, current: str | None) -> Selection:
+        """The candidate providers for a run, in the order they are tried."""
+        return select(
+            kind=kind,
+            service=service,
+            priority=self.config.service_providers(service),
+            current=current,
+            to=to,
+            # Fresh: a long-lived engine (`watch`) must see a provider that was blocked
+            # earlier and has been restored since, or it would skip it forever (issue 3).
+            account=lambda name: self.account(name, fresh=True),
+        )
+
+    # ----------------------------------------------------------------- probes
+
+    def target(self, service: str, address: str) -> Target:
+        """What the probes of ``service`` aim at when its host is at ``address``."""
+        svc = self.config.services[service]
+        resolver = None
+        if svc.health.dns is not None and svc.health.dns.server is None:
+            dns = self.dns()
+
+            def resolver() -> tuple[list[str], int] | None:
+                try:
+                    record = dns.get_record(svc.domain, svc.record_type)
+                except ProviderError as exc:
+                    # A DNS backend that cannot be read fails this probe with its message;
+                    # it must not escape the probe round and end `check`/`watch` (issue 3).
+                    raise ProbeFailed(f"DNS backend: {exc}") from None
+                return (record.values, record.ttl) if record else None
+
+        return Target(service, address, svc.port, svc.domain, svc.health, resolver, svc.record_type)
+
+    def healthy(self, service: str, address: str) -> bool:
+        probes = asyncio.run(probe_target(self.target(service, address)))
+        return all(p.ok for p in probes)
+
+    # ----------------------------------------------------------------- check
+
+    def check(self, services: list[str], *, dry_run: bool = False) -> list[Verdict]:
+        """One probe round for ``services`` (concurrently), counters updated, and a
+        failover where the policy says so."""
+        if not dry_run:
+            for name in services:
+                _settle.settle(self, name)
+        rows = {name: self.store.service(name) for name in services}
+        results = {n: not_deployed(n) for n, r in rows.items() if not r.active}
+        live = {n: r for n, r in rows.items() if r.active}
+        targets = {n: self.target(n, r.active["address"]) for n, r in live.items() if r.active}
+        probes = asyncio.run(_round(targets))
+        healthy_elsewhere = any(all(p.ok for p in res) for res in probes.values())
+        for name, row in live.items():
+            results[name] = self.judge(name, row, probes[name], healthy_elsewhere, dry_run)
+        return [results[n] for n in services]
+
+    def judge(
+        self,
+        name: str,
+        row: ServiceRow,
+        probes: list[ProbeResult],
+        healthy_elsewhere: bool = False,
+        dry_run: bool = False,
+    ) -> Verdict:
+        """The verdict on one service from the probes of one round about ``row`` (the
+        state as the round saw it), and the failover it calls for, run."""
+        svc = self.config.services[name]
+        observer = EngineObserver(self, name, row, healthy_elsewhere)
+        verdict = Judge(name, svc, row, probes, observer, dry_run=dry_run).verdict()
+        if verdict.action != "failover":
+            return verdict
+        assert row.active is not None
+        origin = row.active["provider"]
+        outcome = self.run(
+            name,
+            "failover",
+            reason=f"down on {origin}: {verdict.reason}",
+            observed_generation=row.generation,
+        )
+        return after_failover(verdict, outcome, origin, svc.port)
+
+    # ----------------------------------------------------------------- runs
+
+    def run(
+        self,
+        service: str,
+        kind: str,
+        *,
+        reason: str,
+        to: str | None = None,
+        observed_generation: int | None = None,
+    ) -> Outcome:
+        """Deploy, fail over or move ``service``, or finish the run an earlier process left.
+
+        ``observed_generation`` binds a failover to what the probes saw: when the service
+        moved meanwhile (another watcher was faster), nothing is done."""
+        lease = self.store.acquire(f"service:{service}", self.config.state.lease_ttl)
+        if not isinstance(lease, Lease):
+            return Outcome(
+                service,
+                kind,
+                "busy",
+                f"{service}: another run holds the lock (pid {lease['pid']} on {lease['host']},"
+                f" for {lease['expires_in']}s more); nothing done",
+            )
+        beat = _Heartbeat(self.config, lease)
+        beat.start()
+        try:
+            event = self.store.open_event(service)
+            if event is None:
+                row = self.store.service(service)
+                early = self._nothing_to_do(service, kind, row, to, observed_generation)
+                if early is not None:
+                    return early
+                event = self._start(service, kind, reason, row, to, lease)
+            else:
+                event["data"]["pid"] = os.getpid()
+            return run_event(self, event, lease, lease_lost=lambda: beat.lost)
+        except LeaseLost as exc:
+            return Outcome(service, kind, "failed", str(exc))
+        finally:
+            beat.stop.set()
+            with contextlib.suppress(LeaseLost):
+                self.store.release(lease)
+
+    def _nothing_to_do(
+        self,
+        service: str,
+        kind: str,
+        row: ServiceRow,
+        to: str | None,
+        observed_generation: int | None,
+    ) -> Outcome | None:
+        if observed_generation is not None and row.generation != observed_generation:
+            return Outcome(
+                service,
+                kind,
+                "noop",
+                f"{service} was already moved by another watcher (generation {row.generation})",
+            )
+        if (
+            kind == "deploy"
+            and row.active
+            and to is None
+            and self.healthy(service, row.active["address"])
+        ):
+            return Outcome(
+                service,
+                kind,
+                "noop",
+                f"{service} is already live and healthy on "
+                f"{row.active['provider']} ({row.active['address']})",
+            )
+        if kind == "move" and row.active and row.active["provider"] == to:
+            return Outcome(service, kind, "noop", f"{service} already lives on {to}")
+        return None
+
+    def _start(
+        self,
+        service: str,
+        kind: str,
+        reason: str,
+        row: ServiceRow,
+        to: str | None,
+        lease: Lease,
+    ) -> dict[str, Any]:
+        data = RunData(expected_generation=row.generation, to=to)
+        if kind == "deploy" and row.active is None and to is None:
+            adopted = _settle.adoptable(self, service, row.generation)
+            if adopted is not None:
+                data.to = adopted.provider
+                data.target_generation = adopted.generation
+                reason = (
+                    f"{reason}: adopted {adopted.id} on {adopted.provider} "
+                    f"(generation {adopted.generation}), found by its tags"
+                )
+        event_id = self.store.start_event(service, kind, reason, row.active, data.to_dict(), lease)
+        event = self.store.event(event_id)
+        assert event is not None
+        return event
+
+    def drill(self, service: str, to: str) -> Outcome:
+        """Rehearse a move to ``to`` on a throwaway host: everything up to ``verify``,
+        timed, then the host is torn down. DNS and the live host are not touched."""
+        _settle.settle_drills(self, service)
+        row = self.store.service(service)
+        data = RunData(expected_generation=row.generation, to=to)
+        event_id = self.store.start_event(
+            service, "drill", f"drill to {to}", row.active, data.to_dict(), None
+        )
+        event = self.store.event(event_id)
+        assert event is not None
+        return run_event(self, event, None)
+
+    # ----------------------------------------------------------------- documents
+
+    def plan(self, service: str, kind: str, to: str | None = None) -> dict[str, Any]:
+        return views.plan(self, service, kind, to)
+
+    def status(self, services: list[str], *, refresh: bool = True) -> list[dict[str, Any]]:
+        return views.status(self, services, refresh=refresh)
+
+    def doctor(self) -> dict[str, Any]:
+        return views.doctor(self)
+
+    def history(self, service: str | None, limit: int) -> list[dict[str, Any]]:
+        return views.history(self, service, limit)
+
+
+async def _round(targets: dict[str, Target]) -> dict[str, list[ProbeResult]]:
+    names = list(targets)
+    done = await asyncio.gather(*(probe_target(targets[n]) for n in names))
+    return dict(zip(names, done, strict=True))
+
+
+__all__ = [
+    "CRITICAL",
+    "OK",
+    "STEPS",
+    "UNKNOWN",
+    "WARNING",
+    "CheckCode",
+    "Engine",
+    "Outcome",
+    "ServiceCheck",
+    "Verdict",
+    "now_iso",
+]

@@ -1,0 +1,473 @@
+"""The steps of one run, executed from wherever the journal says they stopped.
+
+A failover, move or deploy is::
+
+    lock -> select -> provision -> wait_ready -> restore -> verify -> cutover -> fence -> release
+
+and a drill ``select .. verify`` then ``teardown``. ``provision`` .. ``verify`` are tried
+per candidate provider: a candidate that cannot take the service (blocked, no capacity,
+not healthy within ``ready_timeout``) is destroyed and the next one is tried. Every step
+is idempotent and journaled before the next begins, so a run interrupted anywhere is
+finished by the next command. The generation number (a fencing token) is checked on
+every write: a watcher that was paused or partitioned can never move the service back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from failover.config import ServiceConfig, TcpProbe
+from failover.engine.journal import (
+    CANDIDATE_STEPS,
+    DRILL_STEPS,
+    STEPS,
+    Attempt,
+    CandidateFailed,
+    Event,
+    HostRecord,
+    Outcome,
+    Role,
+    StepFailed,
+)
+from failover.probes import probe_target, reach
+from failover.redact import redact
+from failover.render import TemplateError, host_spec
+from failover.state import Lease, LeaseLost
+from providers.base import (
+    AccountBlocked,
+    ComputeProvider,
+    ConflictError,
+    Host,
+    HostState,
+    NotFound,
+    ProviderError,
+    Record,
+    TransientError,
+)
+
+if TYPE_CHECKING:
+    from failover.engine import Engine
+
+
+def _failpoint(step: str) -> None:
+    # Read only here, after the step is journaled: free when unset.
+    if os.environ.get("FAILOVER_FAILPOINT") == f"after:{step}":
+        os._exit(137)
+
+
+def poll_interval(svc: ServiceConfig) -> float:
+    return min(max(svc.health.interval / 4, 0.05), 1.0)
+
+
+class Run:
+    """One event's steps. The engine hands it the event, the lease and a way to learn
+    that the lease was lost; everything else it asks of the engine's public methods."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        event: Event,
+        lease: Lease | None,
+        lease_lost: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.e = engine
+        self.store = engine.store
+        self.event = event
+        self.service = event.service
+        self.svc = engine.config.services[event.service]
+        self.kind = event.kind
+        self.data = event.data
+        self.lease = lease
+        self.lease_lost = lease_lost
+        self.steps = DRILL_STEPS if self.kind == "drill" else STEPS
+        self.origin = event.origin
+
+    # --------------------------------------------------------------- machinery
+
+    def save(self, target: HostRecord | None = None) -> None:
+        self.store.update_event(
+            self.event.id,
+            self.lease,
+            data=self.data.to_dict(),
+            target=target.ref().to_dict() if target else None,
+        )
+
+    def journal(self, step: str, status: str, detail: str = "") -> None:
+        self.store.step(self.event.id, self.steps.index(step), step, status, detail, self.lease)
+        self.e.on_step(step, status, redact(detail))
+        self.e.log(f"{self.service} {self.kind} {step}: {status}{': ' + detail if detail else ''}")
+
+    def execute(self) -> Outcome:
+        index = next(
+            (i for i, s in enumerate(self.steps) if self.event.steps.get(s) != "succeeded"),
+            len(self.steps),
+        )
+        try:
+            while index < len(self.steps):
+                step = self.steps[index]
+                lost = self.lease_lost()
+                if lost:
+                    raise LeaseLost(lost)
+                if self.e.should_stop() and self.kind != "drill":
+                    # Left in_progress on purpose: the next command resumes right here.
+                    return self.outcome(
+                        "interrupted",
+                        f"stopped before {step}; the next `failover check` finishes the run",
+                    )
+                self.journal(step, "in_progress")
+                try:
+                    detail = getattr(self, f"step_{step}")()
+                except CandidateFailed as exc:
+                    self.journal(step, "failed", str(exc))
+                    self.next_candidate(step, str(exc))
+                    index = self.steps.index("provision")
+                    continue
+                self.journal(step, "succeeded", detail)
+                if step == self.steps[-1]:
+                    self.finish("succeeded", None)
+                _failpoint(step)
+                index += 1
+        except (StepFailed, ProviderError) as exc:
+            message = str(exc)
+            self.journal(self.steps[index], "failed", message)
+            self.rollback()
+            self.finish("failed", message)
+            return self.outcome("failed", message)
+        return self.outcome("succeeded", self.summary())
+
+    def finish(self, status: str, message: str | None) -> None:
+        reason = None
+        if message:
+            reason = f"{self.event.reason}: {message}" if self.event.reason else message
+        self.store.update_event(
+            self.event.id, self.lease, data=self.data.to_dict(), status=status, reason=reason
+        )
+
+    def outcome(self, status: str, message: str) -> Outcome:
+        event = self.store.event(self.event.id)
+        return Outcome(self.service, self.kind, status, redact(message), self.event.id, event)
+
+    def summary(self) -> str:
+        host = self.data.host or self.data.torn_down
+        provider = host.provider if host else None
+        if self.kind == "drill":
+            return f"drill to {provider} succeeded; host torn down"
+        origin = f" from {self.origin.provider}" if self.origin else ""
+        return (
+            f"{self.service} now lives on {provider} ({host.address if host else None}:"
+            f"{self.svc.port}){origin}, generation {self.data.generation}"
+        )
+
+    # --------------------------------------------------------------- candidates
+
+    def candidate(self) -> str:
+        if self.data.attempt >= len(self.data.candidates):
+            raise StepFailed(self.no_candidates())
+        return self.data.candidates[self.data.attempt]
+
+    def no_candidates(self) -> str:
+        tried = [f"{a.provider}: {a.result}" for a in self.data.attempts]
+        skipped = [f"{p}: {why}" for p, why in (self.data.skipped or {}).items()]
+        parts = tried + skipped
+        return "no provider could take the service (" + ("; ".join(parts) or "no candidates") + ")"
+
+    def next_candidate(self, step: str, why: str) -> None:
+        host = self.data.host
+        provider = host.provider if host else self.candidate()
+        if host:
+            self.cleanup(host, why)
+        self.data.attempts.append(Attempt(provider, step, why))
+        self.data.host = None
+        self.data.attempt += 1
+        self.save()
+        if self.data.attempt >= len(self.data.candidates):
+            # The steps stay as they ran, the failed one marked failed, for the report.
+            raise StepFailed(self.no_candidates())
+        self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
+
+    def remember(
+        self, host: HostRecord, role: Role, *, generation: int | None = None, note: str = ""
+    ) -> None:
+        self.store.set_host(
+            host.provider,
+            host.host_id,
+            service=self.service,
+            generation=host.generation if generation is None else generation,
+            role=role,
+            address=host.address,
+            note=note or None,
+        )
+
+    def cleanup(self, host: HostRecord, why: str) -> None:
+        """Destroy a candidate that did not make it. If that fails, stop: a silent leak
+        is worse than a failed failover."""
+        try:
+            self.e.destroy(host.provider, host.host_id)
+        except ProviderError as exc:
+            self.remember(host, Role.CANDIDATE, note=f"cleanup failed: {exc}")
+            raise StepFailed(
+                f"{host.provider}: {why}; and its host {host.host_id} could not be "
+                f"destroyed ({exc}): it is left on {host.provider} — destroy it there, "
+                "the next `failover check` will also retry"
+            ) from None
+        self.remember(host, Role.DESTROYED, note=why)
+
+    def rollback(self) -> None:
+        host = self.data.host
+        if host and self.status_of("cutover") != "succeeded":
+            try:
+                self.cleanup(host, "run failed")
+            except StepFailed as exc:
+                self.e.log(str(exc))
+            self.data.host = None
+
+    def status_of(self, step: str) -> str | None:
+        event = self.store.event(self.event.id) or {"steps": []}
+        return {s["name"]: s["status"] for s in event["steps"]}.get(step)
+
+    def deadline(self) -> float:
+        return float(self.data.deadline or (time.time() + self.svc.policy.ready_timeout))
+
+    def host(self) -> HostRecord:
+        if self.data.host is None:
+            raise CandidateFailed("the candidate host is not recorded")
+        return self.data.host
+
+    def poll_host(self) -> Host:
+        host = self.host()
+        provider: ComputeProvider = self.e.provider(host.provider)
+        try:
+            found = provider.get_host(host.host_id)
+        except AccountBlocked as exc:
+            self.e.mark_blocked(host.provider, exc)
+            raise CandidateFailed(f"blocked: {exc}") from None
+        except NotFound:
+            found = None
+        except TransientError:
+            return Host(host.host_id, host.provider, host.name, self.service, 0, HostState.UNKNOWN)
+        if found is None:
+            raise CandidateFailed(f"host {host.host_id} vanished on {host.provider}")
+        if found.state.gone:
+            reason = f": {found.reason}" if found.reason else ""
+            raise CandidateFailed(f"host {host.host_id} {found.state.value}{reason}")
+        return found
+
+    def timed_out(self, what: str) -> CandidateFailed:
+        return CandidateFailed(
+            f"{what} within ready_timeout ({self.svc.policy.ready_timeout:g}s); host destroyed"
+        )
+
+    # --------------------------------------------------------------- the steps
+
+    def step_lock(self) -> str:
+        assert self.lease is not None
+        return f"held by {self.lease.owner} (token {self.lease.token})"
+
+    def step_select(self) -> str:
+        current = self.origin.provider if self.origin else None
+        selection = self.e.select(self.service, self.kind, self.data.to, current)
+        if not self.data.candidates:
+            self.data.candidates = selection.usable
+            self.data.skipped = {c.provider: c.reason for c in selection.candidates if not c.usable}
+            self.save()
+        if not self.data.candidates:
+            raise StepFailed(f"no provider can take {self.service}: {selection.why_none()}")
+        detail = "candidates: " + ", ".join(self.data.candidates)
+        if self.data.skipped:
+            detail += "; skipped: " + "; ".join(f"{p} ({w})" for p, w in self.data.skipped.items())
+        return detail
+
+    def step_provision(self) -> str:
+        provider_name = self.candidate()
+        purpose = "drill" if self.kind == "drill" else "serve"
+        generation = self.data.target()
+        name = (
+            f"{self.service}-drill{self.event.id}-{provider_name}" if purpose == "drill" else None
+        )
+        try:
+            spec = host_spec(
+                self.service,
+                self.svc,
+                generation=generation,
+                provider=provider_name,
+                purpose=purpose,
+                name=name,
+            )
+        except TemplateError as exc:
+            raise StepFailed(str(exc)) from None
+        if not self.data.deadline or self.data.host is None:
+            self.data.deadline = time.time() + self.svc.policy.ready_timeout
+            self.save()
+        try:
+            host = self.e.provider(provider_name).create_host(spec)
+        except AccountBlocked as exc:
+            self.e.mark_blocked(provider_name, exc)
+            raise CandidateFailed(f"blocked: {exc}") from None
+        except ProviderError as exc:
+            raise CandidateFailed(f"{exc.kind}: {exc}") from None
+        record = HostRecord(provider_name, host.id, host.name, host.address, generation, host.zone)
+        self.data.host = record
+        self.save()
+        self.remember(record, Role.DRILL if purpose == "drill" else Role.CANDIDATE)
+        zone = f" in {host.zone}" if host.zone and host.zone != "loopback" else ""
+        return f"{host.id} ({host.name}) on {provider_name}{zone}"
+
+    def step_wait_ready(self) -> str:
+        started = time.time()
+        while True:
+            host = self.poll_host()
+            if (
+                host.state in (HostState.RUNNING, HostState.PENDING)
+                and host.address
+                and (host.state == HostState.RUNNING or host.raw_state in ("setup", "restore"))
+            ):
+                record = self.host()
+                if host.address != record.address:
+                    record.address = host.address
+                    self.save()
+                return (
+                    f"{host.raw_state or host.state.value} at {host.address} after "
+                    f"{time.time() - started:.1f}s"
+                )
+            if time.time() > self.deadline():
+                raise self.timed_out(f"not running ({host.state.value})")
+            time.sleep(poll_interval(self.svc))
+
+    def step_restore(self) -> str:
+        host = self.host()
+        svc = self.svc
+        started = time.time()
+        while True:
+            self.poll_host()
+            ok, _ = asyncio.run(reach(f"{host.address}:{svc.port}", min(svc.health.timeout, 1.0)))
+            if ok:
+                return (
+                    f"setup ({len(svc.run.setup)}) and restore ({len(svc.run.restore)}) "
+                    f"done; port {svc.port} answers after {time.time() - started:.1f}s"
+                )
+            if time.time() > self.deadline():
+                raise self.timed_out(f"port {svc.port} on {host.address} not answering")
+            time.sleep(poll_interval(svc))
+
+    def step_verify(self) -> str:
+        host = self.host()
+        assert host.address is not None
+        target = self.e.target(self.service, host.address)
+        # The dns probe checks the record, which points at the old host until cutover.
+        health = target.health.model_copy(update={"dns": None})
+        if not (health.http or health.tcp or health.tls):
+            health = health.model_copy(update={"tcp": TcpProbe()})
+        target.health = health
+        good, last = 0, ""
+        while True:
+            probes = asyncio.run(probe_target(target))
+            if all(p.ok for p in probes):
+                good += 1
+                if good >= self.svc.health.rise:
+                    latency = max((p.latency_s or 0) for p in probes)
+                    return f"{good} good rounds; latency {latency:.3f}s"
+            else:
+                good = 0
+                last = "; ".join(f"{p.kind}: {p.error}" for p in probes if not p.ok)
+                self.poll_host()
+            if time.time() > self.deadline():
+                raise self.timed_out(f"probes not passing ({last})")
+            time.sleep(min(self.svc.health.interval, 0.25))
+
+    def point_dns(self, address: str) -> Record:
+        """The record moved from the old host to ``address``, or an error saying why not."""
+        svc, dns = self.svc, self.e.dns()
+        ttl = self.e.config.dns_settings().ttl
+        expect = [self.origin.address] if self.origin and self.origin.address else None
+        try:
+            return dns.set_record(svc.domain, svc.record_type, [address], ttl, expect=expect)
+        except ConflictError:
+            current = dns.get_record(svc.domain, svc.record_type)
+            if current is not None and current.values == [address]:
+                return current
+            # Someone else changed the record. Only a newer generation may; re-read
+            # ours: if it moved, this run lost, otherwise take the record back.
+            row = self.store.service(self.service)
+            if row.generation != self.data.expected_generation:
+                raise LeaseLost(
+                    f"{self.service} moved meanwhile (generation {row.generation}); this run stops"
+                ) from None
+            return dns.set_record(svc.domain, svc.record_type, [address], ttl)
+        except TransientError as exc:
+            raise StepFailed(f"DNS update failed: {exc}") from None
+
+    def step_cutover(self) -> str:
+        host = self.host()
+        assert host.address is not None
+        record = self.point_dns(host.address)
+        if sorted(record.values) != [host.address]:
+            raise StepFailed(f"DNS answers {record.values} after the update, not {host.address}")
+        generation = self.store.cutover(
+            self.service,
+            self.data.expected_generation,
+            host.ref().active(),
+            self.lease,
+            generation=self.data.target(),
+        )
+        self.data.generation = generation
+        self.save(target=host)
+        self.remember(host, Role.ACTIVE, generation=generation)
+        if self.origin:
+            self.remember_origin(Role.FENCE, address=self.origin.address)
+        return (
+            f"{self.svc.domain} {self.svc.record_type} -> {host.address} (ttl {record.ttl}); "
+            f"generation {generation}"
+        )
+
+    def remember_origin(self, role: Role, *, address: str | None = None, note: str = "") -> None:
+        assert self.origin is not None
+        self.store.set_host(
+            self.origin.provider,
+            self.origin.host_id,
+            service=self.service,
+            generation=self.data.expected_generation,
+            role=role,
+            address=address,
+            note=note or None,
+        )
+
+    def step_fence(self) -> str:
+        if not self.origin:
+            return "no previous host"
+        origin, how = self.origin, self.svc.policy.fence
+        where = f"{origin.host_id} on {origin.provider}"
+        try:
+            self.e.destroy(origin.provider, origin.host_id, stop_only=how == "stop")
+        except AccountBlocked as exc:
+            self.remember_origin(Role.FENCE, note=str(exc))
+            return (
+                f"{where}: the provider refuses us ({exc.message}); out of DNS, will be "
+                f"{how}ed when it answers again"
+            )
+        except ProviderError as exc:
+            self.remember_origin(Role.FENCE, note=str(exc))
+            return f"{where}: {exc}; out of DNS, will be {how}ed by the next check"
+        self.remember_origin(Role.DESTROYED if how == "destroy" else Role.STOPPED)
+        return f"{where} {how}ed; out of DNS"
+
+    def step_release(self) -> str:
+        return "lock released"
+
+    def step_teardown(self) -> str:
+        host = self.data.host
+        if not host:
+            return "no host"
+        self.cleanup(host, "drill finished")
+        self.data.host = None
+        self.data.torn_down = host
+        self.save(target=host)
+        return f"{host.host_id} on {host.provider} destroyed"
+
+
+def run_event(engine: Engine, event: dict[str, Any], lease: Lease | None, **kw: Any) -> Outcome:
+    """Execute (or resume) the journal event ``event`` as the store returned it."""
+    return Run(engine, Event.from_dict(event), lease, **kw).execute()

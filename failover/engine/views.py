@@ -1,0 +1,252 @@
+"""The documents the engine shows: plan, status, doctor, history. They read; they never
+move anything. Rendering them for people is :mod:`failover.output`'s job."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from failover.render import host_name
+from providers.base import AccountReport, Check, ProviderError, dns_class, provider_class
+
+if TYPE_CHECKING:
+    from failover.engine import Engine
+
+
+def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict[str, Any]:
+    """What a run of ``kind`` would do now, step by step, without doing it."""
+    row = engine.store.service(service)
+    current = row.active["provider"] if row.active else None
+    selection = engine.select(service, kind, to, current)
+    target = selection.usable[0] if selection.usable else None
+    svc = engine.config.services[service]
+    gen = row.generation + 1
+    candidates = ", ".join(f"{c.provider} ({c.reason})" for c in selection.candidates)
+    steps = [
+        ("lock", f"take the lock on {service}"),
+        ("select", "candidates: " + candidates or "none"),
+        (
+            "provision",
+            f"create host {host_name(service, gen, target)} on {target}"
+            if target
+            else "nothing: no usable provider",
+        ),
+        (
+            "wait_ready",
+            f"until the provider reports it running (ready_timeout "
+            f"{svc.policy.ready_timeout:g}s, then the next candidate)",
+        ),
+        (
+            "restore",
+            f"setup ({len(svc.run.setup)} commands) and restore "
+            f"({len(svc.run.restore)} commands); the service port answers",
+        ),
+        ("verify", f"{svc.health.rise} good probe rounds against the new host"),
+        (
+            "cutover",
+            f"{svc.domain} {svc.record_type} -> the new address (ttl "
+            f"{engine.config.dns_settings().ttl}); generation {row.generation} -> {gen}",
+        ),
+        (
+            "fence",
+            f"{svc.policy.fence} {row.active['host_id']} on {current}; out of DNS"
+            if row.active
+            else "nothing to fence",
+        ),
+        ("release", "release the lock"),
+    ]
+    return {
+        "service": service,
+        "kind": kind,
+        "from": row.active,
+        "to": target,
+        "possible": target is not None,
+        "candidates": [c.to_dict() for c in selection.candidates],
+        "steps": [{"name": n, "does": d} for n, d in steps],
+        "generation": row.generation,
+    }
+
+
+def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list[dict[str, Any]]:
+    """Where each service lives, its health, DNS, providers and last run."""
+    names = {n for s in services for n in engine.config.service_providers(s)}
+    if refresh:
+        for name in names:
+            engine.account(name, fresh=True)
+    states = engine.store.provider_states()
+    return [_service_status(engine, name, states) for name in services]
+
+
+def _service_status(engine: Engine, name: str, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    svc = engine.config.services[name]
+    row = engine.store.service(name)
+    record: dict[str, Any] | None
+    try:
+        found = engine.dns().get_record(svc.domain, svc.record_type)
+        record = found.to_dict() if found else None
+    except ProviderError as exc:
+        record = {"name": svc.domain, "type": svc.record_type, "error": str(exc)}
+    last = engine.store.events(name, limit=1, kinds=("deploy", "failover", "move"))
+    active = None
+    if row.active:
+        active = {
+            "provider": row.active["provider"],
+            "host_id": row.active["host_id"],
+            "address": row.active["address"],
+            "port": svc.port,
+            "since": row.active_since,
+        }
+    return {
+        "service": name,
+        "domain": svc.domain,
+        "active": active,
+        "health": {
+            "state": row.health_state if row.active else "unknown",
+            "consecutive_failures": row.failures,
+            "consecutive_successes": row.successes,
+            "last_check": row.last_check,
+            "latency_s": None if row.latency is None else round(row.latency, 4),
+        },
+        "dns": record,
+        "generation": row.generation,
+        "last_event": {
+            "kind": last[0]["kind"],
+            "status": last[0]["status"],
+            "finished_at": last[0]["finished_at"],
+        }
+        if last
+        else None,
+        "providers": [
+            _provider_state(engine, p, states) for p in engine.config.service_providers(name)
+        ],
+    }
+
+
+def _provider_state(engine: Engine, name: str, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    state = states.get(name, {})
+    out = {
+        "name": name,
+        "type": engine.config.provider_settings()[name].type,
+        "state": state.get("state", "unknown"),
+    }
+    if state.get("reason"):
+        out["reason"] = state["reason"]
+    return out
+
+
+def doctor(engine: Engine) -> dict[str, Any]:
+    """Each provider's account and the DNS zone, checked now; warnings on shared fate."""
+    providers = []
+    reports: list[AccountReport] = []
+    for name, settings in engine.config.provider_settings().items():
+        report = engine.account(name, fresh=True)
+        reports.append(report)
+        providers.append(
+            {
+                "name": name,
+                "type": settings.type,
+                "state": report.state,
+                "reason": report.reason,
+                "checks": [c.__dict__ for c in report.checks],
+            }
+        )
+    try:
+        dns_report = engine.dns().check()
+    except ProviderError as exc:
+        dns_report = AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
+    failed_checks = [
+        c
+        for report in (*reports, dns_report)
+        for c in report.checks
+        if not c.ok and c.level == "error"
+    ]
+    ok = (
+        all(p["state"] == "available" for p in providers)
+        and dns_report.state == "available"
+        and not failed_checks
+    )
+    dns_settings = engine.config.dns_settings()
+    return {
+        "ok": ok,
+        "providers": providers,
+        "dns": {
+            "type": dns_settings.type,
+            "zone": dns_settings.zone,
+            "state": dns_report.state,
+            "reason": dns_report.reason,
+            "checks": [c.__dict__ for c in dns_report.checks],
+        },
+        "warnings": warnings(engine),
+    }
+
+
+def warnings(engine: Engine) -> list[str]:
+    """What the config risks: a watcher or a zone that shares fate with a provider, and
+    a TTL longer than the time it takes to notice a failure."""
+    config = engine.config
+    out: list[str] = []
+    here = watcher_vendor()
+    for name in config.services:
+        for pname in config.service_providers(name):
+            vendor = provider_class(config.provider_settings()[pname].type).vendor
+            if here and vendor == here:
+                out.append(
+                    f"{name}: this watcher runs on {here}'s infrastructure, like provider "
+                    f"{pname}: if that account is closed the watcher goes with it; run it "
+                    "elsewhere too"
+                )
+    dns_settings = config.dns_settings()
+    dns_vendor = dns_class(dns_settings.type).vendor or str(
+        getattr(dns_settings, "vendor", "") or ""
+    )
+    for name, svc in config.services.items():
+        detect = svc.health.interval * svc.health.fall
+        if dns_settings.ttl > detect:
+            out.append(
+                f"{name}: the record's TTL ({dns_settings.ttl}s) is longer than the "
+                f"{detect:g}s it takes to detect a failure (interval x fall): clients may "
+                f"keep the old address up to {dns_settings.ttl}s after a cutover; lower "
+                "dns.ttl"
+            )
+        for pname in config.service_providers(name):
+            vendor = provider_class(config.provider_settings()[pname].type).vendor
+            if dns_vendor and vendor and vendor == dns_vendor and vendor != "local":
+                out.append(
+                    f"{name}: the zone {dns_settings.zone} is hosted by {vendor}, like "
+                    f"provider {pname}: if {pname}'s account is closed, the zone in "
+                    f"{dns_settings.type} goes with it and no failover can repoint "
+                    f"{svc.domain}; keep the zone with another company"
+                )
+    return out
+
+
+def history(engine: Engine, service: str | None, limit: int) -> list[dict[str, Any]]:
+    """The journal, newest first, as ``history --json`` shows it."""
+    events = engine.store.events(service, limit=limit)
+    for event in events:
+        # Candidates that were tried and destroyed before the one that took the service.
+        event["attempts"] = event.pop("data", {}).get("attempts", [])
+        if event["status"] == "in_progress":
+            event["duration_s"] = None
+    return events
+
+
+def watcher_vendor() -> str | None:
+    """Which cloud this machine runs on, read from the DMI tables (no network call)."""
+    root = Path(os.environ.get("FAILOVER_DMI_DIR", "/sys/class/dmi/id"))
+    parts = []
+    for name in ("sys_vendor", "bios_vendor", "product_name", "chassis_asset_tag"):
+        try:
+            parts.append((root / name).read_text(errors="replace").strip().lower())
+        except OSError:
+            continue
+    text = " ".join(parts)
+    if "amazon" in text or "ec2" in text:
+        return "aws"
+    if "google" in text:
+        return "google"
+    # Azure VMs carry this chassis asset tag; Hyper-V alone is not Azure.
+    if "7783-7084-3265-9085-8269-3286-77" in text:
+        return "microsoft"
+    return None

@@ -25,11 +25,11 @@ from providers.base import (
     known_types,
     provider_class,
 )
+from providers.util import is_secret_name
 
 DEFAULT_CONFIG = "failover.yaml"
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
 _DOMAIN = re.compile(r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 
 
 class ConfigError(Exception):
@@ -346,9 +346,7 @@ def interpolate(data: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, list[str]]:
                 if value is None:
                     problems.append(f"{format_loc(where)}: environment variable {name} is not set")
                     return ""
-                if _SECRET_NAME.search(name) or _SECRET_NAME.search(
-                    str(where[-1] if where else "")
-                ):
+                if is_secret_name(name) or is_secret_name(str(where[-1] if where else "")):
                     register_secret(value)
                 return value
 

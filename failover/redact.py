@@ -8,12 +8,10 @@ prints, every log line and every journal entry passes through :func:`redact`.
 from __future__ import annotations
 
 import os
-import re
+
+from providers.util import is_secret_name
 
 _SECRETS: set[str] = set()
-_ENV_SECRET = re.compile(
-    r"(SECRET|TOKEN|PASSWORD|PASSWD|SESSION_KEY|PRIVATE_KEY|API_KEY|TSIG)", re.I
-)
 _MIN_LEN = 4  # shorter values would redact ordinary words and numbers
 
 
@@ -25,7 +23,7 @@ def register_secret(value: str) -> None:
 def register_environment() -> None:
     """Register the values of well-known credential variables of this process."""
     for name, value in os.environ.items():
-        if _ENV_SECRET.search(name) or name in ("AWS_ACCESS_KEY_ID", "AZURE_CLIENT_SECRET"):
+        if is_secret_name(name):
             register_secret(value)
 
 

@@ -8,16 +8,18 @@ empty string on a machine nobody can log in to.
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from providers.base import HostSpec
+from providers.base import HostSpec, RunSpec
+from providers.util import fill_placeholders, image_placeholders
+
+if TYPE_CHECKING:
+    from failover.config import ServiceConfig
 
 DEFAULT_TEMPLATE = "cloud-init/command.yaml.j2"
-_PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
 
 
 class TemplateError(Exception):
@@ -53,16 +55,7 @@ def _environment() -> Any:
 
 
 def _fill(command: str, spec: HostSpec) -> str:
-    # On a booted image the address is only known on the host itself.
-    values = {
-        "port": str(spec.port),
-        "address": "0.0.0.0",
-        "host_id": spec.name,
-        "service": spec.service,
-        "generation": str(spec.generation),
-        "python": "python3",
-    }
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+    return fill_placeholders(command, image_placeholders(spec))
 
 
 def render_user_data(spec: HostSpec, template: str = DEFAULT_TEMPLATE) -> str:
@@ -85,3 +78,37 @@ def render_user_data(spec: HostSpec, template: str = DEFAULT_TEMPLATE) -> str:
         )
     except JinjaError as exc:
         raise TemplateError(f"template {template}: {exc}") from None
+
+
+def host_name(service: str, generation: int, provider: str, purpose: str = "serve") -> str:
+    """The name a host of ``service`` gets on ``provider``: stable per generation, so a
+    resumed provision finds the host it already asked for."""
+    suffix = "drill" if purpose == "drill" else f"g{generation}"
+    return f"{service}-{suffix}-{provider}"
+
+
+def host_spec(
+    service: str,
+    svc: ServiceConfig,
+    *,
+    generation: int,
+    provider: str,
+    purpose: str = "serve",
+    name: str | None = None,
+) -> HostSpec:
+    """The HostSpec of a new host of ``service``, its user-data rendered. The runner and
+    ``validate`` both build it here, so what ``validate`` checks is what a move boots."""
+    spec = HostSpec(
+        name=name or host_name(service, generation, provider, purpose),
+        service=service,
+        generation=generation,
+        port=svc.port,
+        run=RunSpec(
+            svc.run.command,
+            tuple(svc.run.setup),
+            tuple(svc.run.restore),
+            dict(svc.run.env),
+        ),
+        purpose=purpose,
+    )
+    return HostSpec(**{**spec.__dict__, "user_data": render_user_data(spec)})

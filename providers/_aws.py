@@ -21,7 +21,7 @@ from providers.base import (
     QuotaError,
     TransientError,
 )
-from providers.retry import call_with_retries
+from providers.retry import call_with_retries, retry_after_seconds
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ def map_error(exc: BaseException, provider: str, scope: str | None = None) -> Pr
                 provider=provider,
                 code=code,
                 hint=_HINTS["transient"],
-                retry_after=_retry_after(headers.get("retry-after")),
+                retry_after=retry_after_seconds(headers.get("retry-after")),
             )
         return ProviderError(text, provider=provider, code=code)
     if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
@@ -189,14 +189,6 @@ def map_error(exc: BaseException, provider: str, scope: str | None = None) -> Pr
     return ProviderError(
         scrub(f"{type(exc).__name__}: {exc}"), provider=provider, code=type(exc).__name__
     )
-
-
-def _retry_after(value: object) -> float | None:
-    try:
-        seconds = float(str(value))
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def once(fn: Callable[[], T], provider: str, scope: str | None = None) -> T:

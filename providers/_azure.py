@@ -21,12 +21,10 @@ for the whole client). Any other endpoint (a sovereign cloud, an https proxy) go
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from providers.base import (
     AccountBlocked,
@@ -37,7 +35,8 @@ from providers.base import (
     QuotaError,
     TransientError,
 )
-from providers.retry import call_with_retries
+from providers.retry import call_with_retries, retry_after_seconds
+from providers.util import is_loopback_http
 
 T = TypeVar("T")
 
@@ -80,22 +79,6 @@ TRANSIENT_CODES = frozenset(
     }
 )
 NOT_FOUND_CODES = frozenset({"ResourceNotFound", "NotFound"})
-
-
-def is_loopback_http(endpoint: str | None) -> bool:
-    """True for ``http://127.x.y.z:port`` / ``http://localhost`` / ``http://[::1]``: a local
-    double, never a cloud."""
-    if not endpoint:
-        return False
-    parts = urlsplit(endpoint)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
 
 
 class StaticTokenCredential:
@@ -251,14 +234,9 @@ def _retry_after(exc: BaseException) -> float | None:
     if not headers:
         return None
     for name in ("Retry-After", "retry-after-ms", "x-ms-retry-after-ms"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        return seconds / 1000.0 if name.endswith("-ms") else seconds
+        seconds = retry_after_seconds(headers.get(name))
+        if seconds is not None:
+            return seconds / 1000.0 if name.endswith("-ms") else seconds
     return None
 
 

@@ -22,7 +22,6 @@ Compute operation (``operation.error.errors[].code``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +36,8 @@ from providers.base import (
     QuotaError,
     TransientError,
 )
+from providers.retry import retry_after_seconds
+from providers.util import is_loopback_http
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -98,21 +99,6 @@ def region_of(zone: str) -> str:
     return zone.rsplit("-", 1)[0] if zone.count("-") >= 2 else zone
 
 
-def is_loopback_http(endpoint: str | None) -> bool:
-    """True for ``http://127.x.y.z:N``, ``http://localhost:N`` and ``http://[::1]:N``."""
-    if not endpoint:
-        return False
-    parts = urlsplit(endpoint)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
 def check_endpoint(value: str | None) -> str | None:
     """Settings validator: ``https://`` anywhere, ``http://`` only on loopback."""
     if value is None:
@@ -165,15 +151,8 @@ def _reasons(exc: Any) -> list[str]:
 
 
 def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return retry_after_seconds(headers.get("Retry-After")) if headers else None
 
 
 def _short(message: str, limit: int = 400) -> str:
@@ -264,67 +243,44 @@ def map_error(
             zone=zone,
             retry_after=_retry_after(exc),
         )
-    if isinstance(exc, core.RetryError):
+
+    def transient(message: str, code: str) -> TransientError:
         return TransientError(
-            f"{prefix}gave up retrying: {_short(str(exc))}",
-            provider=provider,
-            code="RetryError",
-            hint=_HINTS["transient"],
+            f"{prefix}{message}", provider=provider, code=code, hint=_HINTS["transient"]
         )
+
+    def blocked(message: str, code: str, hint: str = _HINTS["blocked"]) -> AccountBlocked:
+        return AccountBlocked(f"{prefix}{message}", provider=provider, code=code, hint=hint)
+
+    if isinstance(exc, core.RetryError):
+        return transient(f"gave up retrying: {_short(str(exc))}", "RetryError")
     if isinstance(exc, auth_exceptions.RefreshError):
         if getattr(exc, "retryable", False):
-            return TransientError(
-                f"{prefix}token refresh failed: {_short(str(exc))}",
-                provider=provider,
-                code="RefreshError",
-                hint=_HINTS["transient"],
-            )
-        return AccountBlocked(
-            f"{prefix}Google refused to issue a token for these credentials",
-            provider=provider,
-            code="RefreshError",
-            hint=_HINTS["blocked"],
-        )
+            return transient(f"token refresh failed: {_short(str(exc))}", "RefreshError")
+        return blocked("Google refused to issue a token for these credentials", "RefreshError")
     if isinstance(exc, auth_exceptions.InvalidOperation):
         # google-auth answers a 401 by refreshing the token; credentials that cannot be
         # refreshed (anonymous ones, against a loopback endpoint) raise this instead.
-        return AccountBlocked(
-            f"{prefix}the API answered 401 Unauthenticated and the credentials cannot be refreshed",
-            provider=provider,
-            code="401",
-            hint=_HINTS["blocked"],
+        return blocked(
+            "the API answered 401 Unauthenticated and the credentials cannot be refreshed", "401"
         )
     if isinstance(exc, auth_exceptions.DefaultCredentialsError):
-        return AccountBlocked(
-            f"{prefix}no Google credentials found",
-            provider=provider,
-            code="CREDENTIALS_MISSING",
-            hint="set credentials_file or run `gcloud auth application-default login`",
+        return blocked(
+            "no Google credentials found",
+            "CREDENTIALS_MISSING",
+            "set credentials_file or run `gcloud auth application-default login`",
         )
     if isinstance(exc, auth_exceptions.TransportError):
-        return TransientError(
-            f"{prefix}cannot reach Google's auth endpoint: {type(exc).__name__}",
-            provider=provider,
-            code="TransportError",
-            hint=_HINTS["transient"],
+        return transient(
+            f"cannot reach Google's auth endpoint: {type(exc).__name__}", "TransportError"
         )
     try:
         import requests
 
         if isinstance(exc, requests.exceptions.Timeout):
-            return TransientError(
-                f"{prefix}request timed out",
-                provider=provider,
-                code="Timeout",
-                hint=_HINTS["transient"],
-            )
+            return transient("request timed out", "Timeout")
         if isinstance(exc, requests.exceptions.RequestException):
-            return TransientError(
-                f"{prefix}cannot reach the API: {type(exc).__name__}",
-                provider=provider,
-                code=type(exc).__name__,
-                hint=_HINTS["transient"],
-            )
+            return transient(f"cannot reach the API: {type(exc).__name__}", type(exc).__name__)
     except ImportError:  # pragma: no cover - requests comes with google-api-core
         pass
     if isinstance(exc, TimeoutError | ConnectionError):

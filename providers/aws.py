@@ -47,6 +47,7 @@ from providers.base import (
     ProviderSettings,
     QuotaError,
     TransientError,
+    try_zones,
 )
 
 T = TypeVar("T")
@@ -310,41 +311,37 @@ class AwsProvider(ComputeProvider):
     # ------------------------------------------------------------------ create
 
     def create_host(self, spec: HostSpec) -> Host:
-        zones: list[str | None] = list(self.cfg.zones) or [None]
-        failures: list[ProviderError] = []
-        for zone in zones:
+        subnets: dict[str | None, str | None] = {}
+
+        def no_subnet(zone: str | None) -> str | None:
+            try:
+                subnets[zone] = self._subnet_for(zone)
+            except _NoSubnet as exc:
+                return str(exc)
+            return None
+
+        def attempt(zone: str | None) -> Host:
             where = zone or self.cfg.region
             try:
-                subnet = self._subnet_for(zone)
-            except _NoSubnet as exc:
-                self._log(str(exc))
-                failures.append(ProviderError(str(exc), provider=self.name, scope=zone))
-                continue
-            try:
-                return self._call(functools.partial(self._launch, spec, zone, subnet), scope=where)
-            except (CapacityError, QuotaError) as exc:
-                exc.scope = exc.scope or where
-                self._log(f"{exc.code or exc.kind} in {where}; cleaning up, trying the next zone")
-                self._cleanup(spec, exc)
-                failures.append(exc)
-            except AccountBlocked as exc:
-                self._cleanup(spec, exc)
-                raise
+                launch = functools.partial(self._launch, spec, zone, subnets[zone])
+                return self._call(launch, scope=where)
             except ProviderError as exc:
+                if isinstance(exc, CapacityError | QuotaError):
+                    code = exc.code or exc.kind
+                    self._log(f"{code} in {where}; cleaning up, trying the next zone")
                 self._cleanup(spec, exc)
                 raise
-        capacity = [f for f in failures if isinstance(f, CapacityError | QuotaError)]
-        summary = "; ".join(
-            f"{f.scope or self.cfg.region}: {f.code or f.message}" for f in failures
+
+        return try_zones(
+            list(self.cfg.zones) or [None],
+            attempt,
+            provider=self.name,
+            what=f"{spec.name} ({self.cfg.instance_type})",
+            where=lambda zone: zone or self.cfg.region,
+            scope=self.cfg.region,
+            skip=no_subnet,
+            log=self.context.log,
         )
-        message = f"no zone could take {spec.name} ({self.cfg.instance_type}): {summary}"
-        if capacity:
-            last = capacity[-1]
-            cls = type(last)
-            raise cls(
-                message, provider=self.name, code=last.code, hint=last.hint, scope=self.cfg.region
-            )
-        raise ProviderError(message, provider=self.name, hint="check `zones` and `subnet`")
 
     def _launch(self, spec: HostSpec, zone: str | None, subnet: str | None) -> Host:
         """One attempt (retried as a whole): find the host by name, or launch it."""
@@ -460,7 +457,7 @@ class AwsProvider(ComputeProvider):
             key=lambda s: str(s["SubnetId"]),
         )
         if not candidates:
-            raise _NoSubnet(f"no subnet of {base['VpcId']} in zone {zone}; skipping that zone")
+            raise _NoSubnet(f"no subnet of {base['VpcId']} there")
         return str(candidates[0]["SubnetId"])
 
     def _security_group_ids(self, subnet: str | None) -> list[str]:
@@ -521,8 +518,6 @@ class AwsProvider(ComputeProvider):
 
     def check_account(self) -> AccountReport:
         checks: list[Check] = []
-        state = "available"
-        reason: str | None = None
 
         def attempt(fn: Callable[[], T]) -> T:
             return _aws.call(
@@ -581,13 +576,7 @@ class AwsProvider(ComputeProvider):
                 return fail(name, exc)
             except ProviderError as exc:
                 checks.append(Check(name, False, str(exc)))
-        errors = [c for c in checks if not c.ok and c.level == "error"]
-        if errors:
-            # The API answers but a host cannot be made as configured (no such image,
-            # instance type or subnet, no quota left): not usable until that is fixed.
-            state = "unknown"
-            reason = f"{errors[0].name}: {errors[0].detail}"
-        return AccountReport(state=state, checks=checks, reason=reason)
+        return AccountReport.from_checks(checks)
 
     def _check_image(self) -> Check:
         try:

@@ -41,6 +41,7 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     QuotaError,
+    try_zones,
 )
 
 T = TypeVar("T")
@@ -202,35 +203,33 @@ class AzureProvider(ComputeProvider):
             self.context.log(f"{self.name}: VM {names['vm']} is {state}; replacing it")
             self._cleanup(names, reason=f"replacing the {state} VM {names['vm']}")
 
-        zones: list[str | None] = list(self.settings.zones) or [None]
-        failures: list[CapacityError | QuotaError] = []
-        for zone in zones:
+        def attempt(zone: str | None) -> Host:
             try:
                 return self._create_in_zone(spec, names, zone)
             except (CapacityError, QuotaError) as exc:
                 self.context.log(f"{self.name}: {self._scope(zone)}: {exc}")
                 self._cleanup(names, reason=f"{exc.kind} in {self._scope(zone)}", cause=exc)
-                failures.append(exc)
+                raise
+            except AccountBlocked as exc:
+                # The whole provider is refused: say what may be left, raise as is.
+                left, _ = self._delete_all(names)
+                if left:
+                    exc.message += f" (left behind in {self.settings.resource_group}: "
+                    exc.message += ", ".join(left) + ")"
+                raise
             except ProviderError as exc:
-                if isinstance(exc, AccountBlocked):
-                    # The whole provider is refused: say what may be left, raise as is.
-                    left, _ = self._delete_all(names)
-                    if left:
-                        exc.message += f" (left behind in {self.settings.resource_group}: "
-                        exc.message += ", ".join(left) + ")"
-                    raise
                 self._cleanup(names, reason=f"failed create ({exc.kind})", cause=exc)
                 raise
-        last = failures[-1]
-        tried = ", ".join(self._scope(z) for z in zones)
-        cls = CapacityError if any(isinstance(f, CapacityError) for f in failures) else QuotaError
-        raise cls(
-            f"no zone could take {self.settings.size} (tried {tried}): {last.message}",
+
+        return try_zones(
+            list(self.settings.zones) or [None],
+            attempt,
             provider=self.name,
-            code=last.code,
+            what=f"{names['vm']} ({self.settings.size})",
+            where=self._scope,
             scope=self.settings.location,
-            hint=last.hint,
-        ) from last
+            log=self.context.log,
+        )
 
     def _create_in_zone(self, spec: HostSpec, names: dict[str, str], zone: str | None) -> Host:
         compute, network = self._clients()
@@ -250,15 +249,7 @@ class AzureProvider(ComputeProvider):
         }
         if zones:
             pip_body["zones"] = zones
-        pip = as_json(
-            self._lro(
-                lambda: network.public_ip_addresses.begin_create_or_update(
-                    s.resource_group, names["pip"], pip_body
-                ),
-                f"create public IP {names['pip']}",
-                scope,
-            )
-        )
+        pip = self._put(network.public_ip_addresses, "public IP", names["pip"], pip_body, scope)
 
         nic_body: dict[str, Any] = {
             "location": s.location,
@@ -276,29 +267,25 @@ class AzureProvider(ComputeProvider):
                 ]
             },
         }
-        nic = as_json(
-            self._lro(
-                lambda: network.network_interfaces.begin_create_or_update(
-                    s.resource_group, names["nic"], nic_body
-                ),
-                f"create NIC {names['nic']}",
-                scope,
-            )
-        )
+        nic = self._put(network.network_interfaces, "NIC", names["nic"], nic_body, scope)
 
         vm_body = self._vm_body(spec, names, nic.get("id"), tags, zones)
         self.context.log(f"{self.name}: creating VM {names['vm']} ({s.size}) in {scope}")
-        vm = as_json(
+        vm = self._put(compute.virtual_machines, "VM", names["vm"], vm_body, scope)
+        fresh = self._get_vm(names["vm"])
+        return self._host(fresh or vm, nic=nic, pip=pip)
+
+    def _put(
+        self, collection: Any, kind: str, name: str, body: dict[str, Any], scope: str
+    ) -> dict[str, Any]:
+        """Create or update one resource of the resource group (an ARM PUT) and wait."""
+        return as_json(
             self._lro(
-                lambda: compute.virtual_machines.begin_create_or_update(
-                    s.resource_group, names["vm"], vm_body
-                ),
-                f"create VM {names['vm']}",
+                lambda: collection.begin_create_or_update(self.settings.resource_group, name, body),
+                f"create {kind} {name}",
                 scope,
             )
         )
-        fresh = self._get_vm(names["vm"])
-        return self._host(fresh or vm, nic=nic, pip=pip)
 
     def _vm_body(
         self,
@@ -627,9 +614,7 @@ class AzureProvider(ComputeProvider):
         except ProviderError as exc:
             checks.append(Check("vm size", False, str(exc)))
 
-        failing = [c for c in checks if not c.ok and c.level == "error"]
-        reason = "; ".join(f"{c.name}: {c.detail}" for c in failing) or None
-        return AccountReport(state="available", checks=checks, reason=reason)
+        return AccountReport.from_checks(checks)
 
     def _arm_get(self, compute: Any, path: str, api_version: str, action: str) -> dict[str, Any]:
         from azure.core.exceptions import HttpResponseError

@@ -98,6 +98,67 @@ class ConflictError(ProviderError):
     kind = "conflict"
 
 
+# --------------------------------------------------------------------------- zones
+
+Z = TypeVar("Z")
+T = TypeVar("T")
+
+
+def try_zones(
+    zones: Sequence[Z],
+    attempt: Callable[[Z], T],
+    *,
+    provider: str,
+    what: str,
+    where: Callable[[Z], str],
+    scope: str | None = None,
+    skip: Callable[[Z], str | None] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> T:
+    """``attempt(zone)`` for each zone in order; the first host made is returned.
+
+    A ``CapacityError`` or ``QuotaError`` moves on to the next zone (``attempt`` cleans
+    up what it made in its zone before raising); ``skip`` may give a reason not to try a
+    zone at all (its region's quota is known to be used up, no subnet there). Any other
+    error is raised at once, as it is. When no zone took the host, the error is a
+    ``CapacityError`` if any zone had no room, else a ``QuotaError``, else (every zone
+    skipped) a ``ProviderError``; it lists each zone's reason, carries the last
+    refusal's code and hint, ``scope`` as its scope, and that refusal as its cause.
+    ``where(zone)`` names a zone in messages.
+    """
+    failures: list[ProviderError] = []
+    for zone in zones:
+        label = where(zone)
+        reason = skip(zone) if skip is not None else None
+        if reason:
+            log(f"{provider}: skipping {label}: {reason}")
+            failures.append(ProviderError(reason, provider=provider, scope=label))
+            continue
+        try:
+            return attempt(zone)
+        except (CapacityError, QuotaError) as exc:
+            exc.scope = exc.scope or label
+            failures.append(exc)
+    refused = [f for f in failures if isinstance(f, CapacityError | QuotaError)]
+    cls: type[ProviderError] = ProviderError
+    if any(isinstance(f, CapacityError) for f in refused):
+        cls = CapacityError
+    elif refused:
+        cls = QuotaError
+    last = refused[-1] if refused else None
+    tried = ", ".join(where(z) for z in zones)
+    detail = "; ".join(
+        f"{f.scope}: {f.message}" + (f" [{f.code}]" if f.code else "") for f in failures
+    )
+    raise cls(
+        f"no zone could take {what} (tried {tried}): {detail}",
+        provider=provider,
+        code=last.code if last else None,
+        hint=last.hint if last else "check the configured zones",
+        scope=scope,
+    ) from last
+
+
 # --------------------------------------------------------------------------- hosts
 
 
@@ -208,6 +269,21 @@ class AccountReport:
     checks: list[Check] = field(default_factory=list)
     reason: str | None = None
 
+    @classmethod
+    def from_checks(cls, checks: list[Check]) -> AccountReport:
+        """The report of an account that answered and accepted us, from its checks.
+
+        A failed error-level check (no such image, zone or machine type...) makes it
+        ``unknown``, not ``available``: a create there would fail, so the planner tries
+        it after the healthy providers, yet it is not ``blocked`` (a fix in the config or
+        the console makes it usable again). Warnings leave it ``available``.
+        """
+        failing = [c for c in checks if not c.ok and c.level == "error"]
+        reason = "; ".join(
+            c.detail if c.detail.startswith(c.name) else f"{c.name}: {c.detail}" for c in failing
+        )
+        return cls("unknown" if failing else "available", checks, reason or None)
+
 
 # --------------------------------------------------------------------------- durations
 
@@ -254,6 +330,22 @@ class DnsSettings(BaseModel):
     ttl: int = 30
 
 
+class RetryingDnsSettings(DnsSettings):
+    """Fields every DNS backend that talks to a server shares: retry bounds."""
+
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
+
+
+class ApiDnsSettings(RetryingDnsSettings):
+    """Fields every DNS backend behind a vendor's HTTP API shares: retry bounds and an
+    endpoint override (what :class:`CloudSettings` is for compute)."""
+
+    endpoint: str | None = Field(
+        default=None, description="API endpoint override (tests, compatible or sovereign clouds)"
+    )
+
+
 class CloudSettings(ProviderSettings):
     """Fields every cloud provider shares: an endpoint override and retry bounds."""
 
@@ -294,29 +386,55 @@ class ComputeProvider(ABC):
 
     @abstractmethod
     def create_host(self, spec: HostSpec) -> Host:
-        """Create (or find, when a host named ``spec.name`` exists) the host. Idempotent."""
+        """Create the host ``spec`` describes and return it, usually still ``pending``.
+
+        Idempotent on ``spec.name``: when a host of that name exists (made by an earlier,
+        interrupted or retried call) it is returned instead of a second one. Zones are
+        tried in the configured order. Raises ``CapacityError``/``QuotaError`` when no
+        zone could take it, ``AccountBlocked`` when the account is refused,
+        ``TransientError`` once the bounded retries are used up; whatever a failed create
+        made is removed first, or the error names what was left where.
+        """
 
     @abstractmethod
     def get_host(self, host_id: str) -> Host | None:
-        """The host as the provider sees it, or None when it does not exist."""
+        """The host as the provider sees it now; None when no such host exists (never
+        made, or gone so long that the platform forgot it). A host being deleted may be
+        returned as ``terminated``. Raises ``AccountBlocked``, ``TransientError``..."""
 
     @abstractmethod
     def list_hosts(self, service: str) -> list[Host]:
-        """Every host tagged for ``service``: rebuilds the picture when local state is lost."""
+        """Every host of this provider tagged for ``service``, in any purpose, so the
+        engine can rebuild the picture when local state is lost. Terminated hosts may be
+        left out. An empty list means none; errors are raised, never an empty list."""
 
     @abstractmethod
-    def stop_host(self, host_id: str) -> None: ...
+    def stop_host(self, host_id: str) -> None:
+        """Stop the host so it serves nothing, keeping it (and its disk) for a restart or a
+        look. Idempotent: a stopped or terminated host is fine; a host that does not exist
+        may raise ``NotFound``, which the engine treats as gone. Returns once the platform
+        has accepted the stop; raises ``AccountBlocked``, ``TransientError``..."""
 
     @abstractmethod
     def destroy_host(self, host_id: str) -> None:
-        """Destroy the host and everything billable made for it. A missing host is fine."""
+        """Destroy the host and everything billable made for it (disks, addresses, NICs).
+        Idempotent: a missing or already terminated host is fine. Raises a
+        ``ProviderError`` naming what is left where when something could not be removed."""
 
     @abstractmethod
     def check_account(self) -> AccountReport:
-        """Is the API reachable and does it accept us? Never raises."""
+        """Is the API reachable, does it accept us, can a host be made as configured?
+
+        Never raises. ``blocked``: credentials refused, account suspended or closed.
+        ``unknown``: the API did not answer, or it answered but a configuration check
+        (image, zone, machine type...) failed; ``reason`` says which. ``available``:
+        every error-level check passed (warnings may remain). See
+        :meth:`AccountReport.from_checks`.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release clients and connections."""
+        """Release clients and connections. Safe to call more than once; the provider
+        may be used again afterwards (clients are made anew)."""
 
 
 @dataclass
@@ -347,7 +465,10 @@ class DnsProvider(ABC):
         self.name = f"dns:{settings.type}"
 
     @abstractmethod
-    def get_record(self, name: str, rtype: str = "A") -> Record | None: ...
+    def get_record(self, name: str, rtype: str = "A") -> Record | None:
+        """The record set ``name``/``rtype`` as the authority holds it now; None when it
+        does not exist. ``name`` may be relative to the zone or fully qualified. Raises
+        ``AccountBlocked``, ``TransientError`` (after the bounded retries)..."""
 
     @abstractmethod
     def set_record(
@@ -359,14 +480,23 @@ class DnsProvider(ABC):
         *,
         expect: Sequence[str] | None = None,
     ) -> Record:
-        """Replace the record set atomically and return what the authority now answers."""
+        """Replace the record set with ``values``/``ttl`` in one atomic change and return
+        what the authority now answers.
+
+        Idempotent: a set that already holds ``values`` (a resumed or repeated cutover)
+        succeeds. With ``expect``, raises ``ConflictError`` unless the current values are
+        ``expect`` (``[]``: the set must not exist) or already ``values``. Also raises
+        ``AccountBlocked``, ``TransientError`` and the taxonomy's other errors.
+        """
 
     @abstractmethod
     def check(self) -> AccountReport:
-        """Reachable, credentials accepted, zone present. Never raises."""
+        """Reachable, credentials accepted, zone present. Never raises: ``blocked`` when
+        the credentials or account are refused, ``unknown`` when the API does not answer
+        or the zone cannot be found, ``available`` otherwise."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        pass
+        """Release clients and connections. Safe to call more than once."""
 
 
 # --------------------------------------------------------------------------- registry

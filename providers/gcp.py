@@ -44,8 +44,10 @@ from providers.base import (
     ProviderSettings,
     QuotaError,
     TransientError,
+    try_zones,
 )
 from providers.retry import call_with_retries
+from providers.util import fill_placeholders, image_placeholders
 
 LABEL_SERVICE = "failover-service"
 LABEL_GENERATION = "failover-generation"
@@ -55,7 +57,6 @@ META_HOST = "failover-host"
 
 _NAME_OK = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _ZONE_OK = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z0-9]+$")
-_PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
 
 _STATE = {
     "PROVISIONING": HostState.PENDING,
@@ -338,17 +339,10 @@ class GcpProvider(ComputeProvider):
 
     def _startup_script(self, spec: HostSpec) -> str:
         """Fallback for images without cloud-init: set up, restore, run the service."""
-        values = {
-            "port": str(spec.port),
-            "address": "0.0.0.0",  # the VM's own address is only known on the VM
-            "host_id": spec.name,
-            "service": spec.service,
-            "generation": str(spec.generation),
-            "python": "python3",
-        }
+        values = image_placeholders(spec)
 
         def fill(command: str) -> str:
-            return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+            return fill_placeholders(command, values)
 
         run = spec.run
         lines = [
@@ -414,19 +408,21 @@ class GcpProvider(ComputeProvider):
 
     # ---------------------------------------------------------------- lookups
 
+    def _zonal(self, method: str, zone: str, what: str, **kwargs: Any) -> Any:
+        """One ``InstancesClient`` call in ``zone`` of our project, mapped, not retried (the
+        SDK's own retries are off: ours are bounded)."""
+        return self._once(
+            lambda: getattr(self._client("InstancesClient"), method)(
+                project=self.cfg.project, zone=zone, retry=None, timeout=self._timeout, **kwargs
+            ),
+            zone=zone,
+            what=what,
+        )
+
     def _get(self, zone: str, name: str) -> Any | None:
+        what = f"get instance {name}"
         try:
-            return self._call(
-                lambda: self._client("InstancesClient").get(
-                    project=self.cfg.project,
-                    zone=zone,
-                    instance=name,
-                    retry=None,
-                    timeout=self._timeout,
-                ),
-                zone=zone,
-                what=f"get instance {name}",
-            )
+            return self._retrying(lambda: self._zonal("get", zone, what, instance=name))
         except NotFound:
             return None
 
@@ -458,36 +454,36 @@ class GcpProvider(ComputeProvider):
             )
             return self._to_host(inst)
 
-        failures: list[ProviderError] = []
+        # A quota is regional: once one zone hits it, its sibling zones would too.
         quota_regions: set[str] = set()
-        for zone in self.cfg.zone_list:
+
+        def quota_used(zone: str) -> str | None:
             region = _gcp.region_of(zone)
-            if region in quota_regions:
-                self.context.log(f"{self.name}: skipping {zone}: quota of {region} is used up")
-                continue
+            return f"quota of {region} is used up" if region in quota_regions else None
+
+        def attempt(zone: str) -> Host:
             try:
                 return self._create_in_zone(spec, name, zone)
             except CapacityError as exc:
                 self.context.log(f"{self.name}: no capacity in {zone}: {exc.code}; next zone")
-                failures.append(exc)
+                raise
             except QuotaError as exc:
                 self.context.log(f"{self.name}: quota exhausted for {zone}: {exc.code}; next zone")
-                quota_regions.add(exc.scope or region)
-                failures.append(exc)
-        detail = "; ".join(f"{e.message} [{e.code}]" for e in failures)
-        cls: type[ProviderError] = (
-            CapacityError if any(isinstance(e, CapacityError) for e in failures) else QuotaError
-        )
-        raise cls(
-            f"no zone could take {name}: {detail}",
+                quota_regions.add(exc.scope or _gcp.region_of(zone))
+                raise
+
+        # Zones may span regions: the final error has no single scope.
+        return try_zones(
+            self.cfg.zone_list,
+            attempt,
             provider=self.name,
-            code=failures[-1].code if failures else None,
-            hint="every configured zone refused; the next provider is tried",
-            scope=None,
+            what=name,
+            where=str,
+            skip=quota_used,
+            log=self.context.log,
         )
 
     def _create_in_zone(self, spec: HostSpec, name: str, zone: str) -> Host:
-        instances = self._client("InstancesClient")
         what = f"create {name} in {zone}"
         resource = self._instance_resource(spec, name, zone)
         made = False  # did an insert reach Google (so something may exist to clean up)?
@@ -496,17 +492,7 @@ class GcpProvider(ComputeProvider):
             def insert_and_wait() -> Any:
                 nonlocal made
                 try:
-                    op = self._once(
-                        lambda: instances.insert_unary(
-                            project=self.cfg.project,
-                            zone=zone,
-                            instance_resource=resource,
-                            retry=None,
-                            timeout=self._timeout,
-                        ),
-                        zone=zone,
-                        what=what,
-                    )
+                    op = self._zonal("insert_unary", zone, what, instance_resource=resource)
                 except ConflictError:
                     # A retried insert (or a concurrent one) already made it: fetch it.
                     made = True
@@ -559,19 +545,7 @@ class GcpProvider(ComputeProvider):
         what = f"{method} {name} in {zone}"
 
         def call_and_wait() -> None:
-            call = getattr(self._client("InstancesClient"), f"{method}_unary")
-            op = self._once(
-                lambda: call(
-                    project=self.cfg.project,
-                    zone=zone,
-                    instance=name,
-                    retry=None,
-                    timeout=self._timeout,
-                ),
-                zone=zone,
-                what=what,
-            )
-            self._wait(op, zone, what)
+            self._wait(self._zonal(f"{method}_unary", zone, what, instance=name), zone, what)
 
         self._retrying(call_and_wait)
 
@@ -629,7 +603,6 @@ class GcpProvider(ComputeProvider):
             checks.append(Check("project", False, f"{type(exc).__name__}: {exc}"))
             return AccountReport("unknown", checks, reason=str(exc))
 
-        problems: list[str] = []
         blocked: str | None = None
 
         def check(name: str, fn: Any, ok_detail: Any) -> None:
@@ -638,19 +611,13 @@ class GcpProvider(ComputeProvider):
                 result = self._call(fn, what=name)
                 detail, level_ok, level = ok_detail(result)
                 checks.append(Check(name, level_ok, detail, level=level))
-                if not level_ok and level == "error":
-                    problems.append(detail)
             except AccountBlocked as exc:
                 blocked = blocked or str(exc)
                 checks.append(Check(name, False, str(exc)))
             except NotFound:
-                detail = f"{name}: not found"
-                checks.append(Check(name, False, detail))
-                problems.append(detail)
+                checks.append(Check(name, False, f"{name}: not found"))
             except Exception as exc:
-                detail = f"{name}: {exc}"
-                checks.append(Check(name, False, detail))
-                problems.append(detail)
+                checks.append(Check(name, False, f"{name}: {exc}"))
 
         for zone in self.cfg.zone_list:
             check(
@@ -679,7 +646,7 @@ class GcpProvider(ComputeProvider):
 
         if blocked:
             return AccountReport("blocked", checks, reason=blocked)
-        return AccountReport("available", checks, reason="; ".join(problems) if problems else None)
+        return AccountReport.from_checks(checks)
 
     def _get_image(self) -> Any:
         url = self._image_url().split("/compute/v1/", 1)[-1]

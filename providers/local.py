@@ -39,6 +39,7 @@ from providers.base import (
     ProviderError,
     ProviderSettings,
 )
+from providers.util import fill_placeholders, is_secret_name, pid_alive
 
 
 class LocalSettings(ProviderSettings):
@@ -48,27 +49,8 @@ class LocalSettings(ProviderSettings):
     )
 
 
-_PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
-# Names of environment variables that carry credentials (failover.config and .redact).
-_CREDENTIAL_VAR = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|AUTH|TSIG", re.I)
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @contextlib.contextmanager
@@ -153,7 +135,7 @@ class LocalProvider(ComputeProvider):
             return HostState.STOPPED, "stopped", "stopped by request"
         pid = meta.get("pid")
         phase = _read_text(host_dir / "phase") or "starting"
-        if pid and _pid_alive(int(pid)):
+        if pid_alive(pid):
             return (HostState.RUNNING if phase == "serving" else HostState.PENDING), phase, None
         status = _read_text(host_dir / "exit")
         if status is None:
@@ -236,7 +218,7 @@ class LocalProvider(ComputeProvider):
             env = {
                 # The watcher's own credentials (cloud keys, DNS keys, tokens) are not the
                 # service's: a host gets only what `run.env` gives it (issue 3).
-                **{k: v for k, v in os.environ.items() if not _CREDENTIAL_VAR.search(k)},
+                **{k: v for k, v in os.environ.items() if not is_secret_name(k)},
                 **spec.run.env,
                 "FAILOVER_ADDRESS": address,
                 "FAILOVER_PORT": str(spec.port),
@@ -292,28 +274,34 @@ class LocalProvider(ComputeProvider):
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and _pid_alive(int(pid)):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.02)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(pid), signal.SIGKILL)
 
-    def stop_host(self, host_id: str) -> None:
+    def _kill_host(self, host_id: str) -> tuple[Path, dict[str, Any]] | None:
+        """End the processes of a host that was not destroyed; None when there is none."""
         self._guard()
         host_dir = self._host_dir(host_id)
         meta = self._read(host_dir)
         if meta is None or meta.get("destroyed"):
-            return
+            return None
         self._kill(meta)
+        return host_dir, meta
+
+    def stop_host(self, host_id: str) -> None:
+        killed = self._kill_host(host_id)
+        if killed is None:
+            return
+        host_dir, meta = killed
         meta["stopped"] = True
         _write_json(host_dir / "host.json", meta)
 
     def destroy_host(self, host_id: str) -> None:
-        self._guard()
-        host_dir = self._host_dir(host_id)
-        meta = self._read(host_dir)
-        if meta is None or meta.get("destroyed"):
+        killed = self._kill_host(host_id)
+        if killed is None:
             return
-        self._kill(meta)
+        host_dir, meta = killed
         # A tombstone stays so that get_host answers "terminated" rather than "never was".
         for child in ("root", "run.sh", "user-data"):
             path = host_dir / child
@@ -382,7 +370,7 @@ def _bindable(address: str, port: int) -> bool:
 
 def _run_script(spec: HostSpec, values: dict[str, str], host_dir: Path) -> str:
     def fill(command: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+        return fill_placeholders(command, values)
 
     lines = ["#!/bin/sh", "set -e", f"cd {shlex.quote(str(host_dir / 'root'))}"]
     lines.append("echo setup > ../phase")

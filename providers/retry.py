@@ -6,7 +6,9 @@ Exponential backoff with jitter, bounded both in attempts and in total time, and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tenacity import (
@@ -61,3 +63,27 @@ def call_with_retries(
         reraise=True,
     )
     return retrying(fn)
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A ``Retry-After`` header value -> seconds to wait, or None when it is absent or
+    not one. Both forms of RFC 9110 are read: delay seconds (``120``, also ``1.5``, which
+    some APIs send) and an HTTP date; a date in the past, or a negative delay, is 0."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds == float("inf"):
+        return None
+    return max(0.0, seconds)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from failover.render import TemplateError, render_user_data
 from providers.base import HostSpec, RunSpec
+from tests.helpers import base_config, write_config
 
 
 def spec(**run: object) -> HostSpec:
@@ -44,3 +47,26 @@ def test_multiline_commands_stay_inside_the_script() -> None:
 def test_strict_undefined() -> None:
     with pytest.raises(TemplateError):
         render_user_data(spec(), template="cloud-init/../../tests/data/bad.j2")
+
+
+def test_validate_renders_the_run_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `validate` must render exactly what a move boots, env loop included.
+    from typer.testing import CliRunner
+
+    import cli
+    from failover import render
+
+    rendered: list[str] = []
+    real = render.render_user_data
+
+    def spy(spec: HostSpec, template: str = render.DEFAULT_TEMPLATE) -> str:
+        rendered.append(real(spec, template))
+        return rendered[-1]
+
+    monkeypatch.setattr(render, "render_user_data", spy)
+    config = write_config(tmp_path, base_config(run={"env": {"GREETING": "hello 100%"}}))
+    result = CliRunner().invoke(cli.app, ["validate", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert len(rendered) == 1
+    units = {f["path"]: f["content"] for f in yaml.safe_load(rendered[0])["write_files"]}
+    assert 'Environment="GREETING=hello 100%%"' in units["/etc/systemd/system/failover-web.service"]

@@ -279,10 +279,6 @@ async def probe_all(targets: Sequence[Target]) -> list[list[ProbeResult]]:
     return list(await asyncio.gather(*(probe_target(t) for t in targets)))
 
 
-def run_round(targets: Sequence[Target]) -> list[list[ProbeResult]]:
-    return asyncio.run(probe_all(targets))
-
-
 async def reach(canary: str, timeout: float) -> tuple[bool, str]:
     """Can the watcher reach ``canary`` (a URL, or host:port)? Any answer counts."""
     try:

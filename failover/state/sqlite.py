@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from failover.redact import redact
+from providers.util import pid_alive
 
 SCHEMA_VERSION = 1
 
@@ -124,21 +125,6 @@ class ServiceRow:
     latency: float | None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it holds nothing any more.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 class SqliteStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -216,7 +202,7 @@ class SqliteStore:
         with self.tx() as db:
             row = db.execute("SELECT * FROM leases WHERE name=?", (name,)).fetchone()
             held = row is not None and row["expires"] > now
-            if held and not (row["host"] == host and not _pid_alive(row["pid"])):
+            if held and not (row["host"] == host and not pid_alive(row["pid"])):
                 return {
                     "owner": row["owner"],
                     "pid": row["pid"],
@@ -541,6 +527,7 @@ class SqliteStore:
         self,
         provider: str,
         host_id: str,
+        *,
         service: str,
         generation: int,
         role: str,
@@ -561,7 +548,7 @@ class SqliteStore:
                     host_id,
                     service,
                     generation,
-                    role,
+                    str(role),
                     address,
                     redact(note or ""),
                     now_iso(),

@@ -23,11 +23,10 @@ from providers._azure import as_json, dig
 from providers.base import (
     AccountBlocked,
     AccountReport,
+    ApiDnsSettings,
     Check,
     ConflictError,
     DnsProvider,
-    DnsSettings,
-    Duration,
     NotFound,
     ProviderContext,
     ProviderError,
@@ -44,17 +43,12 @@ _RECORDS: dict[str, tuple[str, str]] = {
 }
 
 
-class AzureDnsSettings(DnsSettings):
+class AzureDnsSettings(ApiDnsSettings):
     """``dns: {type: azuredns, ...}``."""
 
     type: Literal["azuredns"] = "azuredns"
     subscription_id: str = Field(description="subscription of the DNS zone")
     resource_group: str = Field(description="resource group of the DNS zone")
-    endpoint: str | None = Field(
-        default=None, description="ARM endpoint override (tests, sovereign clouds)"
-    )
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
 
 
 class AzureDns(DnsProvider):

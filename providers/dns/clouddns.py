@@ -28,6 +28,7 @@ from providers import _gcp
 from providers.base import (
     AccountBlocked,
     AccountReport,
+    ApiDnsSettings,
     Check,
     ConflictError,
     DnsProvider,
@@ -44,7 +45,7 @@ from providers.retry import call_with_retries
 T = TypeVar("T")
 
 
-class CloudDnsSettings(DnsSettings):
+class CloudDnsSettings(ApiDnsSettings):
     """``dns: {type: clouddns, zone: example.com, project: ...}``."""
 
     type: Literal["clouddns"]
@@ -58,12 +59,6 @@ class CloudDnsSettings(DnsSettings):
     credentials_file: str | None = Field(
         default=None, description="credentials JSON; else Application Default Credentials"
     )
-    endpoint: str | None = Field(
-        default=None,
-        description="API endpoint override, e.g. https://dns.googleapis.com (tests: http://127.0.0.1:N)",
-    )
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
     change_timeout: Duration = Field(
         default=120.0, description="how long to wait for a change to be done"
     )

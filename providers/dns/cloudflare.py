@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr
 from providers.base import (
     AccountBlocked,
     AccountReport,
+    ApiDnsSettings,
     Check,
     ConflictError,
     DnsProvider,
@@ -37,7 +38,7 @@ from providers.base import (
     Record,
     TransientError,
 )
-from providers.retry import call_with_retries
+from providers.retry import call_with_retries, retry_after_seconds
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ AUTO_TTL = 1  # Cloudflare's "automatic" TTL, served as 300 seconds
 AUTO_TTL_SECONDS = 300
 
 
-class CloudflareSettings(DnsSettings):
+class CloudflareSettings(ApiDnsSettings):
     """``dns: {type: cloudflare, ...}``: a zone in a Cloudflare account."""
 
     type: Literal["cloudflare"] = "cloudflare"  # type: ignore[assignment]
@@ -62,13 +63,7 @@ class CloudflareSettings(DnsSettings):
     zone_id: str | None = Field(
         default=None, description="the zone's id; found by name when left out"
     )
-    endpoint: str | None = Field(
-        default=None,
-        description="API base URL override (tests), e.g. http://127.0.0.1:8787/client/v4",
-    )
     timeout: Duration = Field(default=10.0, description="timeout of one API call")
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
 
 
 def _fqdn(name: str, zone: str) -> str:
@@ -393,8 +388,6 @@ class CloudflareDns(DnsProvider):
 
 def _retry_after(exc: Any) -> float | None:
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if response is None:
         return None
+    return retry_after_seconds(response.headers.get("retry-after"))

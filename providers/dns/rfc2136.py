@@ -38,6 +38,7 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RetryingDnsSettings,
     TransientError,
 )
 from providers.retry import call_with_retries
@@ -49,7 +50,7 @@ TsigAlgorithm = Literal[
 ]
 
 
-class Rfc2136Settings(DnsSettings):
+class Rfc2136Settings(RetryingDnsSettings):
     """``dns: {type: rfc2136, ...}``: a primary server that accepts TSIG-signed updates."""
 
     type: Literal["rfc2136"] = "rfc2136"  # type: ignore[assignment]
@@ -83,6 +84,7 @@ class Rfc2136Settings(DnsSettings):
     poll_interval: Duration = Field(
         default=0.5, description="pause between the queries that wait for the new values"
     )
+    # A DNS server answers in milliseconds or not at all: fewer, shorter retries.
     retry_attempts: int = Field(default=3, ge=1, le=50)
     retry_max_time: Duration = Field(default=30.0, description="total time retries may take")
     vendor: str | None = Field(

@@ -30,6 +30,7 @@ from providers import _aws
 from providers.base import (
     AccountBlocked,
     AccountReport,
+    ApiDnsSettings,
     Check,
     ConflictError,
     DnsProvider,
@@ -45,7 +46,7 @@ T = TypeVar("T")
 _ESCAPE = re.compile(r"\\(\d{3})")
 
 
-class Route53Settings(DnsSettings):
+class Route53Settings(ApiDnsSettings):
     """``dns: {type: route53, zone: example.com, ...}``. Credentials come from boto3's
     own chain (``profile``, ``AWS_*`` variables, an instance role)."""
 
@@ -55,17 +56,12 @@ class Route53Settings(DnsSettings):
     zone_id: str | None = Field(
         default=None, description="hosted zone id, when several zones share the name"
     )
-    endpoint: str | None = Field(
-        default=None, description="API endpoint override (tests, compatible clouds)"
-    )
     profile: str | None = Field(
         default=None, description="named profile of ~/.aws/config (default: the SDK's chain)"
     )
     region: str | None = Field(
         default=None, description="signing region (Route 53 is global; default us-east-1)"
     )
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
     change_timeout: Duration = Field(
         default=120.0, description="how long to wait for a change to reach INSYNC"
     )

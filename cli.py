@@ -1,4 +1,5 @@
-"""The ``failover`` command: parses, calls :mod:`failover`, renders. Nothing else.
+"""The ``failover`` command: parses, calls :mod:`failover`, hands the documents it gets
+back to :mod:`failover.output`, prints. Nothing else.
 
 Imports of the engine, rich and the providers happen inside the commands, so that
 ``failover --help`` and a cron-driven ``check`` start fast.
@@ -8,17 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from failover import output
+from failover.exitcodes import CheckCode, ExitCode
+
 if TYPE_CHECKING:
     from failover.config import Config
-    from failover.engine import Engine
+    from failover.engine import Engine, Outcome
 
 app = typer.Typer(
     name="failover",
@@ -71,12 +76,29 @@ def _out(text: str) -> None:
     sys.stdout.write(redact(text).rstrip("\n") + "\n")
 
 
+def _lines(lines: Iterable[str]) -> None:
+    # One write per line, each redacted on its own: what the renderers return is printed
+    # exactly as the commands printed it line by line before they moved to output.py.
+    for line in lines:
+        _out(line)
+
+
 def _json(doc: Any) -> None:
     _out(json.dumps(doc, indent=2, default=str))
 
 
+def _show(as_json: bool, doc: Any, text: Callable[[], Iterable[str]]) -> None:
+    """``doc`` as JSON with ``--json``, else the lines ``text`` renders for people."""
+    if as_json:
+        _json(doc)
+    else:
+        _lines(text())
+
+
 @contextmanager
-def _errors(usage_code: int = 2, failure_code: int = 1) -> Iterator[None]:
+def _errors(
+    usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
+) -> Iterator[None]:
     """Turn every expected error into one line and an exit code; never a traceback."""
     from failover.config import ConfigError
     from failover.state import StateError
@@ -94,11 +116,11 @@ def _errors(usage_code: int = 2, failure_code: int = 1) -> Iterator[None]:
         raise Exit(failure_code) from None
     except KeyboardInterrupt:
         _err("interrupted")
-        raise Exit(130) from None
+        raise Exit(ExitCode.INTERRUPTED) from None
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error of ours; keep Python quiet on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise Exit(0) from None
+        raise Exit(ExitCode.SUCCESS) from None
     except Exception as exc:
         if os.environ.get("FAILOVER_DEBUG"):
             raise
@@ -126,106 +148,81 @@ def _services(conf: Config, service: str | None, *, one: bool = False) -> list[s
     if service is not None:
         if service not in conf.services:
             raise Exit(
-                2,
+                ExitCode.USAGE,
                 f"no service named {service!r} in {conf.path} (known: {', '.join(conf.services)})",
             )
         return [service]
     if one and len(conf.services) > 1:
-        raise Exit(2, f"name the service: {conf.path} has {', '.join(conf.services)}")
+        raise Exit(ExitCode.USAGE, f"name the service: {conf.path} has {', '.join(conf.services)}")
     return list(conf.services)
+
+
+def _one(config: Path | None, state_dir: Path | None, service: str | None) -> tuple[Config, str]:
+    """The config and the one service a command that acts on a single service is about."""
+    conf = _load(config, state_dir)
+    (name,) = _services(conf, service, one=True)
+    return conf, name
+
+
+def _provider(conf: Config, name: str | None, *, required: bool = False) -> None:
+    """A provider named with ``--to``/``--provider`` must be one of the config's."""
+    if required and not name:
+        raise Exit(ExitCode.USAGE, "--to PROVIDER is required")
+    if name is not None and name not in (known := conf.provider_settings()):
+        raise Exit(ExitCode.USAGE, f"no provider named {name!r} (known: {', '.join(known)})")
 
 
 def _tty() -> bool:
     return sys.stdout.isatty()
 
 
-def _engine(conf: Config, quiet: bool = False) -> Engine:
+@contextmanager
+def _engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
     from failover.engine import Engine
 
     on_step = None
     if _tty() and not quiet:
 
         def on_step(step: str, status: str, detail: str) -> None:
-            mark = {"in_progress": "..", "succeeded": "ok", "failed": "FAILED"}.get(status, status)
-            if status != "in_progress" or step in ("provision", "wait_ready", "restore", "verify"):
-                _err(f"  {step:<11} {mark}{'  ' + detail if detail else ''}")
+            line = output.progress_line(step, status, detail)
+            if line is not None:
+                _err(line)
 
     log = (lambda message: _err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
-    return Engine(conf, log=log, on_step=on_step)
+    engine = Engine(conf, log=log, on_step=on_step)
+    # SIGTERM (systemd, a CI runner's cancel) is handled like Ctrl-C: the run in flight
+    # is rolled back or finished and journaled, and the command exits 130.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield engine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        engine.close()
 
 
-def _run(fn: Callable[[], int | None], usage: int = 2, failure: int = 1) -> NoReturn:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(
+    fn: Callable[[], int | None], usage: int = ExitCode.USAGE, failure: int = ExitCode.FAILED
+) -> NoReturn:
     try:
         with _errors(usage, failure):
-            code = fn() or 0
+            code = fn() or ExitCode.SUCCESS
     except Exit as exc:
         if exc.message:
             _err(exc.message)
-        raise typer.Exit(exc.code) from None
-    raise typer.Exit(code)
+        raise typer.Exit(int(exc.code)) from None
+    raise typer.Exit(int(code))
 
 
-def _status_table(doc: list[dict[str, Any]]) -> None:
-    """`status` for people: one rich table per service."""
-    import io
-    import shutil
-
-    from rich.console import Console
-    from rich.table import Table
-
-    colour = {
-        "up": "green",
-        "down": "red",
-        "unknown": "yellow",
-        "available": "green",
-        "blocked": "red",
-    }
-    # Rendered into a buffer so the text goes through the same redaction as every line.
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=shutil.get_terminal_size().columns)
-    for s in doc:
-        state = s["health"]["state"]
-        table = Table(
-            title=f"{s['service']} ({s['domain']}): [{colour.get(state, '')}]{state}"
-            f"[/] generation {s['generation']}",
-            title_justify="left",
-            show_header=False,
-        )
-        table.add_column("")
-        table.add_column("")
-        active = s["active"]
-        table.add_row(
-            "lives on",
-            f"{active['provider']} {active['address']}:{active['port']} "
-            f"(host {active['host_id']}, since {active['since']})"
-            if active
-            else "nowhere (not deployed)",
-        )
-        dns = s["dns"] or {}
-        table.add_row(
-            "dns",
-            f"{', '.join(dns['values'])} ttl {dns['ttl']}"
-            if "values" in dns
-            else str(dns.get("error", "no record")),
-        )
-        health = s["health"]
-        table.add_row(
-            "health",
-            f"{health['consecutive_failures']} failed / "
-            f"{health['consecutive_successes']} good rounds; last "
-            f"{health['last_check'] or 'never'}",
-        )
-        if s["last_event"]:
-            e = s["last_event"]
-            table.add_row("last", f"{e['kind']} {e['status']} {e['finished_at'] or ''}")
-        for p in s["providers"]:
-            why = f" ({p['reason']})" if p.get("reason") else ""
-            table.add_row(
-                f"provider {p['name']}",
-                f"{p['type']} [{colour.get(p['state'], '')}]{p['state']}[/]{why}",
-            )
-        console.print(table, markup=True)
-    _out(buffer.getvalue())
+def _outcome(outcome: Outcome, as_json: bool) -> ExitCode:
+    if as_json:
+        _json(output.outcome_doc(outcome))
+    else:
+        (_out if outcome.ok else _err)(output.outcome_line(outcome))
+    return ExitCode.of(outcome.ok)
 
 
 # --------------------------------------------------------------------------- commands
@@ -243,12 +240,14 @@ def init(
         from failover.starter import starter
 
         if provider not in ("local", "aws", "gcp", "azure"):
-            raise Exit(2, f"--provider must be local, aws, gcp or azure, not {provider!r}")
+            raise Exit(
+                ExitCode.USAGE, f"--provider must be local, aws, gcp or azure, not {provider!r}"
+            )
         if path.exists() and not force:
-            raise Exit(2, f"{path} exists; pass --force to overwrite it")
+            raise Exit(ExitCode.USAGE, f"{path} exists; pass --force to overwrite it")
         path.write_text(starter(provider))
         _out(f"wrote {path}; next: `failover validate -c {path}`, then `failover deploy`")
-        return 0
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -258,25 +257,20 @@ def validate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
     """Check the config (and the templates it uses); exit 0 or 2."""
 
     def go() -> int:
-        from failover.render import render_user_data
-        from providers.base import HostSpec, RunSpec
+        from failover.render import TemplateError, host_spec
 
         conf = _load(config, state_dir)
         for name, svc in conf.services.items():
-            render_user_data(
-                HostSpec(
-                    name=f"{name}-g1-check",
-                    service=name,
-                    generation=1,
-                    port=svc.port,
-                    run=RunSpec(svc.run.command, tuple(svc.run.setup), tuple(svc.run.restore)),
-                )
-            )
+            # The runner's own function, so what passes here is what a move boots.
+            try:
+                host_spec(name, svc, generation=1, provider="check", purpose="serve")
+            except TemplateError as exc:
+                raise Exit(ExitCode.USAGE, f"services.{name}.run: {exc}") from None
         _out(
             f"{conf.path}: valid ({len(conf.services)} service(s), "
             f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})"
         )
-        return 0
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -289,7 +283,7 @@ def schema() -> None:
         from failover.config import json_schema
 
         _json(json_schema())
-        return 0
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -299,56 +293,12 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
     """For each provider and the DNS zone: API reachable, credentials accepted, blocked?"""
 
     def go() -> int:
-        conf = _load(config, state_dir)
-        engine = _engine(conf, quiet=True)
-        report = engine.doctor()
-        engine.close()
-        if as_json:
-            _json(report)
-        else:
-            for p in report["providers"]:
-                _out(
-                    f"{p['name']} ({p['type']}): {p['state']}"
-                    f"{' - ' + p['reason'] if p['reason'] else ''}"
-                )
-                for c in p["checks"]:
-                    _out(f"  {'ok ' if c['ok'] else 'BAD'} {c['name']}: {c['detail']}")
-            d = report["dns"]
-            _out(
-                f"dns {d['type']} zone {d['zone']}: {d['state']}"
-                f"{' - ' + d['reason'] if d['reason'] else ''}"
-            )
-            for c in d["checks"]:
-                _out(f"  {'ok ' if c['ok'] else 'BAD'} {c['name']}: {c['detail']}")
-            for w in report["warnings"]:
-                _out(f"warning: {w}")
-        return 0 if report["ok"] else 1
+        with _engine(_load(config, state_dir), quiet=True) as engine:
+            report = engine.doctor()
+        _show(as_json, report, lambda: output.doctor_lines(report))
+        return ExitCode.of(report["ok"])
 
     _run(go)
-
-
-def _outcome(outcome: Any, as_json: bool) -> int:
-    if as_json:
-        _json(
-            {
-                "service": outcome.service,
-                "kind": outcome.kind,
-                "status": outcome.status,
-                "message": outcome.message,
-                "event": _public_event(outcome.event),
-            }
-        )
-    elif outcome.ok:
-        _out(outcome.message)
-    else:
-        _err(f"{outcome.kind} {outcome.status}: {outcome.message}")
-    return 0 if outcome.ok else 1
-
-
-def _public_event(event: dict[str, Any] | None) -> dict[str, Any] | None:
-    if event is None:
-        return None
-    return {k: v for k, v in event.items() if k != "data"}
 
 
 @app.command()
@@ -364,17 +314,10 @@ def deploy(
     """Make the service live: a host, restored, verified, DNS pointed at it."""
 
     def go() -> int:
-        conf = _load(config, state_dir)
-        (name,) = _services(conf, service, one=True)
-        if provider is not None and provider not in conf.provider_settings():
-            raise Exit(
-                2, f"no provider named {provider!r} (known: {', '.join(conf.provider_settings())})"
-            )
-        engine = _engine(conf, quiet=as_json)
-        try:
+        conf, name = _one(config, state_dir, service)
+        _provider(conf, provider)
+        with _engine(conf, quiet=as_json) as engine:
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
-        finally:
-            engine.close()
         return _outcome(outcome, as_json)
 
     _run(go)
@@ -392,45 +335,21 @@ def move(
     """A planned move (a provider gave notice): the same steps as a failover."""
 
     def go() -> int:
-        conf = _load(config, state_dir)
-        (name,) = _services(conf, service, one=True)
-        if not to:
-            raise Exit(2, "--to PROVIDER is required")
-        if to not in conf.provider_settings():
-            raise Exit(
-                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
-            )
-        engine = _engine(conf, quiet=as_json)
-        try:
+        conf, name = _one(config, state_dir, service)
+        _provider(conf, to, required=True)
+        with _engine(conf, quiet=as_json) as engine:
             if not yes:
                 if not sys.stdin.isatty():
-                    raise Exit(2, "refusing to move without --yes when not on a terminal")
-                plan = engine.plan(name, "move", to)
-                _print_plan(plan)
+                    raise Exit(
+                        ExitCode.USAGE, "refusing to move without --yes when not on a terminal"
+                    )
+                _lines(output.plan_lines(engine.plan(name, "move", to)))
                 if not typer.confirm(f"move {name} to {to}?"):
-                    return 1
+                    return ExitCode.FAILED
             outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
-        finally:
-            engine.close()
         return _outcome(outcome, as_json)
 
     _run(go)
-
-
-def _print_plan(plan: dict[str, Any]) -> None:
-    origin = plan["from"]
-    _out(
-        f"{plan['kind']} {plan['service']}: "
-        f"{origin['provider'] + ' (' + origin['address'] + ')' if origin else 'not deployed'}"
-        f" -> {plan['to'] or 'NOWHERE'}"
-    )
-    for step in plan["steps"]:
-        _out(f"  {step['name']:<11} {step['does']}")
-    if not plan["possible"]:
-        _out(
-            "not possible now: "
-            + "; ".join(f"{c['provider']}: {c['reason']}" for c in plan["candidates"])
-        )
 
 
 @app.command()
@@ -444,24 +363,14 @@ def plan(
     """What a failover (or a move with --to) would do now, step by step, without doing it."""
 
     def go() -> int:
-        conf = _load(config, state_dir)
-        (name,) = _services(conf, service, one=True)
-        if to is not None and to not in conf.provider_settings():
-            raise Exit(
-                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
-            )
-        engine = _engine(conf, quiet=True)
-        try:
+        conf, name = _one(config, state_dir, service)
+        _provider(conf, to)
+        with _engine(conf, quiet=True) as engine:
             row = engine.store.service(name)
             kind = "move" if to else ("failover" if row.active else "deploy")
             result = engine.plan(name, kind, to)
-        finally:
-            engine.close()
-        if as_json:
-            _json(result)
-        else:
-            _print_plan(result)
-        return 0 if result["possible"] else 1
+        _show(as_json, result, lambda: output.plan_lines(result))
+        return ExitCode.of(result["possible"])
 
     _run(go)
 
@@ -476,49 +385,22 @@ def status(
     """Where each service lives now, its health, DNS, providers, last failover."""
 
     def go() -> int:
+        import shutil
+
         conf = _load(config, state_dir)
         names = _services(conf, service)
-        engine = _engine(conf, quiet=True)
-        try:
+        with _engine(conf, quiet=True) as engine:
             doc = engine.status(names)
-        finally:
-            engine.close()
-        if as_json:
-            _json({"services": doc})
-            return 0
-        if _tty():
-            _status_table(doc)
-            return 0
-        for s in doc:
-            active = s["active"]
-            where = (
-                f"{active['provider']} {active['address']}:{active['port']} "
-                f"(host {active['host_id']}, since {active['since']})"
-                if active
-                else "nowhere (not deployed)"
-            )
-            _out(
-                f"{s['service']} ({s['domain']}): {s['health']['state']} on {where}, "
-                f"generation {s['generation']}"
-            )
-            dns = s["dns"]
-            if dns and "values" in dns:
-                _out(
-                    f"  dns: {dns['name']} {dns['type']} {', '.join(dns['values'])} "
-                    f"ttl {dns['ttl']}"
-                )
-            elif dns:
-                _out(f"  dns: {dns.get('error')}")
-            else:
-                _out("  dns: no record")
-            if s["last_event"]:
-                e = s["last_event"]
-                _out(f"  last: {e['kind']} {e['status']} {e['finished_at'] or ''}")
-            _out(
-                "  providers: "
-                + ", ".join(f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"])
-            )
-        return 0
+        _show(
+            as_json,
+            {"services": doc},
+            lambda: (
+                [output.status_table(doc, shutil.get_terminal_size().columns)]
+                if _tty()
+                else output.status_lines(doc)
+            ),
+        )
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -540,39 +422,16 @@ def check(
     def go() -> int:
         conf = _load(config, state_dir)
         names = _services(conf, service)
-        engine = _engine(conf, quiet=as_json)
-        try:
+        with _engine(conf, quiet=as_json) as engine:
             results = engine.check(names, dry_run=dry_run)
-        finally:
-            engine.close()
-        code = _worst(r.exit_code for r in results)
+        code = output.worst(r.exit_code for r in results)
         if as_json:
-            _json({"services": [r.to_dict() for r in results], "exit_code": code})
+            _json(output.check_doc(results, code))
         else:
-            _out(_nagios_line(results, code))
+            _out(output.nagios_line(results, code))
         return code
 
-    _run(go, usage=3, failure=3)
-
-
-def _worst(codes: Any) -> int:
-    codes = list(codes)
-    # UNKNOWN ranks below CRITICAL but above WARNING, as Nagios orders severity.
-    for code in (2, 3, 1):
-        if code in codes:
-            return code
-    return 0
-
-
-def _nagios_line(results: list[Any], code: int) -> str:
-    label = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}[code]
-    text = "; ".join(r.message for r in results)
-    perf = " ".join(
-        f"{r.service + '_' if len(results) > 1 else ''}latency={r.latency:.3f}s"
-        for r in results
-        if r.latency is not None
-    )
-    return f"FAILOVER {label} - {text}" + (f" | {perf}" if perf else "")
+    _run(go, usage=CheckCode.UNKNOWN, failure=CheckCode.UNKNOWN)
 
 
 @app.command()
@@ -616,36 +475,20 @@ def drill(
     """DR rehearsal: bring a host up on --to, restore, verify, time it, tear it down."""
 
     def go() -> int:
-        from failover.report import drill_doc, junit_xml
-
-        conf = _load(config, state_dir)
-        (name,) = _services(conf, service, one=True)
-        if not to:
-            raise Exit(2, "--to PROVIDER is required")
-        if to not in conf.provider_settings():
-            raise Exit(
-                2, f"no provider named {to!r} (known: {', '.join(conf.provider_settings())})"
-            )
-        engine = _engine(conf, quiet=as_json)
-        try:
+        conf, name = _one(config, state_dir, service)
+        _provider(conf, to, required=True)
+        with _engine(conf, quiet=as_json) as engine:
             outcome = engine.drill(name, to)
-        finally:
-            engine.close()
-        doc = drill_doc(outcome)
+        doc = output.drill_doc(outcome)
         if junit is not None:
-            junit.write_text(junit_xml(doc))
+            junit.write_text(output.junit_xml(doc))
         if as_json:
             _json(doc)
         else:
-            _out(f"drill {name} -> {to}: {doc['status']} in {doc['duration_s']}s")
-            for step in doc["steps"]:
-                _out(
-                    f"  {step['name']:<11} {step['status']:<10} {step['duration_s'] or 0:>7.2f}s"
-                    f"  {step['detail']}"
-                )
+            _lines(output.drill_lines(doc, to))
             if not outcome.ok:
                 _err(f"drill failed: {outcome.message}")
-        return 0 if outcome.ok else 1
+        return ExitCode.of(outcome.ok)
 
     _run(go)
 
@@ -663,29 +506,10 @@ def history(
     def go() -> int:
         conf = _load(config, state_dir)
         name = _services(conf, service)[0] if service else None
-        engine = _engine(conf, quiet=True)
-        try:
+        with _engine(conf, quiet=True) as engine:
             events = engine.history(name, limit)
-        finally:
-            engine.close()
-        if as_json:
-            _json({"events": events})
-            return 0
-        if not events:
-            _out("no events yet")
-        for e in events:
-            frm = e["from"]["provider"] if e["from"] else "-"
-            to_ = e["to"]["provider"] if e["to"] else "-"
-            _out(
-                f"#{e['id']} {e['started_at']} {e['service']} {e['kind']} {e['status']} "
-                f"{frm} -> {to_} ({e['duration_s'] if e['duration_s'] is not None else '?'}s)"
-                f" {e['reason'] or ''}"
-            )
-            for a in e.get("attempts", []):
-                _out(f"    tried {a['provider']}: {a['result']}")
-            for s in e["steps"]:
-                _out(f"    {s['name']:<11} {s['status']:<11} {s['detail']}")
-        return 0
+        _show(as_json, {"events": events}, lambda: output.history_lines(events))
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -704,7 +528,7 @@ def demo(
         doc = run_demo(say, keep=keep)
         if as_json:
             _json(doc)
-        return 0 if doc.get("recovered_after_s") is not None else 1
+        return ExitCode.of(doc.get("recovered_after_s") is not None)
 
     _run(go)
 

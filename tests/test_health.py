@@ -77,7 +77,30 @@ def svc(**policy: Any) -> Any:
 
 CASES = [
     # name, probes, answers, policy, dry_run -> state, code, action, asked, words
-    ("healthy", [HTTP_OK], Answers(), {}, False, "up", OK, "none", ["record"], "healthy on"),
+    (
+        "healthy",
+        [HTTP_OK],
+        Answers(),
+        {},
+        False,
+        "up",
+        OK,
+        "none",
+        ["record", "provider"],
+        "healthy on",
+    ),
+    (
+        "the host answers but its provider refuses us",
+        [HTTP_OK],
+        Answers(provider=("blocked", "account suspended")),
+        {},
+        False,
+        "up",
+        WARNING,
+        "none",
+        ["record", "provider"],
+        "its provider refuses us: account suspended",
+    ),
     (
         "rising after an outage",
         [HTTP_OK],
@@ -87,7 +110,7 @@ CASES = [
         "down",
         WARNING,
         "none",
-        [],
+        ["provider"],
         "0/2 good rounds",
     ),
     (

@@ -21,6 +21,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failover.config import Config
@@ -34,10 +35,12 @@ from failover.engine.health import (
     CheckCode,
     EngineObserver,
     Judge,
+    ProviderWord,
     ServiceCheck,
     Verdict,
     after_failover,
     not_deployed,
+    provider_word,
 )
 from failover.engine.journal import STEPS, Outcome, RunData
 from failover.engine.runner import run_event
@@ -212,10 +215,30 @@ class Engine:
         live = {n: r for n, r in rows.items() if r.active}
         targets = {n: self.target(n, r.active["address"]) for n, r in live.items() if r.active}
         probes = asyncio.run(_round(targets))
+        words = self.provider_words(live)
         healthy_elsewhere = any(all(p.ok for p in res) for res in probes.values())
         for name, row in live.items():
-            results[name] = self.judge(name, row, probes[name], healthy_elsewhere, dry_run)
+            results[name] = self.judge(
+                name, row, probes[name], healthy_elsewhere, dry_run, words.get(name)
+            )
         return [results[n] for n in services]
+
+    def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:
+        """Each live host's provider asked about it, concurrently and bounded: a
+        provider that refuses us while the host still answers is the warning before
+        the account closes, and a failing host needs the provider's word anyway."""
+        asks = {n: r.active for n, r in rows.items() if r.active}
+        providers = {a["provider"]: self.provider(a["provider"]) for a in asks.values()}
+        if not asks:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(16, len(asks))) as pool:
+            futures = {
+                name: pool.submit(
+                    provider_word, providers[a["provider"]], a["provider"], a["host_id"]
+                )
+                for name, a in asks.items()
+            }
+            return {name: future.result() for name, future in futures.items()}
 
     def judge(
         self,
@@ -224,11 +247,14 @@ class Engine:
         probes: list[ProbeResult],
         healthy_elsewhere: bool = False,
         dry_run: bool = False,
+        word: ProviderWord | None = None,
     ) -> Verdict:
         """The verdict on one service from the probes of one round about ``row`` (the
         state as the round saw it), and the failover it calls for, run."""
         svc = self.config.services[name]
-        observer = EngineObserver(self, name, row, healthy_elsewhere)
+        if word is None:
+            word = self.provider_words({name: row}).get(name, ProviderWord("silent", ""))
+        observer = EngineObserver(self, name, row, healthy_elsewhere, word)
         verdict = Judge(name, svc, row, probes, observer, dry_run=dry_run).verdict()
         if verdict.action != "failover":
             return verdict

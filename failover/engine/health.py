@@ -11,28 +11,19 @@ engine's job, not this module's.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from failover.config import ServiceConfig
+from failover.exitcodes import CheckCode as CheckCode
 from failover.probes import ProbeResult, reach
 from failover.state import ServiceRow
-from providers.base import AccountBlocked, NotFound, ProviderError
+from providers.base import AccountBlocked, ComputeProvider, NotFound, ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine
     from failover.engine.journal import Outcome
-
-
-class CheckCode(enum.IntEnum):
-    """The monitoring-plugin exit codes (Nagios, Icinga, Sensu)."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
 
 
 OK, WARNING, CRITICAL, UNKNOWN = CheckCode
@@ -51,6 +42,7 @@ class Verdict:
     latency: float | None = None
     where: str = ""
     reason: str = ""  # why a failover is due: the run's reason
+    blocked: str | None = None  # the live host's provider refuses us (and says this)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,11 +160,24 @@ class Judge:
     def healthy(self) -> Verdict:
         if not self.dry_run:
             self.row = self.observer.record(True, self.latency)
+        word, detail = self.observer.provider_says()
+        if word == "blocked":
+            return self.refused(detail)
         rise = self.svc.health.rise
         if self.row.health_state == "up":
             return self.make("up", OK, "none", f"{self.service} healthy on {self.where}")
         msg = f"{self.service} answering on {self.where}, {self.row.successes}/{rise} good rounds"
         return self.make(self.row.health_state, WARNING, "none", msg)
+
+    def refused(self, detail: str) -> Verdict:
+        """The host still answers but its provider refuses us: the day's notice before
+        the account is closed and the host with it."""
+        msg = (
+            f"{self.service} answers on {self.where}, but its provider refuses us: {detail}; "
+            f"move it while it still serves: `failover plan {self.service}` shows where, "
+            f"`failover move {self.service} --to PROVIDER` moves it"
+        )
+        return replace(self.make("up", WARNING, "none", msg), blocked=detail)
 
     def dns_problem(self) -> Verdict:
         msg = (
@@ -245,34 +250,28 @@ def not_deployed(service: str) -> Verdict:
 
 
 class EngineObserver:
-    """The :class:`Observer` of a real round: the provider, the canary, the state."""
+    """The :class:`Observer` of a real round: the provider, the canary, the state.
+
+    The provider's word on the host was asked before the ladder runs (concurrently for
+    every live service of the round, see :func:`provider_word`)."""
 
     def __init__(
-        self, engine: Engine, service: str, row: ServiceRow, healthy_elsewhere: bool
+        self,
+        engine: Engine,
+        service: str,
+        row: ServiceRow,
+        healthy_elsewhere: bool,
+        word: ProviderWord,
     ) -> None:
         self.engine, self.service, self.row = engine, service, row
         self.svc = engine.config.services[service]
         self.healthy_elsewhere = healthy_elsewhere
+        self.word = word
 
     def provider_says(self) -> tuple[str, str]:
-        active = self.row.active
-        assert active is not None
-        name = active["provider"]
-        try:
-            host = self.engine.provider(name).get_host(active["host_id"])
-        except AccountBlocked as exc:
-            self.engine.mark_blocked(name, exc)
-            return "blocked", str(exc)
-        except NotFound:
-            host = None
-        except ProviderError as exc:
-            return "silent", str(exc)
-        if host is None:
-            return "gone", f"{name} says the host no longer exists"
-        if host.state.gone:
-            reason = f": {host.reason}" if host.reason else ""
-            return "gone", f"{name} reports the host {host.state.value}{reason}"
-        return "alive", f"{name} reports the host {host.state.value}"
+        if self.word.blocked is not None and self.row.active:
+            self.engine.mark_blocked(self.row.active["provider"], self.word.blocked)
+        return self.word.word, self.word.detail
 
     def watcher_sees(self, provider_word: str) -> tuple[bool, str]:
         svc = self.svc
@@ -305,3 +304,29 @@ class EngineObserver:
 
     def moves_last_hour(self) -> int:
         return self.engine.store.moves_since(self.service, time.time() - 3600)
+
+
+@dataclass(frozen=True)
+class ProviderWord:
+    word: str  # gone | blocked | alive | silent
+    detail: str
+    blocked: AccountBlocked | None = None
+
+
+def provider_word(provider: ComputeProvider, name: str, host_id: str) -> ProviderWord:
+    """The provider's word on one host. Safe to call from a worker thread: it only asks
+    the provider; recording what it said is left to the caller."""
+    try:
+        host = provider.get_host(host_id)
+    except AccountBlocked as exc:
+        return ProviderWord("blocked", str(exc), exc)
+    except NotFound:
+        host = None
+    except ProviderError as exc:
+        return ProviderWord("silent", str(exc))
+    if host is None:
+        return ProviderWord("gone", f"{name} says the host no longer exists")
+    if host.state.gone:
+        reason = f": {host.reason}" if host.reason else ""
+        return ProviderWord("gone", f"{name} reports the host {host.state.value}{reason}")
+    return ProviderWord("alive", f"{name} reports the host {host.state.value}")

@@ -15,9 +15,12 @@ every write: a watcher that was paused or partitioned can never move the service
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from failover.config import ServiceConfig, TcpProbe
@@ -59,6 +62,20 @@ def _failpoint(step: str) -> None:
         os._exit(137)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while a run is being rolled back or finished."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def poll_interval(svc: ServiceConfig) -> float:
     return min(max(svc.health.interval / 4, 0.05), 1.0)
 
@@ -85,6 +102,9 @@ class Run:
         self.lease_lost = lease_lost
         self.steps = DRILL_STEPS if self.kind == "drill" else STEPS
         self.origin = event.origin
+        self._deadline: tuple[float, float] | None = None
+        if self.data.deadline:
+            self.deadline()  # a resumed run: what is left of its budget, from now on
 
     # --------------------------------------------------------------- machinery
 
@@ -120,7 +140,7 @@ class Run:
                     )
                 self.journal(step, "in_progress")
                 try:
-                    detail = getattr(self, f"step_{step}")()
+                    detail = self.call(step)
                 except CandidateFailed as exc:
                     self.journal(step, "failed", str(exc))
                     self.next_candidate(step, str(exc))
@@ -132,12 +152,50 @@ class Run:
                 _failpoint(step)
                 index += 1
         except (StepFailed, ProviderError) as exc:
-            message = str(exc)
-            self.journal(self.steps[index], "failed", message)
-            self.rollback()
-            self.finish("failed", message)
-            return self.outcome("failed", message)
+            return self.fail(self.steps[index], str(exc))
+        except KeyboardInterrupt:
+            self.interrupted(self.steps[index])
+            raise
         return self.outcome("succeeded", self.summary())
+
+    def call(self, step: str) -> str:
+        """Run one step. An error nobody foresaw fails the step (the candidate, for the
+        candidate steps) instead of ending the process with the run half done."""
+        try:
+            detail: str = getattr(self, f"step_{step}")()
+        except (CandidateFailed, StepFailed, ProviderError, LeaseLost, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            message = f"{step} failed unexpectedly: {type(exc).__name__}: {exc}"
+            self.e.log(message)
+            if step in CANDIDATE_STEPS:
+                raise CandidateFailed(message) from exc
+            raise StepFailed(message) from exc
+        return detail
+
+    def fail(self, step: str, message: str) -> Outcome:
+        self.journal(step, "failed", message)
+        self.rollback()
+        self.finish("failed", message)
+        return self.outcome("failed", message)
+
+    def interrupted(self, step: str) -> None:
+        """Ctrl-C or SIGTERM in the middle of ``step``. Before cutover the new host is
+        rolled back; from cutover on the move is finished, since the record may already
+        point at the new host. Signals are held off meanwhile; the caller exits 130."""
+        with _signals_held():
+            if self.kind != "drill" and self.steps.index(step) >= self.steps.index("cutover"):
+                index = self.steps.index(step)
+                try:
+                    for rest in self.steps[index:]:
+                        self.journal(rest, "in_progress")
+                        self.journal(rest, "succeeded", self.call(rest))
+                    self.finish("succeeded", None)
+                    return
+                except (StepFailed, ProviderError, CandidateFailed) as exc:
+                    self.fail(rest, str(exc))
+                    return
+            self.fail(step, "interrupted (SIGINT/SIGTERM); rolled back")
 
     def finish(self, status: str, message: str | None) -> None:
         reason = None
@@ -230,7 +288,13 @@ class Run:
         return {s["name"]: s["status"] for s in event["steps"]}.get(step)
 
     def deadline(self) -> float:
-        return float(self.data.deadline or (time.time() + self.svc.policy.ready_timeout))
+        """``ready_timeout`` as a monotonic deadline. The journal keeps it on the wall
+        clock, so a resumed run keeps the budget it had; within one process a step of
+        the wall clock cannot stretch or cut it."""
+        wall = self.data.deadline or (time.time() + self.svc.policy.ready_timeout)
+        if self._deadline is None or self._deadline[0] != wall:
+            self._deadline = (wall, time.monotonic() + (wall - time.time()))
+        return self._deadline[1]
 
     def host(self) -> HostRecord:
         if self.data.host is None:
@@ -301,6 +365,7 @@ class Run:
             raise StepFailed(str(exc)) from None
         if not self.data.deadline or self.data.host is None:
             self.data.deadline = time.time() + self.svc.policy.ready_timeout
+            self._deadline = (self.data.deadline, time.monotonic() + self.svc.policy.ready_timeout)
             self.save()
         try:
             host = self.e.provider(provider_name).create_host(spec)
@@ -317,7 +382,7 @@ class Run:
         return f"{host.id} ({host.name}) on {provider_name}{zone}"
 
     def step_wait_ready(self) -> str:
-        started = time.time()
+        started = time.monotonic()
         while True:
             host = self.poll_host()
             if (
@@ -331,25 +396,25 @@ class Run:
                     self.save()
                 return (
                     f"{host.raw_state or host.state.value} at {host.address} after "
-                    f"{time.time() - started:.1f}s"
+                    f"{time.monotonic() - started:.1f}s"
                 )
-            if time.time() > self.deadline():
+            if time.monotonic() > self.deadline():
                 raise self.timed_out(f"not running ({host.state.value})")
             time.sleep(poll_interval(self.svc))
 
     def step_restore(self) -> str:
         host = self.host()
         svc = self.svc
-        started = time.time()
+        started = time.monotonic()
         while True:
             self.poll_host()
             ok, _ = asyncio.run(reach(f"{host.address}:{svc.port}", min(svc.health.timeout, 1.0)))
             if ok:
                 return (
                     f"setup ({len(svc.run.setup)}) and restore ({len(svc.run.restore)}) "
-                    f"done; port {svc.port} answers after {time.time() - started:.1f}s"
+                    f"done; port {svc.port} answers after {time.monotonic() - started:.1f}s"
                 )
-            if time.time() > self.deadline():
+            if time.monotonic() > self.deadline():
                 raise self.timed_out(f"port {svc.port} on {host.address} not answering")
             time.sleep(poll_interval(svc))
 
@@ -374,29 +439,37 @@ class Run:
                 good = 0
                 last = "; ".join(f"{p.kind}: {p.error}" for p in probes if not p.ok)
                 self.poll_host()
-            if time.time() > self.deadline():
+            if time.monotonic() > self.deadline():
                 raise self.timed_out(f"probes not passing ({last})")
             time.sleep(min(self.svc.health.interval, 0.25))
 
     def point_dns(self, address: str) -> Record:
-        """The record moved from the old host to ``address``, or an error saying why not."""
+        """The record moved from the old host to ``address``, or an error saying why not.
+
+        Every write is conditional on the record still pointing at the old host: when
+        someone else moved it (another watcher with its own state, a person), this run
+        stops and leaves DNS to them rather than overwrite it."""
         svc, dns = self.svc, self.e.dns()
         ttl = self.e.config.dns_settings().ttl
-        expect = [self.origin.address] if self.origin and self.origin.address else None
+        old = [self.origin.address] if self.origin and self.origin.address else None
         try:
-            return dns.set_record(svc.domain, svc.record_type, [address], ttl, expect=expect)
+            return dns.set_record(svc.domain, svc.record_type, [address], ttl, expect=old)
         except ConflictError:
             current = dns.get_record(svc.domain, svc.record_type)
-            if current is not None and current.values == [address]:
-                return current
-            # Someone else changed the record. Only a newer generation may; re-read
-            # ours: if it moved, this run lost, otherwise take the record back.
+            if current is not None and sorted(current.values) == [address]:
+                return current  # ours already: a resumed cutover
             row = self.store.service(self.service)
             if row.generation != self.data.expected_generation:
                 raise LeaseLost(
                     f"{self.service} moved meanwhile (generation {row.generation}); this run stops"
                 ) from None
-            return dns.set_record(svc.domain, svc.record_type, [address], ttl)
+            values = current.values if current else "no record"
+            raise StepFailed(
+                f"{svc.domain} {svc.record_type} now answers {values}, neither the old host "
+                f"({', '.join(old or ['none'])}) nor the new one ({address}): another writer "
+                "changed it; DNS left alone. Find out who (another watcher with its own state?)"
+                " and run `failover status`"
+            ) from None
         except TransientError as exc:
             raise StepFailed(f"DNS update failed: {exc}") from None
 

@@ -4,11 +4,9 @@ the hosts the providers still run for a service (found by their tags)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from failover.engine.journal import Event, Role
-from failover.probes import probe_target
 from providers.base import Host, HostState, ProviderError
 from providers.util import pid_alive
 
@@ -102,22 +100,28 @@ def settle_drills(engine: Engine, service: str) -> None:
 
 
 def adoptable(engine: Engine, service: str, generation: int) -> Host | None:
-    """After the state was lost: the newest healthy host the providers still run for
-    ``service`` (found by its tags). Every other host of the service that is found is
-    queued to be fenced, so nothing the toolkit made is left orphaned."""
+    """After the state was lost: the host the providers still run for ``service`` (found
+    by its tags) that should go on serving. The host DNS points at comes first when it
+    is healthy, since it is the one taking writes; otherwise the newest healthy one.
+    Every other host of the service that is found is queued to be fenced, so nothing
+    the toolkit made is left orphaned."""
     found: list[Host] = []
     for name in engine.config.service_providers(service):
         try:
             found += engine.provider(name).list_hosts(service)
         except ProviderError:
             continue
-    best: Host | None = None
-    for host in sorted(found, key=lambda h: h.generation, reverse=True):
-        usable = host.purpose == "serve" and host.generation > generation
-        if usable and host.state == HostState.RUNNING and host.address and best is None:
-            probes = asyncio.run(probe_target(engine.target(service, host.address)))
-            if all(p.ok for p in probes):
-                best = host
+    usable = [
+        h
+        for h in found
+        if h.purpose == "serve"
+        and h.generation > generation
+        and h.state == HostState.RUNNING
+        and h.address
+    ]
+    in_dns = set(_dns_values(engine, service))
+    usable.sort(key=lambda h: (h.address in in_dns, h.generation), reverse=True)
+    best = next((h for h in usable if h.address and engine.healthy(service, h.address)), None)
     for host in found:
         if host is not best:
             engine.store.set_host(
@@ -130,3 +134,12 @@ def adoptable(engine: Engine, service: str, generation: int) -> Host | None:
                 note="found by its tags after state loss",
             )
     return best
+
+
+def _dns_values(engine: Engine, service: str) -> list[str]:
+    svc = engine.config.services[service]
+    try:
+        record = engine.dns().get_record(svc.domain, svc.record_type)
+    except ProviderError:
+        return []
+    return record.values if record else []

@@ -29,10 +29,21 @@ app = typer.Typer(
     name="failover",
     help="Keep a web service reachable when the company hosting it cuts it off.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+_GLOBAL: dict[str, Path | None] = {"config": None}  # `failover -c FILE COMMAND`
+
+_type_column = typer.core.TyperOption.display_type_rich
+
+
+def _no_bool_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    # A flag takes no value: `--force <bool>` in --help reads as if it wanted one.
+    return None if self.is_flag else _type_column(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_bool_type  # type: ignore[method-assign]
 
 ConfigOpt = Annotated[
     Path | None,
@@ -84,7 +95,9 @@ def _lines(lines: Iterable[str]) -> None:
 
 
 def _json(doc: Any) -> None:
-    _out(json.dumps(doc, indent=2, default=str))
+    from failover.redact import redact_doc
+
+    _out(json.dumps(redact_doc(doc), indent=2, default=str))
 
 
 def _show(as_json: bool, doc: Any, text: Callable[[], Iterable[str]]) -> None:
@@ -141,7 +154,7 @@ def _load(config: Path | None, state_dir: Path | None) -> Config:
     from failover.redact import register_environment
 
     register_environment()
-    return cfg.load(config, state_dir)
+    return cfg.load(config or _GLOBAL["config"], state_dir)
 
 
 def _services(conf: Config, service: str | None, *, one: bool = False) -> list[str]:
@@ -231,7 +244,7 @@ def _outcome(outcome: Outcome, as_json: bool) -> ExitCode:
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="where to write it")] = Path("failover.yaml"),
-    provider: Annotated[str, typer.Option(help="local | aws | gcp | azure")] = "local",
+    provider: Annotated[str, typer.Option(help="local | aws | gcp | azure | ssh")] = "local",
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Write a commented starter config."""
@@ -239,9 +252,10 @@ def init(
     def go() -> int:
         from failover.starter import starter
 
-        if provider not in ("local", "aws", "gcp", "azure"):
+        if provider not in ("local", "aws", "gcp", "azure", "ssh"):
             raise Exit(
-                ExitCode.USAGE, f"--provider must be local, aws, gcp or azure, not {provider!r}"
+                ExitCode.USAGE,
+                f"--provider must be local, aws, gcp, azure or ssh, not {provider!r}",
             )
         if path.exists() and not force:
             raise Exit(ExitCode.USAGE, f"{path} exists; pass --force to overwrite it")
@@ -253,19 +267,40 @@ def init(
 
 
 @app.command()
-def validate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
+def validate(
+    config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
     """Check the config (and the templates it uses); exit 0 or 2."""
 
     def go() -> int:
+        from failover.config import ConfigError
         from failover.render import TemplateError, host_spec
 
-        conf = _load(config, state_dir)
-        for name, svc in conf.services.items():
-            # The runner's own function, so what passes here is what a move boots.
-            try:
-                host_spec(name, svc, generation=1, provider="check", purpose="serve")
-            except TemplateError as exc:
-                raise Exit(ExitCode.USAGE, f"services.{name}.run: {exc}") from None
+        try:
+            conf = _load(config, state_dir)
+            for name, svc in conf.services.items():
+                # The runner's own function, so what passes here is what a move boots.
+                try:
+                    host_spec(name, svc, generation=1, provider="check", stores=conf.stores)
+                except TemplateError as exc:
+                    raise ConfigError([f"services.{name}.run: {exc}"]) from None
+        except ConfigError as exc:
+            if not as_json:
+                raise
+            _json({"ok": False, "problems": exc.problems})
+            return ExitCode.USAGE
+        if as_json:
+            _json(
+                {
+                    "ok": True,
+                    "path": str(conf.path),
+                    "services": list(conf.services),
+                    "providers": [p["name"] for p in conf.providers],
+                    "dns": conf.dns_settings().type,
+                    "notify": [t.name or f"{t.type}-{i}" for i, t in enumerate(conf.notify)],
+                }
+            )
+            return ExitCode.SUCCESS
         _out(
             f"{conf.path}: valid ({len(conf.services)} service(s), "
             f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})"
@@ -307,6 +342,9 @@ def deploy(
     provider: Annotated[
         str | None, typer.Option("--provider", help="put it on this provider")
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask before moving a live service")
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -317,6 +355,10 @@ def deploy(
         conf, name = _one(config, state_dir, service)
         _provider(conf, provider)
         with _engine(conf, quiet=as_json) as engine:
+            active = engine.store.service(name).active
+            if provider and active and active["provider"] != provider and not yes:
+                # Live elsewhere: this is a move, and asks what `move` asks.
+                _confirm_move(engine, name, provider, "deploy")
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
         return _outcome(outcome, as_json)
 
@@ -339,17 +381,27 @@ def move(
         _provider(conf, to, required=True)
         with _engine(conf, quiet=as_json) as engine:
             if not yes:
-                if not sys.stdin.isatty():
-                    raise Exit(
-                        ExitCode.USAGE, "refusing to move without --yes when not on a terminal"
-                    )
-                _lines(output.plan_lines(engine.plan(name, "move", to)))
-                if not typer.confirm(f"move {name} to {to}?"):
-                    return ExitCode.FAILED
+                _confirm_move(engine, name, to, "move")
             outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
         return _outcome(outcome, as_json)
 
     _run(go)
+
+
+def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
+    """Show the plan and ask; without a terminal, refuse unless --yes was given."""
+    if not sys.stdin.isatty():
+        live = engine.store.service(name).active or {}
+        where = f" (live on {live['provider']})" if live else ""
+        raise Exit(
+            ExitCode.USAGE,
+            f"refusing to move {name}{where} to {to} without --yes when not on a terminal"
+            if command == "deploy"
+            else "refusing to move without --yes when not on a terminal",
+        )
+    _lines(output.plan_lines(engine.plan(name, "move", to)))
+    if not typer.confirm(f"move {name} to {to}?"):
+        raise Exit(ExitCode.FAILED)
 
 
 @app.command()
@@ -389,16 +441,25 @@ def status(
 
         conf = _load(config, state_dir)
         names = _services(conf, service)
+        from failover.watchers import watcher_lines
+
         with _engine(conf, quiet=True) as engine:
             doc = engine.status(names)
+            watchers = engine.watchers.document()  # None with one watcher (SQLite)
+        full: dict[str, Any] = {"services": doc}
+        if watchers is not None:
+            full["watchers"] = watchers
         _show(
             as_json,
-            {"services": doc},
-            lambda: (
-                [output.status_table(doc, shutil.get_terminal_size().columns)]
-                if _tty()
-                else output.status_lines(doc)
-            ),
+            full,
+            lambda: [
+                *(
+                    [output.status_table(doc, shutil.get_terminal_size().columns)]
+                    if _tty()
+                    else output.status_lines(doc)
+                ),
+                *watcher_lines(watchers),
+            ],
         )
         return ExitCode.SUCCESS
 
@@ -420,10 +481,28 @@ def check(
     Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)."""
 
     def go() -> int:
+        try:
+            return round_()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            # Nagios shows "(No output on stdout)" for a plugin that prints nothing: every
+            # path prints its one line (or document), a bad config or state included.
+            return _check_unknown(exc, as_json)
+
+    def round_() -> int:
         conf = _load(config, state_dir)
         names = _services(conf, service)
-        with _engine(conf, quiet=as_json) as engine:
-            results = engine.check(names, dry_run=dry_run)
+        from failover.engine import ServiceCheck
+        from failover.state.gateway import StoreUnreachable
+
+        try:
+            with _engine(conf, quiet=as_json) as engine:
+                results = engine.check(names, dry_run=dry_run)
+        except StoreUnreachable as exc:
+            # Never "down": a watcher that cannot reach the shared state decides nothing.
+            msg = f"{exc}; {', '.join(names)}: nothing decided, nothing moved"
+            results = [ServiceCheck(",".join(names), "unknown", CheckCode.UNKNOWN, "none", msg)]
         code = output.worst(r.exit_code for r in results)
         if as_json:
             _json(output.check_doc(results, code))
@@ -434,30 +513,76 @@ def check(
     _run(go, usage=CheckCode.UNKNOWN, failure=CheckCode.UNKNOWN)
 
 
+def _check_unknown(exc: Exception, as_json: bool) -> int:
+    """``check``'s answer when it could not even run its round: UNKNOWN, with why."""
+    from failover.config import ConfigError
+    from failover.state import StateError
+
+    if isinstance(exc, ConfigError):
+        message = "; ".join(exc.problems)
+    elif isinstance(exc, StateError):
+        message = f"state: {exc}"
+    elif isinstance(exc, Exit):
+        message = exc.message
+    else:
+        from providers.base import ProviderError
+
+        if os.environ.get("FAILOVER_DEBUG"):
+            raise exc
+        message = str(exc) if isinstance(exc, ProviderError) else f"internal error: {exc!r}"
+    _err(message)
+    if as_json:
+        _json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
+    else:
+        _out(output.unknown_line(message))
+    return CheckCode.UNKNOWN
+
+
 @app.command()
 def watch(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="serve Prometheus metrics on 127.0.0.1:N")
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="serve Prometheus metrics on 127.0.0.1:N"
+        ),
     ] = None,
     metrics_address: Annotated[
         str, typer.Option("--metrics-address", help="address for the metrics endpoint")
     ] = "127.0.0.1",
-    rounds: Annotated[int | None, typer.Option("--rounds", help="stop after N rounds")] = None,
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", min=1, help="stop after N rounds")
+    ] = None,
 ) -> None:
     """Probe every service each interval and act like `check`, until stopped."""
 
     def go() -> int:
+        import ipaddress
+
         from failover.watch import Watcher
 
+        try:
+            ipaddress.ip_address(metrics_address)
+        except ValueError:
+            raise Exit(
+                ExitCode.USAGE,
+                f"--metrics-address {metrics_address!r}: not an IP address (e.g. 127.0.0.1, ::1)",
+            ) from None
         conf = _load(config, state_dir)
-        watcher = Watcher(
-            conf,
-            lambda line: _out(line),
-            metrics_port=metrics_port,
-            metrics_address=metrics_address,
-        )
+        try:
+            watcher = Watcher(
+                conf,
+                lambda line: _out(line),
+                metrics_port=metrics_port,
+                metrics_address=metrics_address,
+            )
+        except OSError as exc:
+            raise Exit(
+                ExitCode.USAGE,
+                f"--metrics-port {metrics_port}: cannot listen on {metrics_address}: "
+                f"{exc.strerror or exc}; pick another port",
+            ) from None
         return watcher.run(rounds)
 
     _run(go)
@@ -468,17 +593,21 @@ def drill(
     service: ServiceArg = None,
     to: Annotated[str, typer.Option("--to", help="the provider to rehearse on")] = "",
     junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report")] = None,
+    cold: Annotated[
+        bool, typer.Option("--cold", help="a fresh host even when a warm standby is on --to")
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """DR rehearsal: bring a host up on --to, restore, verify, time it, tear it down."""
+    """DR rehearsal: bring a host up on --to, restore, verify, time it, tear it down
+    (with policy.standby: warm, on the standby, which is kept, unless --cold)."""
 
     def go() -> int:
         conf, name = _one(config, state_dir, service)
         _provider(conf, to, required=True)
         with _engine(conf, quiet=as_json) as engine:
-            outcome = engine.drill(name, to)
+            outcome = engine.drill(name, to, cold=cold)
         doc = output.drill_doc(outcome)
         if junit is not None:
             junit.write_text(output.junit_xml(doc))
@@ -489,6 +618,53 @@ def drill(
             if not outcome.ok:
                 _err(f"drill failed: {outcome.message}")
         return ExitCode.of(outcome.ok)
+
+    _run(go)
+
+
+state_app = typer.Typer(help="The state store (SQLite, or etcd for several watchers).")
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("migrate")
+def state_migrate(
+    to: Annotated[str, typer.Option("--to", help="the backend to copy into: etcd")] = "etcd",
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy this machine's SQLite state (journal, hosts, counters) into the etcd that
+    `state:` names, losing nothing; then every watcher can share it."""
+
+    def go() -> int:
+        from failover.state import SqliteStore
+        from failover.state.etcd import etcd_store
+        from failover.state.migrate import migrate
+
+        conf = _load(config, state_dir)
+        if to != "etcd":
+            raise Exit(ExitCode.USAGE, f"--to {to}: the one backend to migrate to is etcd")
+        if conf.state.backend != "etcd":
+            raise Exit(
+                ExitCode.USAGE,
+                "state.backend: set it to etcd (with state.endpoints) first; the SQLite "
+                "file in the state directory is what gets copied",
+            )
+        assert conf.state_dir is not None
+        path = conf.state_dir / "state.db"
+        if not path.exists():
+            raise Exit(ExitCode.FAILED, f"no SQLite state at {path}: nothing to migrate")
+        source, target = SqliteStore(conf.state_dir), etcd_store(conf.state)
+        try:
+            counts = migrate(source, target)
+        finally:
+            source.close()
+            target.close()
+        where = f"{', '.join(conf.state.endpoints)} under {conf.state.prefix}"
+        copied = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        _show(as_json, {"copied": counts, "from": str(path), "to": where},
+              lambda: [f"copied {copied} from {path} to etcd at {where}"])  # fmt: skip
+        return ExitCode.SUCCESS
 
     _run(go)
 
@@ -514,6 +690,60 @@ def history(
     _run(go)
 
 
+def _data_services(conf: Config, service: str | None) -> list[str]:
+    names = [n for n in _services(conf, service) if conf.services[n].data is not None]
+    if not names:
+        where = f"services.{service}.data" if service else "no service has a `data` section"
+        raise Exit(ExitCode.USAGE, f"{where}: nothing to back up (see README, Data)")
+    return names
+
+
+@app.command()
+def backup(
+    service: ServiceArg = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a backup of SERVICE's data now, on its live host, into every store."""
+
+    def go() -> int:
+        from failover.data.plane import take_backup
+
+        conf = _load(config, state_dir)
+        names = _data_services(conf, service)
+        if len(names) > 1:
+            raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
+        with _engine(conf, quiet=True) as engine:
+            doc = take_backup(engine, names[0])
+        _show(as_json, doc, lambda: output.backup_lines(doc))
+        return ExitCode.of(all(v == "ok" for v in doc["stores"].values()))
+
+    _run(go)
+
+
+@app.command()
+def backups(
+    service: ServiceArg = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The complete backups of SERVICE (default: every service with data), newest first."""
+
+    def go() -> int:
+        from failover.data.plane import catalog
+
+        conf = _load(config, state_dir)
+        with _engine(conf, quiet=True) as engine:
+            rows = [row for n in _data_services(conf, service) for row in catalog(engine, n)]
+        rows.sort(key=lambda r: r["id"], reverse=True)
+        _show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
+        return ExitCode.SUCCESS
+
+    _run(go)
+
+
 @app.command()
 def demo(
     as_json: JsonOpt = False,
@@ -529,6 +759,148 @@ def demo(
         if as_json:
             _json(doc)
         return ExitCode.of(doc.get("recovered_after_s") is not None)
+
+    _run(go)
+
+
+# --------------------------------------------------------------------------- operator's surface
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("failover")
+        except PackageNotFoundError:
+            number = "unknown (not installed)"
+        _out(f"failover {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    config: ConfigOpt = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="print the version and exit", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Keep a web service reachable when the company hosting it cuts it off."""
+    # `failover -c FILE status` as well as `failover status -c FILE` (the latter wins).
+    _GLOBAL["config"] = config
+
+
+notify_app = typer.Typer(
+    help="Notifications: the config's `notify:` targets.", no_args_is_help=True
+)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("test")
+def notify_test(
+    config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Send one test event to every target and report each result; exit 1 if one failed."""
+
+    def go() -> int:
+        from failover.delivery import Notifier
+
+        conf = _load(config, state_dir)
+        notifier = Notifier(conf, _err)
+        if not notifier.targets:
+            raise Exit(ExitCode.USAGE, f"{conf.path}: no `notify:` targets to test")
+        results = notifier.test()
+        _show(
+            as_json,
+            {"results": results},
+            lambda: (
+                f"{r['target']} ({r['type']}): {'ok' if r['ok'] else 'FAILED'}: {r['detail']}"
+                for r in results
+            ),
+        )
+        return ExitCode.of(all(r["ok"] for r in results))
+
+    _run(go)
+
+
+@app.command()
+def destroy(
+    service: ServiceArg = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Destroy every host of the service and forget it (the journal is kept)."""
+
+    def go() -> int:
+        from failover.engine.destroy import destroy_service
+
+        conf, name = _one(config, state_dir, service)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Exit(
+                    ExitCode.USAGE, "refusing to destroy without --yes when not on a terminal"
+                )
+            if not typer.confirm(f"destroy every host of {name} and forget it?"):
+                return ExitCode.FAILED
+        with _engine(conf, quiet=True) as engine:
+            doc = destroy_service(engine, name)
+        lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
+        lines += [
+            f"NOT destroyed: {h['provider']} {h['host_id']}: {h['error']}" for h in doc["failed"]
+        ]
+        lines.append(
+            f"{name}: forgotten (the journal is kept; DNS is left as it is)"
+            if doc["ok"]
+            else f"{name}: {doc['why']}"
+        )
+        _show(as_json, doc, lambda: lines)
+        return ExitCode.of(doc["ok"])
+
+    _run(go)
+
+
+@app.command()
+def systemd(
+    write: Annotated[
+        Path | None, typer.Option("--write", help="write the unit files into DIR")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="the config the units use [default: /etc/failover/failover.yaml]"
+        ),
+    ] = None,
+    user: Annotated[str, typer.Option("--user", help="the dedicated user")] = "failover",
+    every: Annotated[str, typer.Option("--every", help="how often the timer checks")] = "1min",
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="watch serves metrics on 127.0.0.1:N")
+    ] = None,
+) -> None:
+    """Print (or --write) failover-watch.service, failover-check.service and .timer."""
+
+    def go() -> int:
+        from failover import systemd as units
+
+        path = config or _GLOBAL["config"]
+        made = units.Units(
+            units.executable(),
+            config=str(path.resolve()) if path else "/etc/failover/failover.yaml",
+            user=user,
+            every=every,
+            metrics_port=metrics_port,
+        )
+        if write is None:
+            for name, text in made.files().items():
+                _out(f"# {name}\n{text}")
+            return ExitCode.SUCCESS
+        for path in units.write(made, write):
+            _out(f"wrote {path}")
+        return ExitCode.SUCCESS
 
     _run(go)
 

@@ -1,9 +1,11 @@
 """``failover demo``: the whole story on one machine, in a few seconds.
 
-Two local providers and a small web app. The service is deployed on ``alpha``; then
+Two local providers and a small web app that counts visits in SQLite. The service is
+deployed on ``alpha``, three visits are written and backed up to two stores; then
 ``alpha`` suspends the account and kills the host, the way a cloud cuts a customer off.
-The watcher notices, moves the service to ``beta``, points DNS there, and the demo
-prints the timeline. Everything it started is torn down at the end.
+The watcher notices, moves the service to ``beta``, restores the backup there, points
+DNS there, and the demo prints the timeline and the visits ``beta`` serves. Everything
+it started is torn down at the end.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from failover import config as cfg
+from failover.data.plane import take_backup
 from failover.engine import Engine
 
 DEMO_CONFIG = """\
@@ -33,8 +38,11 @@ services:
     domain: www.demo.test
     port: 8080
     run:
-      command: "{python} -m failover.demo_app --port {port} --bind {address}"
-      restore: ["echo restoring data from the last backup > restored.txt"]
+      command: "{python} -m failover.demo_app --port {port} --bind {address} --db data/app.db"
+    data:
+      backup: "{python} -m failover.demo_app dump data/app.db"
+      restore: "{python} -m failover.demo_app load data/app.db"
+      every: 1h
     health:
       interval: 500ms
       timeout: 400ms
@@ -45,6 +53,9 @@ services:
       providers: [alpha, beta]
       ready_timeout: 30s
       max_moves_per_hour: 3
+stores:
+  - {name: offsite, type: dir, path: backups/offsite}
+  - {name: vault, type: dir, path: backups/vault}
 """
 
 
@@ -52,7 +63,9 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
     workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="failover-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "failover.yaml"
-    path.write_text(DEMO_CONFIG)
+    path.write_text(DEMO_CONFIG.replace("path: backups/", f"path: {workdir}/backups/"))
+    for store in ("offsite", "vault"):
+        (workdir / "backups" / store).mkdir(parents=True, exist_ok=True)
     conf = cfg.load(path, workdir / ".failover")
 
     marks: dict[str, float] = {}
@@ -79,6 +92,7 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
         say(f"[demo]    {outcome.message}")
         active = engine.store.service("web").active
         assert active is not None
+        doc["data"] = _write_and_back_up(engine, active["address"], say)
         marks.clear()
         say(f"[demo] 2. alpha cuts us off: account suspended, host {active['host_id']} killed")
         cut_at = time.monotonic()
@@ -119,6 +133,7 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
                     f"[demo]      {step['name']:<11} {step['duration_s'] or 0:6.3f}s  "
                     f"{step['detail']}"
                 )
+            _show_data(engine, doc["data"], say)
         else:
             say("[demo] the service did not move: see the lines above")
     finally:
@@ -128,6 +143,35 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
             shutil.rmtree(workdir, ignore_errors=True)
         say("[demo] done: every host the demo started is gone")
     return doc
+
+
+def _visits(address: str, post: bool = False) -> int:
+    request = urllib.request.Request(f"http://{address}:8080/", data=b"" if post else None)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        found = re.search(r"visits: (\d+)", answer.read().decode())
+    return int(found.group(1)) if found else -1
+
+
+def _write_and_back_up(engine: Engine, address: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """Three visits into the app's SQLite database, then a backup into both stores."""
+    for _ in range(3):
+        count = _visits(address, post=True)
+    say(f"[demo]    3 visits written to web's SQLite database on alpha (visits: {count})")
+    taken = take_backup(engine, "web")
+    stores = ", ".join(f"{k} {v}" for k, v in taken["stores"].items())
+    say(f"[demo]    backup {taken['id']} ({taken['bytes']} bytes) -> {stores}")
+    return {"visits_before": count, "backup": taken["id"], "visits_after": None}
+
+
+def _show_data(engine: Engine, data: dict[str, Any], say: Callable[[str], None]) -> None:
+    active = engine.store.service("web").active
+    if active is None:
+        return
+    data["visits_after"] = _visits(active["address"])
+    say(
+        f"[demo] 5. the data followed: {active['provider']} serves visits: "
+        f"{data['visits_after']} (backup {data['backup']}, {data['visits_before']} on alpha)"
+    )
 
 
 def _dns(engine: Engine) -> str:

@@ -69,7 +69,20 @@ def status_lines(doc: list[Doc]) -> list[str]:
             "  providers: "
             + ", ".join(f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"])
         )
+        if s.get("data") is not None:
+            lines.append(f"  data: {data_summary(s['data'])}")
     return lines
+
+
+def data_summary(data: Doc) -> str:
+    """The last backup, its age and each store's state, on one line."""
+    last = data["last_backup"]
+    head = f"last backup {last['id']} ({last['age_s']:.0f}s old)" if last else "no backup yet"
+    stores = ", ".join(
+        f"{name} {'ok' if st['ok'] else 'failing: ' + st.get('error', '')}"
+        for name, st in data["stores"].items()
+    )
+    return head + (f"; stores: {stores}" if stores else "")
 
 
 def _status_rows(s: Doc) -> list[tuple[str, str]]:
@@ -92,6 +105,8 @@ def _status_rows(s: Doc) -> list[tuple[str, str]]:
     ]
     if s["last_event"]:
         rows.append(("last", _last_event(s["last_event"])))
+    if s.get("data") is not None:
+        rows.append(("data", data_summary(s["data"])))
     for p in s["providers"]:
         why = f" ({p['reason']})" if p.get("reason") else ""
         rows.append(
@@ -223,6 +238,30 @@ def history_lines(events: list[Doc]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- data
+
+
+def backup_lines(doc: Doc) -> list[str]:
+    """``backup``: the backup taken and each store's answer."""
+    lines = [
+        f"{doc['service']}: backup {doc['id']} taken at {doc['taken_at']} "
+        f"({doc['bytes']} bytes, sha256 {doc['sha256'][:12]})"
+    ]
+    lines += [f"  {name:<16} {result}" for name, result in doc["stores"].items()]
+    return lines
+
+
+def backups_lines(rows: list[Doc]) -> list[str]:
+    """``backups``: one line per complete backup, newest first."""
+    if not rows:
+        return ["no backups yet (`failover backup` takes one)"]
+    return [
+        f"{r['service']:<12} {r['id']:<31} {r['taken_at']}  {r['bytes']:>12} bytes  "
+        + ", ".join(r["stores"])
+        for r in rows
+    ]
+
+
 # --------------------------------------------------------------------------- drill
 
 
@@ -239,22 +278,40 @@ def drill_doc(outcome: Outcome) -> Doc:
         "started_at": event.get("started_at"),
         "finished_at": event.get("finished_at"),
         "duration_s": event.get("duration_s"),
-        "steps": [
-            {
-                "name": s["name"],
-                "status": s["status"],
-                "duration_s": s["duration_s"],
-                "detail": s["detail"],
-            }
-            for s in event.get("steps", [])
-        ],
+        # The restored backup: its age is the recovery point, restore_s the restore time.
+        "restore": (event.get("data") or {}).get("restore"),
+        "steps": _every_drill_step(event.get("steps", [])),
     }
+
+
+def _every_drill_step(journaled: list[Doc]) -> list[Doc]:
+    """Each step of a drill, in order; the ones a failure left unrun as ``skipped``, so
+    a CI report always shows the whole rehearsal."""
+    from failover.engine.journal import DRILL_STEPS
+
+    done = {
+        s["name"]: {
+            "name": s["name"],
+            "status": s["status"],
+            "duration_s": s["duration_s"],
+            "detail": s["detail"],
+        }
+        for s in journaled
+    }
+    skipped = {"status": "skipped", "duration_s": None, "detail": "not run"}
+    return [done.get(name, {"name": name, **skipped}) for name in DRILL_STEPS]
 
 
 def drill_lines(doc: Doc, to: str) -> list[str]:
     """``drill``: the verdict and each step's time. ``to`` is the provider asked for,
     named even when the drill failed before the journal recorded one."""
     lines = [f"drill {doc['service']} -> {to}: {doc['status']} in {doc['duration_s']}s"]
+    if doc.get("restore"):
+        r = doc["restore"]
+        lines.append(
+            f"  recovery point {r['age_s']}s (backup {r['backup']} from {r['store']}); "
+            f"restore {r['restore_s']}s"
+        )
     lines += [
         f"  {step['name']:<11} {step['status']:<10} {step['duration_s'] or 0:>7.2f}s"
         f"  {step['detail']}"
@@ -295,6 +352,14 @@ def junit_xml(doc: Doc) -> str:
     if not steps:
         case = ET.SubElement(suite, "testcase", classname="drill", name="drill")
         ET.SubElement(case, "failure", message=doc["message"]).text = doc["message"]
+    if doc.get("restore"):
+        props = ET.SubElement(suite, "properties")
+        for key in ("backup", "store", "age_s", "restore_s", "bytes"):
+            value = str(doc["restore"].get(key))
+            ET.SubElement(props, "property", name=f"restore.{key}", value=value)
+        # JUnit wants properties first in the suite.
+        suite.remove(props)
+        suite.insert(0, props)
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
@@ -323,8 +388,20 @@ def nagios_line(results: list[ServiceCheck], code: int) -> str:
     """``check``: the one line a monitoring plugin prints, with performance data."""
     text = "; ".join(r.message for r in results)
     perf = " ".join(
-        f"{r.service + '_' if len(results) > 1 else ''}latency={r.latency:.3f}s"
+        f"{r.service + '_' if len(results) > 1 else ''}latency={_latency(r)}"
         for r in results
-        if r.latency is not None
+        if r.probes
     )
     return f"FAILOVER {CheckCode(code).name} - {text}" + (f" | {perf}" if perf else "")
+
+
+def _latency(result: ServiceCheck) -> str:
+    # A failed probe has no latency to graph: "U" is the plugin convention for unknown.
+    if result.latency is None or not all(p.ok for p in result.probes):
+        return "U"
+    return f"{result.latency:.3f}s"
+
+
+def unknown_line(message: str) -> str:
+    """``check``'s line when it could not run its round at all."""
+    return f"FAILOVER UNKNOWN - {' '.join(message.split())}"

@@ -8,6 +8,7 @@ prints, every log line and every journal entry passes through :func:`redact`.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from providers.util import is_secret_name
 
@@ -25,6 +26,21 @@ def register_environment() -> None:
     for name, value in os.environ.items():
         if is_secret_name(name):
             register_secret(value)
+
+
+def redact_doc(doc: Any) -> Any:
+    """``doc`` (dicts, lists, strings, numbers) with every secret in its strings, keys
+    included, replaced: done before ``json.dumps``, which would escape a secret holding
+    ``"``, ``\\`` or non-ASCII into a form :func:`redact` no longer finds (issue 11)."""
+    if not _SECRETS:
+        return doc
+    if isinstance(doc, str):
+        return redact(doc)
+    if isinstance(doc, dict):
+        return {redact_doc(k): redact_doc(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [redact_doc(v) for v in doc]
+    return doc
 
 
 def redact(text: str) -> str:

@@ -8,11 +8,14 @@ empty string on a machine nobody can log in to.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from failover.data.agent import host_config
+from failover.data.settings import StoreBase
 from providers.base import HostSpec, RunSpec
 from providers.util import fill_placeholders, image_placeholders
 
@@ -58,8 +61,11 @@ def _fill(command: str, spec: HostSpec) -> str:
     return fill_placeholders(command, image_placeholders(spec))
 
 
-def render_user_data(spec: HostSpec, template: str = DEFAULT_TEMPLATE) -> str:
-    """The cloud-init user-data for ``spec``."""
+def render_user_data(
+    spec: HostSpec, template: str = DEFAULT_TEMPLATE, data: dict[str, Any] | None = None
+) -> str:
+    """The cloud-init user-data for ``spec``; ``data`` the backup timer's settings
+    (:func:`failover.data.agent.host_config`), None for none."""
     from jinja2 import TemplateError as JinjaError
 
     try:
@@ -74,10 +80,27 @@ def render_user_data(spec: HostSpec, template: str = DEFAULT_TEMPLATE) -> str:
                 setup=[_fill(c, spec) for c in spec.run.setup],
                 restore=[_fill(c, spec) for c in spec.run.restore],
                 env=dict(spec.run.env),
+                # What a local host gets too (README): the same names, every unit.
+                failover_env=failover_environment(spec),
+                data=data,
             )
         )
     except JinjaError as exc:
         raise TemplateError(f"template {template}: {exc}") from None
+
+
+def failover_environment(spec: HostSpec) -> dict[str, str]:
+    """The ``FAILOVER_*`` variables of a host booted from an image; ``FAILOVER_ADDRESS``
+    is what ``{address}`` is there, the address to listen on."""
+    values = image_placeholders(spec)
+    return {
+        "FAILOVER_ADDRESS": values["address"],
+        "FAILOVER_PORT": values["port"],
+        "FAILOVER_HOST_ID": values["host_id"],
+        "FAILOVER_PROVIDER": spec.provider,
+        "FAILOVER_SERVICE": spec.service,
+        "FAILOVER_GENERATION": values["generation"],
+    }
 
 
 def host_name(service: str, generation: int, provider: str, purpose: str = "serve") -> str:
@@ -95,6 +118,7 @@ def host_spec(
     provider: str,
     purpose: str = "serve",
     name: str | None = None,
+    stores: Sequence[StoreBase] = (),
 ) -> HostSpec:
     """The HostSpec of a new host of ``service``, its user-data rendered. The runner and
     ``validate`` both build it here, so what ``validate`` checks is what a move boots."""
@@ -110,5 +134,8 @@ def host_spec(
             dict(svc.run.env),
         ),
         purpose=purpose,
+        provider=provider,
     )
-    return HostSpec(**{**spec.__dict__, "user_data": render_user_data(spec)})
+    timer = host_config(service, svc.data, list(stores))
+    user_data = render_user_data(spec, data=timer) if timer else render_user_data(spec)
+    return HostSpec(**{**spec.__dict__, "user_data": user_data})

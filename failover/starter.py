@@ -32,7 +32,8 @@ providers:
     region: us-east-1
     zones: [us-east-1a, us-east-1b]   # tried in order when one has no capacity
     instance_type: t3.small
-    image: ami-0123456789abcdef0      # an image with cloud-init
+    image: ${FAILOVER_AWS_IMAGE}      # an AMI with cloud-init, e.g. ami-0123456789abcdef0:
+                                      # set it here or in the environment
   - name: standby
     type: local
 """,
@@ -40,7 +41,7 @@ providers:
 providers:
   - name: gcp-main
     type: gcp                # credentials: Application Default Credentials or credentials_file
-    project: my-project
+    project: ${GOOGLE_CLOUD_PROJECT}  # your project id: set it here or in the environment
     zones: [europe-west1-b, europe-west1-c]
     machine_type: e2-small
     image: projects/debian-cloud/global/images/family/debian-12
@@ -63,6 +64,27 @@ providers:
   - name: standby
     type: local
 """,
+    "ssh": """\
+providers:
+  - name: standby
+    type: local
+  - name: rented
+    type: ssh                # machines you rent or own; needs the [ssh] extra (asyncssh)
+    identity_file: ~/.ssh/failover   # the private key to log in with (default: the SSH agent)
+    # known_hosts: ~/.ssh/known_hosts   # for machines without host_key (@cert-authority ok)
+    # dir: ~/.failover       # hosts live under DIR/<service>/ in the login's home
+    # supervisor: auto       # auto: systemd unit where systemd runs, else setsid + pid file
+    machines:                # tried in order; one that already serves the service is skipped
+      - address: 203.0.113.10          # where the service answers (probes, DNS)
+        ssh: deploy@203.0.113.10:22    # how to reach it (default root@ADDRESS:22)
+        # pinned host key, never trusted on first use: `ssh-keyscan -p 22 203.0.113.10`,
+        # checked against the machine's own console before pasting it here
+        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithTheRealOne00"
+  - name: own
+    type: static             # the service already runs there: probed, DNS moved, nothing
+    machines:                # started or stopped (fencing is by DNS only)
+      - address: 198.51.100.7
+""",
 }
 
 _SERVICE = """\
@@ -75,8 +97,8 @@ services:
       setup: []              # commands run once on a new host before the service starts
       restore: []            # commands that bring the data back on a new host
     health:
-      interval: 2s
-      timeout: 1s
+      interval: 10s          # x fall = the time to notice; keep dns.ttl at most that
+      timeout: 2s
       fall: 3                # failed rounds in a row before the host is declared down
       rise: 2                # good rounds in a row before it counts as up again
       http: {path: /, expect_status: [200]}

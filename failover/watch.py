@@ -16,6 +16,7 @@ from typing import Any
 from failover.config import Config
 from failover.engine import UNKNOWN, Engine, ServiceCheck
 from failover.redact import redact
+from failover.state import ServiceRow
 
 
 class Metrics:
@@ -46,14 +47,69 @@ class Metrics:
         )
         self.step_seconds = Gauge(
             "failover_step_duration_seconds",
-            "duration of each step of the last run",
-            ["service", "step"],
+            "duration of each step of the last run, by the run's kind (a drill's teardown "
+            "is not a move step)",
+            ["service", "kind", "step"],
             registry=r,
         )
+        self._placement_metrics(r)
+        self.backup_age = Gauge(
+            "failover_backup_age_seconds",
+            "age of the service's newest complete backup (the recovery point if it moved now)",
+            ["service"],
+            registry=r,
+        )
+        self.backup_bytes = Gauge(
+            "failover_backup_bytes", "size of the newest complete backup", ["service"], registry=r
+        )
+        self.store_failures = Gauge(
+            "failover_store_failures",
+            "rounds in a row a backup store failed (0: it answers)",
+            ["service", "store"],
+            registry=r,
+        )
+        self._where: dict[str, tuple[str, str]] = {}
+        self._states: dict[str, str] = {}
         self.rounds = Counter(
             "failover_rounds_total", "probe rounds", ["service", "exit_code"], registry=r
         )
         self.server, self.thread = start_http_server(port, addr=address, registry=r)
+
+    def _placement_metrics(self, r: Any) -> None:
+        """Where each service lives, its generation, the providers' states, the last
+        good round and the notifications (issue 15)."""
+        from prometheus_client import Counter, Gauge
+
+        self.active = Gauge(
+            "failover_active_provider_info",
+            "1 for where the service lives now",
+            ["service", "provider", "address"],
+            registry=r,
+        )
+        self.generation = Gauge(
+            "failover_generation",
+            "the service's generation (fencing token)",
+            ["service"],
+            registry=r,
+        )
+        self.provider_state = Gauge(
+            "failover_provider_state",
+            "1 for each provider's current account state (ok, blocked, ...)",
+            ["provider", "state"],
+            registry=r,
+        )
+        self.last_good = Gauge(
+            "failover_last_good_round_timestamp_seconds",
+            "when the service last had a good (OK) round",
+            ["service"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "failover_notifications_total",
+            "notification deliveries by target, event and result (sent, failed, gave_up)",
+            ["target", "event", "result"],
+            registry=r,
+        )
 
     def observe(self, result: ServiceCheck, event: dict[str, Any] | None) -> None:
         for probe in result.probes:
@@ -70,7 +126,46 @@ class Metrics:
         if event:
             for step in event["steps"]:
                 if step["duration_s"] is not None:
-                    self.step_seconds.labels(result.service, step["name"]).set(step["duration_s"])
+                    labels = (result.service, event["kind"], step["name"])
+                    self.step_seconds.labels(*labels).set(step["duration_s"])
+        if int(result.exit_code) == 0:
+            self.last_good.labels(result.service).set(time.time())
+
+    def place(self, service: str, row: ServiceRow) -> None:
+        """Where ``service`` lives now and its generation."""
+        self.generation.labels(service).set(row.generation)
+        where = (
+            (str(row.active["provider"]), str(row.active.get("address"))) if row.active else None
+        )
+        old = self._where.pop(service, None)
+        if old is not None and old != where:
+            self.active.remove(service, *old)  # one info series per service, not a history
+        if where is not None:
+            self.active.labels(service, *where).set(1)
+            self._where[service] = where
+
+    def data(self, service: str, doc: dict[str, Any] | None) -> None:
+        """The service's last backup and its stores, from its data state."""
+        if not doc:
+            return
+        last = doc.get("last_backup")
+        if last:
+            self.backup_age.labels(service).set(max(0.0, time.time() - float(last["taken"])))
+            if last.get("bytes") is not None:
+                self.backup_bytes.labels(service).set(last["bytes"])
+        for store, entry in (doc.get("stores") or {}).items():
+            self.store_failures.labels(service, store).set(int(entry.get("failures", 0)))
+
+    def providers(self, states: dict[str, dict[str, Any]]) -> None:
+        for name, info in states.items():
+            old = self._states.get(name)
+            if old is not None and old != info["state"]:
+                self.provider_state.labels(name, old).set(0)
+            self.provider_state.labels(name, info["state"]).set(1)
+            self._states[name] = info["state"]
+
+    def delivered(self, event: str, target: str, result: str) -> None:
+        self.notifications.labels(target, event, result).inc()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -106,6 +201,8 @@ class Watcher:
     def run(self, rounds: int | None = None) -> int:
         previous = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
         engine = Engine(self.config, should_stop=self.stopping.is_set)
+        if self.metrics:
+            engine.notifier.listeners.append(self.metrics.delivered)
         due = {name: 0.0 for name in self.config.services}
         done = 0
         try:
@@ -121,6 +218,11 @@ class Watcher:
                         if self.metrics:
                             last = engine.store.events(result.service, limit=1)
                             self.metrics.observe(result, last[0] if last else None)
+                            self.metrics.place(result.service, engine.store.service(result.service))
+                            data = engine.store.data_state(result.service)
+                            self.metrics.data(result.service, data)
+                    if self.metrics:
+                        self.metrics.providers(engine.store.provider_states())
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

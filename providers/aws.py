@@ -47,6 +47,7 @@ from providers.base import (
     ProviderSettings,
     QuotaError,
     TransientError,
+    as_settings,
     try_zones,
 )
 
@@ -111,9 +112,7 @@ class AwsProvider(ComputeProvider):
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        if not isinstance(settings, AwsSettings):
-            settings = AwsSettings.model_validate(settings.model_dump())
-        self.cfg: AwsSettings = settings
+        self.cfg = as_settings(AwsSettings, settings)
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self._subnets: dict[str, dict[str, Any]] = {}
@@ -231,6 +230,19 @@ class AwsProvider(ComputeProvider):
             for inst in reservation.get("Instances", []):
                 return self._host(inst)
         return None
+
+    batches_lookups = True
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        """One DescribeInstances per 200 ids, by filter: unlike ``InstanceIds``, a filter
+        does not fail the whole call for one id EC2 no longer (or not yet) knows; those
+        few are asked one by one, as :meth:`get_host` handles both cases."""
+        found: dict[str, Host] = {}
+        for start in range(0, len(host_ids), 200):
+            chunk = host_ids[start : start + 200]
+            for inst in self._describe([{"Name": "instance-id", "Values": chunk}]):
+                found[inst["InstanceId"]] = self._host(inst)
+        return {h: found[h] if h in found else self.get_host(h) for h in host_ids}
 
     def list_hosts(self, service: str) -> list[Host]:
         """Instances tagged for ``service`` that are not terminated (or terminating)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, BinaryIO, ClassVar, NamedTuple, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -96,6 +96,12 @@ class ConflictError(ProviderError):
     """A conditional write lost: somebody else changed the record first (DNS prerequisite)."""
 
     kind = "conflict"
+
+
+class Unsupported(ProviderError):
+    """This provider cannot do that at all (run a command on a cloud host it only boots)."""
+
+    kind = "unsupported"
 
 
 # --------------------------------------------------------------------------- zones
@@ -202,7 +208,8 @@ class HostSpec:
     port: int
     run: RunSpec
     user_data: str = ""
-    purpose: str = "serve"  # "serve" or "drill"
+    purpose: str = "serve"  # "serve", "drill" or "standby" (a warm standby, out of DNS)
+    provider: str = ""  # the configured provider's name, for FAILOVER_PROVIDER on the host
 
     @property
     def tags(self) -> dict[str, str]:
@@ -249,6 +256,14 @@ class Host:
             "created_at": self.created_at,
             "purpose": self.purpose,
         }
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run on a host ended: its exit status and what it wrote to stderr."""
+
+    status: int
+    stderr: str
 
 
 @dataclass
@@ -365,9 +380,22 @@ class ProviderContext:
 
     state_dir: Path
     log: Callable[[str], None] = lambda message: None
+    # Each service's port, for providers that check a machine's port is free (ssh).
+    ports: Mapping[str, int] = field(default_factory=dict)
 
 
 S = TypeVar("S", bound=ProviderSettings)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def as_settings(model: type[M], settings: BaseModel) -> M:
+    """``settings`` as the provider's own Settings model (a caller may hand the generic
+    one, e.g. a plugin's or a test's)."""
+    if isinstance(settings, model):
+        return settings
+    return model.model_validate(settings.model_dump())
 
 
 class ComputeProvider(ABC):
@@ -380,7 +408,7 @@ class ComputeProvider(ABC):
     vendor: ClassVar[str] = ""
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.settings = settings
+        self.settings = as_settings(self.Settings, settings)
         self.name = settings.name
         self.context = context
 
@@ -401,6 +429,16 @@ class ComputeProvider(ABC):
         """The host as the provider sees it now; None when no such host exists (never
         made, or gone so long that the platform forgot it). A host being deleted may be
         returned as ``terminated``. Raises ``AccountBlocked``, ``TransientError``..."""
+
+    # True when get_hosts answers many ids with one API call: a round then asks this
+    # provider once, not once per host.
+    batches_lookups: ClassVar[bool] = False
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        """:meth:`get_host` for several ids, in one call where the platform can (set
+        ``batches_lookups``); by default one call each. Raises as ``get_host`` does, for
+        the whole batch."""
+        return {host_id: self.get_host(host_id) for host_id in host_ids}
 
     @abstractmethod
     def list_hosts(self, service: str) -> list[Host]:
@@ -432,6 +470,20 @@ class ComputeProvider(ABC):
         :meth:`AccountReport.from_checks`.
         """
 
+    def exec_on_host(
+        self,
+        host_id: str,
+        command: str,
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``command`` through ``/bin/sh -c`` on the host, in the service's working
+        folder with its ``run.env``, streaming ``stdin``/``stdout``. Optional: providers
+        that cannot reach into a host raise ``Unsupported``."""
+        raise Unsupported(f"{self.type} hosts cannot run commands", provider=self.name)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections. Safe to call more than once; the provider
         may be used again afterwards (clients are made anew)."""
@@ -450,6 +502,16 @@ class Record:
         return {"name": self.name, "type": self.type, "values": list(self.values), "ttl": self.ttl}
 
 
+class RecordChange(NamedTuple):
+    """One atomic replacement of a record set (see :meth:`DnsProvider.set_record`)."""
+
+    name: str
+    rtype: str
+    values: list[str]
+    ttl: int
+    expect: list[str] | None
+
+
 class DnsProvider(ABC):
     """Base class for DNS backends. ``set_record`` is one atomic replace of the record
     set, never delete-then-create; with ``expect`` it refuses (``ConflictError``) when the
@@ -460,7 +522,7 @@ class DnsProvider(ABC):
     vendor: ClassVar[str] = ""
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
-        self.settings = settings
+        self.settings = as_settings(self.Settings, settings)
         self.context = context
         self.name = f"dns:{settings.type}"
 
@@ -470,7 +532,6 @@ class DnsProvider(ABC):
         does not exist. ``name`` may be relative to the zone or fully qualified. Raises
         ``AccountBlocked``, ``TransientError`` (after the bounded retries)..."""
 
-    @abstractmethod
     def set_record(
         self,
         name: str,
@@ -488,6 +549,15 @@ class DnsProvider(ABC):
         ``expect`` (``[]``: the set must not exist) or already ``values``. Also raises
         ``AccountBlocked``, ``TransientError`` and the taxonomy's other errors.
         """
+        change = RecordChange(
+            name, rtype.upper(), list(values), ttl, None if expect is None else list(expect)
+        )
+        return self.replace_record(change)
+
+    @abstractmethod
+    def replace_record(self, change: RecordChange) -> Record:
+        """What a backend implements for :meth:`set_record`, with the same contract;
+        ``change.rtype`` is upper case."""
 
     @abstractmethod
     def check(self) -> AccountReport:
@@ -508,6 +578,8 @@ BUILTIN_PROVIDERS: dict[str, str] = {
     "aws": "providers.aws:AwsProvider",
     "gcp": "providers.gcp:GcpProvider",
     "azure": "providers.azure:AzureProvider",
+    "ssh": "providers.ssh:SshProvider",
+    "static": "providers.static:StaticProvider",
 }
 BUILTIN_DNS: dict[str, str] = {
     "local": "providers.dns.local:LocalDns",

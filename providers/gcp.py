@@ -44,6 +44,7 @@ from providers.base import (
     ProviderSettings,
     QuotaError,
     TransientError,
+    as_settings,
     try_zones,
 )
 from providers.retry import call_with_retries
@@ -176,9 +177,7 @@ class GcpProvider(ComputeProvider):
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        if not isinstance(settings, GcpSettings):
-            settings = GcpSettings.model_validate(settings.model_dump())
-        self.cfg: GcpSettings = settings
+        self.cfg = as_settings(GcpSettings, settings)
         self._clients: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- clients

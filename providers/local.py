@@ -20,11 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, BinaryIO, Literal
 
 from pydantic import Field
 
@@ -33,13 +34,29 @@ from providers.base import (
     AccountReport,
     Check,
     ComputeProvider,
+    ExecResult,
     Host,
     HostSpec,
     HostState,
+    NotFound,
     ProviderError,
     ProviderSettings,
+    TransientError,
 )
-from providers.util import fill_placeholders, is_secret_name, pid_alive
+from providers.util import open_private, pid_alive, private_dir, run_script, write_private
+
+# What a host inherits from the watcher: enough to run programs and find Python, never
+# its credentials whatever they are called (a deny-list of names let DATABASE_URL,
+# MYSQL_PWD and CI_JOB_JWT through: issue 11). `run.env` gives the service the rest.
+_INHERITED = frozenset(
+    {"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "PYTHONPATH"}
+)
+
+
+def _failpoint(point: str) -> None:
+    # Read only here, at the one moment it names: free when unset.
+    if os.environ.get("FAILOVER_FAILPOINT") == point:
+        os._exit(137)
 
 
 class LocalSettings(ProviderSettings):
@@ -55,8 +72,8 @@ def _now() -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    private_dir(path.parent)
+    with open(open_private(path), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -64,10 +81,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def _write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
+    write_private(path, json.dumps(data, indent=2), durable=durable)
 
 
 class LocalProvider(ComputeProvider):
@@ -125,20 +140,30 @@ class LocalProvider(ComputeProvider):
             zone="loopback",
             created_at=meta["created_at"],
             purpose=meta.get("purpose", "serve"),
-            extra={"log": str(host_dir / "log"), "pid": meta.get("pid")},
+            extra={"log": str(host_dir / "log"), "pid": self._pid(meta)},
         )
+
+    def _pid(self, meta: dict[str, Any]) -> int | None:
+        """The host's process group: recorded once started, or, for a create cut short
+        between starting it and recording it, written by the host's own shell first."""
+        if meta.get("pid"):
+            return int(meta["pid"])
+        text = _read_text(self.hosts_dir / meta["id"] / "pid")
+        return int(text) if text and text.isdigit() and int(text) > 0 else None
 
     def _observe(self, meta: dict[str, Any], host_dir: Path) -> tuple[HostState, str, str | None]:
         if meta.get("destroyed"):
             return HostState.TERMINATED, "destroyed", "destroyed"
         if meta.get("stopped"):
             return HostState.STOPPED, "stopped", "stopped by request"
-        pid = meta.get("pid")
+        pid = self._pid(meta)
         phase = _read_text(host_dir / "phase") or "starting"
         if pid_alive(pid):
             return (HostState.RUNNING if phase == "serving" else HostState.PENDING), phase, None
         status = _read_text(host_dir / "exit")
-        if status is None:
+        if pid is None and meta.get("state") == "creating":
+            reason = "its creation was cut short before the process started"
+        elif status is None:
             reason = "the process group is gone (killed)"
         elif phase in ("setup", "restore"):
             reason = f"{phase} failed with exit status {status}; see {host_dir / 'log'}"
@@ -162,7 +187,10 @@ class LocalProvider(ComputeProvider):
             for offset in range(254 * 254):
                 n = (start + offset) % (254 * 254)
                 address = f"{self.network}.{n // 254 + 1}.{n % 254 + 1}"
-                if address in used or not _bindable(address, port):
+                if address in used:
+                    continue
+                if not _bindable(address, port):
+                    self._port_taken(port)
                     continue
                 used[address] = host_id
                 _write_json(table, used)
@@ -170,6 +198,18 @@ class LocalProvider(ComputeProvider):
         raise ProviderError(
             f"no free loopback address left under {self.network}.0.0/16", provider=self.name
         )
+
+    def _port_taken(self, port: int) -> None:
+        holder = _wildcard_holder(port)
+        if holder:
+            # It shares the port with every loopback address: scanning them cannot help,
+            # and "no free address left" sent people looking in the wrong place (issue 11).
+            raise ProviderError(
+                f"port {port} is already in use: something listens on {holder}:{port}, "
+                f"which takes the port on every address under {self.network}.0.0/16",
+                provider=self.name,
+                hint=f"stop what listens on port {port}, or give the service another port",
+            )
 
     def _free_address(self, address: str) -> None:
         table = Path(self.context.state_dir) / "local" / "addresses.json"
@@ -185,68 +225,134 @@ class LocalProvider(ComputeProvider):
 
     def create_host(self, spec: HostSpec) -> Host:
         self._guard()
-        self.hosts_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.hosts_dir)
         with _locked(self.root / "create.lock"):
             for existing in self._all():
-                if existing["name"] == spec.name and not existing.get("destroyed"):
+                if existing["name"] != spec.name or existing.get("destroyed"):
+                    continue
+                if existing.get("state") != "creating":
                     return self._host(existing)
+                finished = self._finish_creating(existing)
+                if finished is not None:
+                    return finished
             host_id = f"h-{uuid.uuid4().hex[:8]}"
-            host_dir = self.hosts_dir / host_id
-            (host_dir / "root").mkdir(parents=True)
             address = self._allocate_address(host_id, spec.port)
-            meta: dict[str, Any] = {
-                "id": host_id,
-                "name": spec.name,
-                "service": spec.service,
-                "generation": spec.generation,
-                "purpose": spec.purpose,
-                "address": address,
-                "port": spec.port,
-                "created_at": _now(),
-                "tags": spec.tags,
-            }
-            values = {
-                "port": str(spec.port),
-                "address": address,
-                "host_id": host_id,
-                "service": spec.service,
-                "generation": str(spec.generation),
-                "python": shlex.quote(sys.executable),
-            }
-            (host_dir / "run.sh").write_text(_run_script(spec, values, host_dir))
-            (host_dir / "user-data").write_text(spec.user_data)
-            env = {
-                # The watcher's own credentials (cloud keys, DNS keys, tokens) are not the
-                # service's: a host gets only what `run.env` gives it (issue 3).
-                **{k: v for k, v in os.environ.items() if not is_secret_name(k)},
-                **spec.run.env,
-                "FAILOVER_ADDRESS": address,
-                "FAILOVER_PORT": str(spec.port),
-                "FAILOVER_HOST_ID": host_id,
-                "FAILOVER_PROVIDER": self.name,
-                "FAILOVER_SERVICE": spec.service,
-                "FAILOVER_GENERATION": str(spec.generation),
-            }
-            for name in ("FAILOVER_FAILPOINT", "FAILOVER_CONFIG", "FAILOVER_STATE_DIR"):
-                env.pop(name, None)
-            with open(host_dir / "log", "ab") as log:
-                proc = subprocess.Popen(
-                    ["/bin/sh", "-c", "sh ./run.sh; echo $? > exit"],
-                    cwd=host_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            host_dir = self.hosts_dir / host_id
+            try:
+                meta = self._record_intent(spec, host_id, address)
+                proc = self._start(host_dir, self._environment(spec, host_id, address))
+            except (OSError, ValueError) as exc:
+                # A full disk, an environment the kernel refuses: nothing was started.
+                self._discard(host_dir, address)
+                raise ProviderError(
+                    f"cannot start host {host_id}: {exc}", provider=self.name
+                ) from None
+            except BaseException:
+                self._discard(host_dir, address)
+                raise
+            _failpoint("local:started")
             meta["pid"] = proc.pid
-            _write_json(host_dir / "host.json", meta)
+            meta["state"] = "created"
+            _write_json(host_dir / "host.json", meta, durable=True)
             return self._host(meta)
+
+    def _record_intent(self, spec: HostSpec, host_id: str, address: str) -> dict[str, Any]:
+        """The host's folder and its record, on disk before its process starts: a crash
+        in between leaves a host that `list_hosts` reports and `destroy_host` removes,
+        never one nothing tracks (issue 11)."""
+        host_dir = self.hosts_dir / host_id
+        private_dir(host_dir / "root")
+        meta: dict[str, Any] = {
+            "id": host_id,
+            "name": spec.name,
+            "service": spec.service,
+            "generation": spec.generation,
+            "purpose": spec.purpose,
+            "address": address,
+            "port": spec.port,
+            "created_at": _now(),
+            "tags": spec.tags,
+            "state": "creating",
+        }
+        for name in ("pid", "phase", "exit", "log"):
+            os.close(open_private(host_dir / name))
+        _write_json(host_dir / "host.json", meta, durable=True)
+        values = {
+            "port": str(spec.port),
+            "address": address,
+            "host_id": host_id,
+            "service": spec.service,
+            "generation": str(spec.generation),
+            "python": shlex.quote(sys.executable),
+        }
+        write_private(host_dir / "run.sh", _run_script(spec, values, host_dir))
+        write_private(host_dir / "user-data", spec.user_data)
+        return meta
+
+    def _environment(self, spec: HostSpec, host_id: str, address: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+        env.update(spec.run.env)
+        for name in ("FAILOVER_FAILPOINT", "FAILOVER_CONFIG", "FAILOVER_STATE_DIR"):
+            env.pop(name, None)
+        env.update(
+            FAILOVER_ADDRESS=address,
+            FAILOVER_PORT=str(spec.port),
+            FAILOVER_HOST_ID=host_id,
+            FAILOVER_PROVIDER=self.name,
+            FAILOVER_SERVICE=spec.service,
+            FAILOVER_GENERATION=str(spec.generation),
+        )
+        # What a command run on the host later (a backup) starts with: the same
+        # environment the service got, as a cloud host keeps it in its unit file.
+        _write_json(self.hosts_dir / host_id / "env.json", env)
+        return env
+
+    def _start(self, host_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(open_private(host_dir / "log"), "ab") as log:
+            # The host's shell writes its own pid first: a creator killed right after
+            # starting it cannot leave a process group nobody can find.
+            return subprocess.Popen(
+                ["/bin/sh", "-c", "echo $$ > pid; sh ./run.sh; echo $? > exit"],
+                cwd=host_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def _finish_creating(self, meta: dict[str, Any]) -> Host | None:
+        """A record left "creating" by a creator that died before its last write (the
+        caller holds the create lock, so no creator is at work): the host it started is
+        recorded and returned if it runs, else the record is discarded (None)."""
+        host_dir = self.hosts_dir / meta["id"]
+        pid = self._pid(meta)
+        if pid_alive(pid):
+            meta["pid"] = pid
+            meta["state"] = "created"
+            _write_json(host_dir / "host.json", meta, durable=True)
+            return self._host(meta)
+        self._kill(meta)
+        self._tombstone(host_dir, meta)
+        return None
+
+    def _discard(self, host_dir: Path, address: str) -> None:
+        """Undo a create that failed: whatever its shell started dies with its record."""
+        self._kill({"id": host_dir.name})
+        subprocess.run(["rm", "-rf", str(host_dir)], check=False)
+        self._free_address(address)
 
     def get_host(self, host_id: str) -> Host | None:
         self._guard()
         meta = self._read(self._host_dir(host_id))
         return self._host(meta) if meta else None
+
+    batches_lookups = True
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        self._guard()
+        metas = {host_id: self._read(self._host_dir(host_id)) for host_id in host_ids}
+        return {host_id: self._host(m) if m else None for host_id, m in metas.items()}
 
     def _all(self) -> list[dict[str, Any]]:
         if not self.hosts_dir.exists():
@@ -265,7 +371,7 @@ class LocalProvider(ComputeProvider):
         ]
 
     def _kill(self, meta: dict[str, Any]) -> None:
-        pid = meta.get("pid")
+        pid = self._pid(meta)
         if not pid:
             return
         try:
@@ -284,6 +390,10 @@ class LocalProvider(ComputeProvider):
         self._guard()
         host_dir = self._host_dir(host_id)
         meta = self._read(host_dir)
+        if meta is not None and meta.get("state") == "creating":
+            # Its creator may still be at work: wait for it to record what it started.
+            with _locked(self.root / "create.lock"):
+                meta = self._read(host_dir)
         if meta is None or meta.get("destroyed"):
             return None
         self._kill(meta)
@@ -299,9 +409,10 @@ class LocalProvider(ComputeProvider):
 
     def destroy_host(self, host_id: str) -> None:
         killed = self._kill_host(host_id)
-        if killed is None:
-            return
-        host_dir, meta = killed
+        if killed is not None:
+            self._tombstone(*killed)
+
+    def _tombstone(self, host_dir: Path, meta: dict[str, Any]) -> None:
         # A tombstone stays so that get_host answers "terminated" rather than "never was".
         for child in ("root", "run.sh", "user-data"):
             path = host_dir / child
@@ -314,6 +425,39 @@ class LocalProvider(ComputeProvider):
         _write_json(host_dir / "host.json", meta)
         self._free_address(meta["address"])
 
+    def exec_on_host(
+        self,
+        host_id: str,
+        command: str,
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        self._guard()
+        host_dir = self._host_dir(host_id)
+        meta = self._read(host_dir)
+        if meta is None or meta.get("destroyed"):
+            raise NotFound(f"no host {host_id}", provider=self.name)
+        if meta.get("stopped") or not pid_alive(self._pid(meta)):
+            raise ProviderError(f"host {host_id} is not running", provider=self.name)
+        try:
+            env: dict[str, str] = json.loads((host_dir / "env.json").read_text())
+        except (OSError, ValueError):
+            raise ProviderError(
+                f"host {host_id} has no environment record (made by an older failover)",
+                provider=self.name,
+            ) from None
+        return _stream(
+            ["/bin/sh", "-c", command],
+            cwd=host_dir / "root",
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            timeout=timeout,
+            provider=self.name,
+        )
+
     def check_account(self) -> AccountReport:
         suspended = (self.root / "SUSPENDED").exists()
         checks = [
@@ -324,7 +468,7 @@ class LocalProvider(ComputeProvider):
             ),
         ]
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             probe = self.root / f".write-test-{os.getpid()}"
             probe.write_text("")
             probe.unlink()
@@ -349,11 +493,115 @@ class LocalProvider(ComputeProvider):
         )
 
 
+_BLOCK = 256 * 1024
+_TAIL = 8 * 1024
+
+
+def _stream(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    stdin: BinaryIO | None,
+    stdout: BinaryIO | None,
+    timeout: float | None,
+    provider: str,
+) -> ExecResult:
+    """Run ``argv`` with ``stdin`` fed and ``stdout`` filled block by block. An error of
+    either stream (a checksum that does not match, a store that failed) kills the
+    command's process group and is raised here, so a half-fed restore never finishes."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout is not None else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    errors: list[BaseException] = []
+    tail = bytearray()
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def feed(source: BinaryIO, sink: IO[bytes]) -> None:
+        try:
+            while block := source.read(_BLOCK):
+                sink.write(block)
+        except BrokenPipeError:
+            pass  # the command stopped reading: its exit status says why
+        except BaseException as exc:
+            errors.append(exc)
+            kill()
+        finally:
+            with contextlib.suppress(OSError):
+                sink.close()
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        while block := os.read(proc.stderr.fileno(), 4096):
+            tail.extend(block)
+            del tail[:-_TAIL]
+
+    threads = [threading.Thread(target=drain_stderr, daemon=True)]
+    if stdin is not None:
+        assert proc.stdin is not None
+        threads.append(threading.Thread(target=feed, args=(stdin, proc.stdin), daemon=True))
+
+    def expire() -> None:
+        timed_out.set()
+        kill()
+
+    timer = threading.Timer(timeout or 0, expire)
+    timer.daemon = True
+    if timeout:
+        timer.start()
+    for thread in threads:
+        thread.start()
+    try:
+        if stdout is not None:
+            assert proc.stdout is not None
+            while block := os.read(proc.stdout.fileno(), _BLOCK):
+                stdout.write(block)
+    except BaseException:
+        kill()
+        raise
+    finally:
+        proc.wait()
+        timer.cancel()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    if timed_out.is_set():
+        raise TransientError(f"the command did not finish within {timeout:g}s", provider=provider)
+    return ExecResult(proc.returncode, tail.decode("utf-8", "replace"))
+
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def _wildcard_holder(port: int) -> str | None:
+    """``0.0.0.0`` or ``::`` when a socket listens on ``port`` on every address of this
+    machine (read from /proc/net/tcp*; None where there is no /proc)."""
+    for table, wildcard, name in (("tcp", "00000000", "0.0.0.0"), ("tcp6", "0" * 32, "[::]")):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and address == wildcard and int(hex_port, 16) == port:
+                return name
+    return None
 
 
 def _bindable(address: str, port: int) -> bool:
@@ -369,14 +617,4 @@ def _bindable(address: str, port: int) -> bool:
 
 
 def _run_script(spec: HostSpec, values: dict[str, str], host_dir: Path) -> str:
-    def fill(command: str) -> str:
-        return fill_placeholders(command, values)
-
-    lines = ["#!/bin/sh", "set -e", f"cd {shlex.quote(str(host_dir / 'root'))}"]
-    lines.append("echo setup > ../phase")
-    lines.extend(fill(c) for c in spec.run.setup)
-    lines.append("echo restore > ../phase")
-    lines.extend(fill(c) for c in spec.run.restore)
-    lines.append("echo serving > ../phase")
-    lines.append(f"exec {fill(spec.run.command)}")
-    return "\n".join(lines) + "\n"
+    return run_script(spec, values, str(host_dir / "root"))

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
+import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -18,7 +21,11 @@ if TYPE_CHECKING:
     from providers.base import HostSpec
 
 # The placeholders a `run` command may use; the values differ by where the command runs.
-PLACEHOLDER = re.compile(r"\{(port|address|host_id|service|generation|python)\}")
+PLACEHOLDER_NAMES = ("port", "address", "host_id", "service", "generation", "python")
+PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDER_NAMES) + r")\}")
+# Anything else shaped like one (`{prot}`), except shell `${VAR}`: a typo that would
+# otherwise reach the host as text (issue 11).
+_LIKE_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Environment variable (or config key) names that carry credentials. One rule for what
 # is redacted, what `${ENV}` registers as a secret and what a local host does not inherit.
@@ -34,6 +41,37 @@ def fill_placeholders(command: str, values: Mapping[str, str]) -> str:
     """``{port}``, ``{address}``... in ``command`` replaced from ``values``, which must
     have an entry for each placeholder name; other braces are left as they are."""
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+
+
+def run_script(spec: HostSpec, values: Mapping[str, str], workdir: str) -> str:
+    """The script a host runs: setup, restore, then ``exec`` the service, in ``workdir``.
+
+    Every configured command is one line of ``/bin/sh`` under ``set -e``, so a failing
+    setup stops the host before it serves. Each phase is written to ``../phase`` (beside
+    ``workdir``) first: that file is how a provider tells a slow restore from a hang.
+    Local and ssh hosts run this same script, so a service behaves alike on both.
+    """
+
+    def fill(command: str) -> str:
+        return fill_placeholders(command, values)
+
+    lines = ["#!/bin/sh", "set -e", f"cd {shlex.quote(workdir)}"]
+    lines.append("echo setup > ../phase")
+    lines.extend(fill(c) for c in spec.run.setup)
+    lines.append("echo restore > ../phase")
+    lines.extend(fill(c) for c in spec.run.restore)
+    lines.append("echo serving > ../phase")
+    # Through `/bin/sh -c`, as the cloud unit's ExecStart runs it: `cd /srv && exec ./x`
+    # must behave the same in a local drill as on the cloud host (issue 11).
+    lines.append(f"exec /bin/sh -c {shlex.quote(fill(spec.run.command))}")
+    return "\n".join(lines) + "\n"
+
+
+def unknown_placeholders(command: str) -> list[str]:
+    """The ``{name}`` in ``command`` that are not placeholders, each once, in order."""
+    found = [m.group(0) for m in _LIKE_PLACEHOLDER.finditer(command)]
+    unknown = [f for f in found if f[1:-1] not in PLACEHOLDER_NAMES]
+    return list(dict.fromkeys(unknown))
 
 
 def image_placeholders(spec: HostSpec) -> dict[str, str]:
@@ -78,6 +116,15 @@ def pid_alive(pid: object) -> bool:
         return True
 
 
+def answers(address: str, port: int, timeout: float = 1.0) -> bool:
+    """Something accepts TCP connections on ``address:port``, as seen from here."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def is_loopback_http(endpoint: str | None) -> bool:
     """True for ``http://127.x.y.z:N``, ``http://localhost:N`` and ``http://[::1]:N``: a
     local double, never a cloud."""
@@ -92,3 +139,62 @@ def is_loopback_http(endpoint: str | None) -> bool:
         return ipaddress.ip_address(parts.hostname).is_loopback
     except ValueError:
         return False
+
+
+# --------------------------------------------------------------------------- private files
+
+# The state directory holds `run.env` values (in run.sh, user-data, env.json, the log and
+# the journal): only its owner may read it, whatever the umask (issue 11).
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> None:
+    """``path`` and its missing parents, made 0700; an existing folder is left as it is."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is cut by the umask; chmod's is not
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """A descriptor of ``path``, created 0600, or made 0600 if it exists and is ours (a
+    file of another user is theirs to set)."""
+    fd = os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_FILE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_private(path: Path, data: str | bytes, *, durable: bool = False) -> None:
+    """Replace ``path`` atomically with ``data``, readable by its owner only. ``durable``:
+    on disk (file and folder entry) before returning, to survive a crash or power cut."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        view = memoryview(data.encode() if isinstance(data, str) else data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures for real servers that several test modules share (sshd, etcd).
+pytest_plugins = ["tests.sshd", "tests.etcd_server"]
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

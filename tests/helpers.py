@@ -97,6 +97,12 @@ def host_records(config: Path) -> list[dict[str, Any]]:
     for path in sorted((state_dir(config) / "local").glob("*/hosts/*/host.json")):
         meta = json.loads(path.read_text())
         meta["provider"] = path.parent.parent.parent.name
+        if not meta.get("pid"):
+            # A create cut short: the host's shell wrote its own pid file.
+            text = (
+                (path.parent / "pid").read_text().strip() if (path.parent / "pid").exists() else ""
+            )
+            meta["pid"] = int(text) if text.isdigit() else 0
         out.append(meta)
     return out
 

@@ -259,6 +259,19 @@ def test_security_groups_and_key_name(world: World) -> None:
     assert "nope" in str(err.value) and world.alive(spec("api").name) == []
 
 
+def test_get_hosts_answers_many_ids_in_one_call_and_a_missing_one_too(world: World) -> None:
+    provider = world.provider()
+    web, api = provider.create_host(spec()), provider.create_host(spec("api", 2))
+    missing = "i-0123456789abcdef0"
+    found = provider.get_hosts([web.id, api.id, missing])
+    assert provider.batches_lookups
+    assert set(found) == {web.id, api.id, missing} and found[missing] is None
+    got_web, got_api = found[web.id], found[api.id]
+    assert got_web is not None and got_web.service == "web" and got_web.id == web.id
+    assert got_api is not None and got_api.service == "api" and got_api.generation == 2
+    provider.close()
+
+
 def test_missing_host(world: World) -> None:
     provider = world.provider()
     missing = "i-0123456789abcdef0"

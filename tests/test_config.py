@@ -99,11 +99,11 @@ def test_not_a_mapping(text: str) -> None:
 
 
 def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEB_DOMAIN", "www.from-env.test")
+    monkeypatch.setenv("WEB_DOMAIN", "www.from-env.example.test")
     data = base_config(domain="${WEB_DOMAIN}")
     data["services"]["web"]["run"]["command"] = "echo $${NOT_EXPANDED} {port}"
     config = parse(yaml.safe_dump(data))
-    assert config.services["web"].domain == "www.from-env.test"
+    assert config.services["web"].domain == "www.from-env.example.test"
     assert config.services["web"].run.command == "echo ${NOT_EXPANDED} {port}"
     monkeypatch.delenv("WEB_DOMAIN")
     assert problems(data) == ["services.web.domain: environment variable WEB_DOMAIN is not set"]

@@ -41,6 +41,9 @@ class Answers:
     sees: tuple[bool, str] = (True, "the provider's API answers")
     moves: int = 0
     moved_to: int | None = None  # another watcher cut over meanwhile
+    # Several watchers: do enough locations agree, and does this one act?
+    quorum: tuple[bool, str] = (True, "")
+    acts: tuple[bool, str] = (True, "")
     start: ServiceRow = field(default_factory=row)
     asked: list[str] = field(default_factory=list)
 
@@ -68,6 +71,15 @@ class Answers:
     def moves_last_hour(self) -> int:
         self.asked.append("moves")
         return self.moves
+
+    def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
+        self.asked.append("quorum")
+        # As the real watchers answer: the provider's word is proof without votes.
+        return self.quorum[0] or proof, self.quorum[1]
+
+    def may_act(self) -> tuple[bool, str]:
+        self.asked.append("acts")
+        return self.acts
 
 
 def svc(**policy: Any) -> Any:
@@ -158,7 +170,7 @@ CASES = [
         "down",
         CRITICAL,
         "failover",
-        ["provider", "sees", "record", "moves"],
+        ["provider", "sees", "record", "quorum", "moves", "acts"],
         "DOWN on alpha",
     ),
     (
@@ -170,7 +182,7 @@ CASES = [
         "down",
         CRITICAL,
         "failover",
-        ["provider", "record", "moves"],
+        ["provider", "record", "quorum", "moves", "acts"],
         "no longer exists",
     ),
     (
@@ -182,7 +194,7 @@ CASES = [
         "down",
         CRITICAL,
         "would_failover",
-        ["provider"],
+        ["provider", "quorum"],
         "dry run: nothing done",
     ),
     (
@@ -194,7 +206,7 @@ CASES = [
         "down",
         CRITICAL,
         "none",
-        ["provider", "record"],
+        ["provider", "record", "quorum"],
         "auto_failover is off",
     ),
     (
@@ -206,7 +218,7 @@ CASES = [
         "down",
         CRITICAL,
         "circuit_breaker",
-        ["provider", "record", "moves"],
+        ["provider", "record", "quorum", "moves"],
         "circuit breaker open: 3 moves",
     ),
     (
@@ -220,6 +232,42 @@ CASES = [
         "none",
         ["provider", "record"],
         "by another run during this round",
+    ),
+    (
+        "several watchers: too few locations see it down",
+        [HTTP_BAD],
+        Answers(start=row(failures=2), quorum=(False, "1 of 3 locations see it down (quorum 2)")),
+        {},
+        False,
+        "up",
+        WARNING,
+        "none",
+        ["provider", "sees", "record", "quorum"],
+        "but 1 of 3 locations see it down (quorum 2); nothing moves",
+    ),
+    (
+        "several watchers: a quorum agrees, another watcher acts",
+        [HTTP_BAD],
+        Answers(start=row(failures=2), acts=(False, "watcher b (fsn1) acts")),
+        {},
+        False,
+        "down",
+        CRITICAL,
+        "none",
+        ["provider", "sees", "record", "quorum", "moves", "acts"],
+        "watcher b (fsn1) acts",
+    ),
+    (
+        "several watchers: the provider's word needs no votes",
+        [HTTP_BAD],
+        Answers(provider=("gone", "gone"), quorum=(False, "0 of 3 locations see it down")),
+        {},
+        False,
+        "down",
+        CRITICAL,
+        "failover",
+        ["provider", "record", "quorum", "moves", "acts"],
+        "0 of 3 locations see it down",
     ),
 ]
 

@@ -130,7 +130,15 @@ def test_an_interrupted_run_is_rolled_back(project: Path, command: str, sig: int
     write_config(project, base_config(run={"command": SLOW_APP}))
     args = [FAILOVER, command, "-c", str(config)] + (["--to", "beta"] if command == "drill" else [])
     before = {h["id"] for h in live_hosts(config)}
-    proc = subprocess.Popen(args, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell that started this test in the background may have SIGINT ignored, and that
+    # is inherited: give the command the default disposition, as a terminal would.
+    proc = subprocess.Popen(
+        args,
+        env=env_for(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         wait_for(
             lambda: {h["id"] for h in live_hosts(config)} - before, what="the new host to start"
@@ -183,3 +191,131 @@ def test_ready_timeout_is_not_stretched_by_a_wall_clock_step(
     assert outcome.status == "failed"
     assert "within ready_timeout (1s)" in outcome.message
     assert not [h for h in host_records(path) if not h.get("destroyed")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        ("missing", "no such file"),
+        ("bad key", "services.web.helth"),
+        ("corrupt state", "state:"),
+    ],
+)
+def test_check_prints_its_one_line_on_every_path(project: Path, setup: str, words: str) -> None:
+    data = base_config()
+    if setup == "bad key":
+        data["services"]["web"]["helth"] = {}
+    config = write_config(project, data)
+    if setup == "missing":
+        config = project / "nowhere.yaml"
+    if setup == "corrupt state":
+        state_dir(config).mkdir()
+        (state_dir(config) / "state.db").write_text("this is not a database" * 100)
+    check = failover("check", config=config)
+    assert check.returncode == 3, check.stdout + check.stderr
+    (line,) = check.stdout.splitlines()
+    assert line.startswith("FAILOVER UNKNOWN - ") and words in line.lower()
+    doc = json.loads(failover("check", "--json", config=config).stdout)
+    assert doc["exit_code"] == 3 and doc["services"] == [] and doc["error"]
+
+
+def test_watch_options_out_of_range_or_taken_are_usage_errors(project: Path) -> None:
+    import socket
+
+    config = write_config(project, base_config())
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        cases = [
+            (["--metrics-port", str(port)], "cannot listen"),
+            (["--metrics-port", "70000"], "Usage: failover watch"),
+            (["--metrics-port", "9", "--metrics-address", "not-an-ip"], "not an IP address"),
+            (["--rounds", "0"], "Usage: failover watch"),
+        ]
+        for args, words in cases:
+            proc = failover("watch", *args, config=config)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert words in proc.stderr and "internal error" not in proc.stderr
+    finally:
+        taken.close()
+
+
+def test_a_full_disk_is_not_called_a_corrupt_journal(tmp_path: Path) -> None:
+    """SQLite's own "database or disk is full", made real with max_page_count."""
+    from failover.state import SqliteStore, StateError
+
+    store = SqliteStore(tmp_path)
+    try:
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StateError) as caught:
+            for n in range(1000):
+                store.set_provider_state(f"p{n}", "available", "x" * 2000)
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert "disk is full" in message and "journal is intact" in message
+    assert "Move it aside" not in message
+
+
+def test_a_read_only_state_is_not_called_a_corrupt_journal(tmp_path: Path) -> None:
+    """A read-only database, as SQLite itself reports one (mode=ro), root or not."""
+    import sqlite3
+
+    from failover.state import SqliteStore
+
+    store = SqliteStore(tmp_path)
+    try:
+        store.db.close()
+        store.db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, isolation_level=None)
+        store.db.row_factory = sqlite3.Row
+        with pytest.raises(Exception) as caught:
+            store.set_provider_state("alpha", "available", None)
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert "read-only" in message and "journal is intact" in message
+
+
+def test_a_failed_restore_in_a_drill_is_the_restore_steps_and_every_step_is_reported(
+    project: Path,
+) -> None:
+    data = base_config(policy={"ready_timeout": "5s"})
+    data["services"]["web"]["run"]["restore"] = [
+        'if [ "$FAILOVER_PROVIDER" = beta ]; then exit 3; fi'
+    ]
+    config = write_config(project, data)
+    failover("deploy", config=config, check=True)
+    junit = project / "drill.xml"
+    drill = failover("drill", "--to", "beta", "--junit", str(junit), "--json", config=config)
+    assert drill.returncode == 1
+    steps = {s["name"]: s["status"] for s in json.loads(drill.stdout)["steps"]}
+    assert steps["wait_ready"] == "succeeded" and steps["restore"] == "failed"
+    assert steps["verify"] == "skipped" and steps["teardown"] == "skipped"
+    text = junit.read_text()
+    assert text.count("<testcase") == 6 and "<skipped" in text
+
+
+def test_the_starter_is_valid_once_filled_and_doctor_has_no_warning_about_it(
+    project: Path,
+) -> None:
+    config = project / "failover.yaml"
+    failover("init", str(config), check=True)
+    doctor = json.loads(failover("doctor", "--json", config=config).stdout)
+    assert doctor["warnings"] == [], doctor["warnings"]
+    for provider, var in (("aws", "FAILOVER_AWS_IMAGE"), ("gcp", "GOOGLE_CLOUD_PROJECT")):
+        path = project / f"{provider}.yaml"
+        failover("init", "--provider", provider, str(path), check=True)
+        bad = failover("validate", config=path)
+        assert bad.returncode == 2 and var in bad.stderr, bad.stderr
+
+
+def test_deploy_to_another_provider_while_live_asks_like_move(project: Path) -> None:
+    config = deployed(project)
+    proc = failover("deploy", "--provider", "beta", config=config)
+    assert proc.returncode == 2 and "without --yes" in proc.stderr
+    assert failover_json("status", config=config)["services"][0]["active"]["provider"] == "alpha"
+    assert failover("deploy", "--provider", "beta", "--yes", config=config).returncode == 0
+    assert failover_json("status", config=config)["services"][0]["active"]["provider"] == "beta"

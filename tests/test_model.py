@@ -89,6 +89,9 @@ def _kill_group(pid: int) -> None:
 
 
 class FailoverModel(RuleBasedStateMachine):
+    # A `state:` section (etcd); None: the default SQLite file.
+    STATE: dict[str, Any] | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="failover-model-"))
@@ -197,6 +200,8 @@ class FailoverModel(RuleBasedStateMachine):
             policy={"ready_timeout": "3s", "max_moves_per_hour": 1000, "fence": fence},
         )
         data["providers"] = [{"name": p, "type": "local"} for p in PROVIDERS]
+        if self.STATE is not None:
+            data["state"] = {**self.STATE, "prefix": f"/model-{self.root.name}/"}
         import yaml
 
         self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -452,14 +457,31 @@ class FailoverModel(RuleBasedStateMachine):
 
 
 def test_engine_model() -> None:
+    _run_model(FailoverModel, EXAMPLES)
+
+
+ETCD_EXAMPLES = int(os.environ.get("FAILOVER_MODEL_ETCD_EXAMPLES", "6"))
+
+
+def test_engine_model_on_etcd(etcd_cluster: Any) -> None:
+    """The same model with the journal, lock and counters in a real etcd (three
+    members): the guarantees do not depend on the backend."""
+
+    class OnEtcd(FailoverModel):
+        STATE = {"backend": "etcd", "endpoints": etcd_cluster.endpoints, "lease_ttl": "5s"}
+
+    _run_model(OnEtcd, ETCD_EXAMPLES)
+
+
+def _run_model(model: type[FailoverModel], examples: int) -> None:
     print(
-        f"failover model: seed={SEED} examples={EXAMPLES} steps={STEPS_PER_EXAMPLE} "
+        f"failover model ({model.__name__}): seed={SEED} examples={examples} steps={STEPS_PER_EXAMPLE} "
         f"(replay with FAILOVER_MODEL_SEED={SEED})"
     )
     run_state_machine_as_test(
-        seed(SEED)(FailoverModel),
+        seed(SEED)(model),
         settings=settings(
-            max_examples=EXAMPLES,
+            max_examples=examples,
             stateful_step_count=STEPS_PER_EXAMPLE,
             deadline=None,
             database=None,

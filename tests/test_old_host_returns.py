@@ -28,7 +28,8 @@ import pytest
 
 from failover.config import load
 from failover.engine import Engine
-from failover.state import LeaseLost, Store
+from failover.state import LeaseLost
+from failover.state import SqliteStore as Store
 from providers.base import ConflictError, ProviderContext
 from providers.dns.local import LocalDns, LocalDnsSettings
 from tests.helpers import (

@@ -24,15 +24,23 @@ def test_worst_ranks_unknown_between_critical_and_warning() -> None:
 
 
 def test_nagios_line_names_each_service_in_the_perfdata_when_several() -> None:
-    def result(service: str, latency: float | None) -> Any:
-        return SimpleNamespace(service=service, message=f"{service} healthy", latency=latency)
+    def result(service: str, latency: float | None, probes: list[bool]) -> Any:
+        return SimpleNamespace(
+            service=service,
+            message=f"{service} healthy",
+            latency=latency,
+            probes=[SimpleNamespace(ok=ok) for ok in probes],
+        )
 
-    one = [result("web", 0.0042)]
+    one = [result("web", 0.0042, [True])]
     assert output.nagios_line(one, 0) == "FAILOVER OK - web healthy | latency=0.004s"
-    two = [result("web", 0.01), result("api", None)]
+    two = [result("web", 0.01, [True]), result("api", None, [])]  # api: not deployed
     assert output.nagios_line(two, CheckCode.WARNING) == (
         "FAILOVER WARNING - web healthy; api healthy | web_latency=0.010s"
     )
+    # A failed probe has no latency worth graphing: "U", never 0.000s.
+    failed = [result("web", 0.0, [True, False])]
+    assert output.nagios_line(failed, 2) == "FAILOVER CRITICAL - web healthy | latency=U"
 
 
 def test_plan_lines_say_why_a_move_is_not_possible() -> None:

@@ -10,9 +10,10 @@ value), then grep all of it, the SQLite state (with its WAL) and every file unde
 state directory for each secret, raw and JSON-escaped.
 
 Exempt, because they *are* the host's own environment: a host's ``user-data`` (the
-rendered cloud-init document that must carry ``run.env``) and ``run.sh``. And a local
-host's process environment must hold what ``run.env`` gives it, but none of the
-watcher's own credentials.
+rendered cloud-init document that must carry ``run.env``), ``run.sh`` and ``env.json``
+(a local host's environment, for commands run on it later; 0600 like every state
+file). And a local host's process environment must hold what ``run.env`` gives it, but
+none of the watcher's own credentials.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def exempt(path: Path, state: Path) -> bool:
         len(rel) >= 5
         and rel[0] == "local"
         and rel[2] == "hosts"
-        and (rel[4] in ("user-data", "run.sh", "root"))
+        and (rel[4] in ("user-data", "run.sh", "env.json", "root"))
     )
 
 
@@ -388,7 +389,8 @@ def test_local_hosts_do_not_inherit_the_watchers_credentials(tmp_path: Path) -> 
     finally:
         cleanup(config)
     assert environ["DB_PASSWORD"] == values[DB_VAR]  # given by run.env: the host's own
-    assert environ["E2E_PLAIN_SETTING"] == "kept"  # ordinary settings still pass through
+    # An allow-list, not a deny-list: a setting the host was not given is not inherited.
+    assert "E2E_PLAIN_SETTING" not in environ
     for name in (*values, "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_CLIENT_SECRET"):
         if name != DB_VAR:
             assert name not in environ, name

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from failover.state import Lease, LeaseLost, StateError, Store
+from failover.state import Lease, LeaseLost, StateError
+from failover.state import SqliteStore as Store
 
 
 def test_lease_is_exclusive_and_expires(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_lease_is_exclusive_and_expires(tmp_path: Path) -> None:
 
 def test_lease_of_a_dead_process_is_taken_at_once(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from failover.state import Store\n"
+        "import sys; from pathlib import Path; from failover.state import SqliteStore as Store\n"
         f"Store(Path({str(tmp_path)!r})).acquire('service:web', ttl=600)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,12 +21,13 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failover.config import Config
+from failover.data.plane import data_round
+from failover.delivery import Notifier
+from failover.engine import rounds, standby, views
 from failover.engine import settle as _settle
-from failover.engine import views
 from failover.engine.health import (
     CRITICAL,
     OK,
@@ -40,14 +41,14 @@ from failover.engine.health import (
     Verdict,
     after_failover,
     not_deployed,
-    provider_word,
 )
 from failover.engine.journal import STEPS, Outcome, RunData
 from failover.engine.runner import run_event
 from failover.planner import Selection, select
 from failover.probes import ProbeFailed, ProbeResult, Target, probe_target
 from failover.redact import redact
-from failover.state import Lease, LeaseLost, ServiceRow, Store, now_iso
+from failover.state import Lease, LeaseLost, ServiceRow, now_iso, open_store
+from failover.watchers import watchers_for
 from providers.base import (
     AccountBlocked,
     AccountReport,
@@ -75,8 +76,7 @@ class _Heartbeat(threading.Thread):
         self.lost: str | None = None
 
     def run(self) -> None:
-        assert self.config.state_dir is not None
-        store = Store(self.config.state_dir)
+        store = open_store(self.config)
         try:
             while not self.stop.wait(self.lease.ttl / 3):
                 try:
@@ -100,18 +100,29 @@ class Engine:
         assert config.state_dir is not None
         self.should_stop = should_stop or (lambda: False)
         self.config = config
-        self.store = Store(config.state_dir)
+        self.store = open_store(config)
+        self.watchers = watchers_for(config, self.store)
         self._log = log or (lambda message: None)
         self.on_step = on_step or (lambda step, status, detail: None)
         self._providers: dict[str, ComputeProvider] = {}
         self._dns: DnsProvider | None = None
         self._accounts: dict[str, AccountReport] = {}
-        self.context = ProviderContext(state_dir=config.state_dir, log=self.log)
+        # Shared with the siblings that run a round's failovers; renewed every round.
+        self.blocklist = rounds.RoundBlocklist()
+        # Deliveries run on the notifier's own thread, after the step that caused them.
+        self.notifier = Notifier(config, self.log, owner=self)
+        self.context = ProviderContext(
+            state_dir=config.state_dir,
+            log=self.log,
+            ports={name: svc.port for name, svc in config.services.items()},
+        )
 
     def log(self, message: str) -> None:
         self._log(redact(message))
 
     def close(self) -> None:
+        if self.notifier.owner is self:
+            self.notifier.close()  # bounded: a one-shot check sends what it caused
         for provider in self._providers.values():
             provider.close()
         if self._dns is not None:
@@ -146,6 +157,7 @@ class Engine:
 
     def mark_blocked(self, name: str, exc: AccountBlocked) -> None:
         """``name`` refused us: the planner skips it until its account answers again."""
+        self.blocklist.add(name, f"blocked ({exc.message})")
         self._accounts[name] = AccountReport(
             "blocked", [Check("account", False, str(exc))], exc.message
         )
@@ -175,8 +187,34 @@ class Engine:
             to=to,
             # Fresh: a long-lived engine (`watch`) must see a provider that was blocked
             # earlier and has been restored since, or it would skip it forever (issue 3).
-            account=lambda name: self.account(name, fresh=True),
+            account=self._round_account,
         )
+
+    def _round_account(self, name: str) -> AccountReport:
+        why = self.blocklist.get(name)
+        if why is not None:
+            # Another move of this round just found it so: do not spend a ready_timeout
+            # finding out again.
+            return AccountReport("blocked", [Check("round", False, why)], f"this round: {why}")
+        return self.account(name, fresh=True)
+
+    def sibling(self, should_stop: Callable[[], bool] | None = None) -> Engine:
+        """An engine for another thread (its own store connection and provider
+        clients) sharing this one's round: its blocklist, log and callbacks."""
+        other = Engine(
+            self.config,
+            log=self._log,
+            on_step=self.on_step,
+            should_stop=should_stop or self.should_stop,
+        )
+        other.blocklist = self.blocklist
+        other.notifier = self.notifier
+        return other
+
+    def announce(self, event: str, service: str, **fields: Any) -> None:
+        """Tell the operators (``notify:``) about ``event``: queued, sent in the
+        background, journaled; see :meth:`failover.delivery.Notifier.announce`."""
+        self.notifier.announce(event, service, **fields)
 
     # ----------------------------------------------------------------- probes
 
@@ -208,37 +246,31 @@ class Engine:
         """One probe round for ``services`` (concurrently), counters updated, and a
         failover where the policy says so."""
         if not dry_run:
-            for name in services:
+            self.notifier.retry()
+            for name in services if self.watchers.may_settle() else []:
                 _settle.settle(self, name)
-        rows = {name: self.store.service(name) for name in services}
+        self.blocklist = rounds.RoundBlocklist()
+        rows = self.store.services(services)
         results = {n: not_deployed(n) for n, r in rows.items() if not r.active}
         live = {n: r for n, r in rows.items() if r.active}
         targets = {n: self.target(n, r.active["address"]) for n, r in live.items() if r.active}
-        probes = asyncio.run(_round(targets))
+        probes, spares = rounds.probe_with(self, targets, standby.targets(self, live))
         words = self.provider_words(live)
-        healthy_elsewhere = any(all(p.ok for p in res) for res in probes.values())
-        for name, row in live.items():
-            results[name] = self.judge(
-                name, row, probes[name], healthy_elsewhere, dry_run, words.get(name)
-            )
+        if not dry_run:
+            self.watchers.observe(live, probes, words)
+        results.update(rounds.verdicts(self, live, probes, dry_run, words))
+        results.update(data_round(self, results, dry_run=dry_run))
+        if not dry_run:
+            standby.maintain(self, results, spares)
+            self.notifier.verdicts(results.values())
         return [results[n] for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:
-        """Each live host's provider asked about it, concurrently and bounded: a
-        provider that refuses us while the host still answers is the warning before
-        the account closes, and a failing host needs the provider's word anyway."""
-        asks = {n: r.active for n, r in rows.items() if r.active}
-        providers = {a["provider"]: self.provider(a["provider"]) for a in asks.values()}
-        if not asks:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(16, len(asks))) as pool:
-            futures = {
-                name: pool.submit(
-                    provider_word, providers[a["provider"]], a["provider"], a["host_id"]
-                )
-                for name, a in asks.items()
-            }
-            return {name: future.result() for name, future in futures.items()}
+        """Each live host's provider asked about it, batched per provider where it can
+        and bounded: a provider that refuses us while the host still answers is the
+        warning before the account closes, and a failing host needs the provider's word
+        anyway."""
+        return rounds.provider_words(self, rows)
 
     def judge(
         self,
@@ -258,6 +290,11 @@ class Engine:
         verdict = Judge(name, svc, row, probes, observer, dry_run=dry_run).verdict()
         if verdict.action != "failover":
             return verdict
+        return self.fail_over(name, row, verdict)
+
+    def fail_over(self, name: str, row: ServiceRow, verdict: Verdict) -> Verdict:
+        """Run the failover ``verdict`` calls for; the verdict once it ran."""
+        svc = self.config.services[name]
         assert row.active is not None
         origin = row.active["provider"]
         outcome = self.run(
@@ -304,7 +341,9 @@ class Engine:
                 event = self._start(service, kind, reason, row, to, lease)
             else:
                 event["data"]["pid"] = os.getpid()
-            return run_event(self, event, lease, lease_lost=lambda: beat.lost)
+            outcome = run_event(self, event, lease, lease_lost=lambda: beat.lost)
+            self.notifier.outcome(outcome)  # queued: sent after the run, never during
+            return outcome
         except LeaseLost as exc:
             return Outcome(service, kind, "failed", str(exc))
         finally:
@@ -368,12 +407,15 @@ class Engine:
         assert event is not None
         return event
 
-    def drill(self, service: str, to: str) -> Outcome:
+    def drill(self, service: str, to: str, *, cold: bool = False) -> Outcome:
         """Rehearse a move to ``to`` on a throwaway host: everything up to ``verify``,
-        timed, then the host is torn down. DNS and the live host are not touched."""
+        timed, then the host is torn down. DNS and the live host are not touched. With
+        a warm standby on ``to`` the drill runs on it (and keeps it) unless ``cold``."""
         _settle.settle_drills(self, service)
         row = self.store.service(service)
         data = RunData(expected_generation=row.generation, to=to)
+        if cold:
+            data.extra["cold"] = True
         event_id = self.store.start_event(
             service, "drill", f"drill to {to}", row.active, data.to_dict(), None
         )
@@ -394,12 +436,6 @@ class Engine:
 
     def history(self, service: str | None, limit: int) -> list[dict[str, Any]]:
         return views.history(self, service, limit)
-
-
-async def _round(targets: dict[str, Target]) -> dict[str, list[ProbeResult]]:
-    names = list(targets)
-    done = await asyncio.gather(*(probe_target(targets[n]) for n in names))
-    return dict(zip(names, done, strict=True))
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from failover.config import ServiceConfig
 from failover.exitcodes import CheckCode as CheckCode
 from failover.probes import ProbeResult, reach
 from failover.state import ServiceRow
-from providers.base import AccountBlocked, ComputeProvider, NotFound, ProviderError
+from providers.base import AccountBlocked, ComputeProvider, Host, NotFound, ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine
@@ -75,6 +75,13 @@ class Observer(Protocol):
     def moves_last_hour(self) -> int:
         """Moves of this service in the last hour (the circuit breaker)."""
 
+    def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
+        """Do enough watcher locations see the service down (always, with one watcher;
+        ``proof``: the provider's word needs no votes)? And the count, in words."""
+
+    def may_act(self) -> tuple[bool, str]:
+        """Is this the acting watcher, and did its decision commit? Else who acts."""
+
 
 class Judge:
     """The ladder for one service and one round. :meth:`verdict` reads top to bottom."""
@@ -114,7 +121,10 @@ class Judge:
             return self.dropped()
         if not (proof or self.is_down(failures)):
             return self.failing(failures)
-        why = f"{self.failed}; {detail}"
+        agreed, votes = self.observer.quorum_sees_down(proof)
+        if not agreed:
+            return self.outvoted(votes)
+        why = f"{self.failed}; {detail}" + (f"; {votes}" if votes else "")
         if self.dry_run:
             return self.would_fail_over(why)
         if not self.svc.policy.auto_failover:
@@ -122,6 +132,9 @@ class Judge:
         moves = self.observer.moves_last_hour()
         if moves >= self.svc.policy.max_moves_per_hour:
             return self.circuit_open(why, moves)
+        acts, who = self.observer.may_act()
+        if not acts:
+            return self.another_acts(why, who)
         msg = f"{self.service} DOWN on {self.where}: {why}"
         return self.make("down", CRITICAL, "failover", msg, why)
 
@@ -205,6 +218,18 @@ class Judge:
         fall = self.svc.health.fall
         msg = f"{self.service} failing on {self.where} ({failures}/{fall}): {self.failed}"
         return self.make("up", WARNING, "none", msg)
+
+    def outvoted(self, votes: str) -> Verdict:
+        """This watcher sees it down, too few places agree: maybe this one is cut off."""
+        msg = (
+            f"{self.service} failing on {self.where} as seen from here ({self.failed}), "
+            f"but {votes}; nothing moves"
+        )
+        return self.make("up", WARNING, "none", msg)
+
+    def another_acts(self, why: str, who: str) -> Verdict:
+        msg = f"{self.service} DOWN on {self.where}: {why}; {who}"
+        return self.make("down", CRITICAL, "none", msg, why)
 
     def would_fail_over(self, why: str) -> Verdict:
         action = "would_failover" if self.svc.policy.auto_failover else "none"
@@ -305,6 +330,12 @@ class EngineObserver:
     def moves_last_hour(self) -> int:
         return self.engine.store.moves_since(self.service, time.time() - 3600)
 
+    def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
+        return self.engine.watchers.quorum(self.service, self.row, proof)
+
+    def may_act(self) -> tuple[bool, str]:
+        return self.engine.watchers.decide(self.service, self.row)
+
 
 @dataclass(frozen=True)
 class ProviderWord:
@@ -324,6 +355,11 @@ def provider_word(provider: ComputeProvider, name: str, host_id: str) -> Provide
         host = None
     except ProviderError as exc:
         return ProviderWord("silent", str(exc))
+    return host_word(name, host)
+
+
+def host_word(name: str, host: Host | None) -> ProviderWord:
+    """What provider ``name`` answering ``host`` about a live host means."""
     if host is None:
         return ProviderWord("gone", f"{name} says the host no longer exists")
     if host.state.gone:

@@ -26,6 +26,17 @@ STEPS = (
     "release",
 )
 DRILL_STEPS = ("select", "provision", "wait_ready", "restore", "verify", "teardown")
+# A warm standby (policy.standby: warm) is made like a candidate, then kept running.
+STANDBY_STEPS = (
+    "lock",
+    "select",
+    "provision",
+    "wait_ready",
+    "restore",
+    "verify",
+    "park",
+    "release",
+)
 CANDIDATE_STEPS = ("provision", "wait_ready", "restore", "verify")
 
 
@@ -36,6 +47,7 @@ class Role(enum.StrEnum):
     ACTIVE = "active"  # DNS points at it
     FENCE = "fence"  # to be stopped or destroyed once its provider answers
     DRILL = "drill"
+    STANDBY = "standby"  # running and verified, out of DNS, for the next failover
     STOPPED = "stopped"
     DESTROYED = "destroyed"
 

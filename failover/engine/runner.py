@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from failover.config import ServiceConfig, TcpProbe
+from failover.config import ServiceConfig
+from failover.engine import standby
 from failover.engine.journal import (
     CANDIDATE_STEPS,
     DRILL_STEPS,
+    STANDBY_STEPS,
     STEPS,
     Attempt,
     CandidateFailed,
@@ -42,12 +44,15 @@ from failover.render import TemplateError, host_spec
 from failover.state import Lease, LeaseLost
 from providers.base import (
     AccountBlocked,
+    CapacityError,
     ComputeProvider,
     ConflictError,
     Host,
+    HostSpec,
     HostState,
     NotFound,
     ProviderError,
+    QuotaError,
     Record,
     TransientError,
 )
@@ -76,6 +81,28 @@ def _signals_held() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _deferred_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM during the block take effect when it ends, as KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    saved = {sig: signal.signal(sig, lambda n, f: caught.append(n)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def _phase_failed(reason: str) -> bool:
+    return "setup failed" in reason or "restore failed" in reason
+
+
 def poll_interval(svc: ServiceConfig) -> float:
     return min(max(svc.health.interval / 4, 0.05), 1.0)
 
@@ -100,7 +127,7 @@ class Run:
         self.data = event.data
         self.lease = lease
         self.lease_lost = lease_lost
-        self.steps = DRILL_STEPS if self.kind == "drill" else STEPS
+        self.steps = {"drill": DRILL_STEPS, "standby": STANDBY_STEPS}.get(self.kind, STEPS)
         self.origin = event.origin
         self._deadline: tuple[float, float] | None = None
         if self.data.deadline:
@@ -184,7 +211,7 @@ class Run:
         rolled back; from cutover on the move is finished, since the record may already
         point at the new host. Signals are held off meanwhile; the caller exits 130."""
         with _signals_held():
-            if self.kind != "drill" and self.steps.index(step) >= self.steps.index("cutover"):
+            if "cutover" in self.steps and self.steps.index(step) >= self.steps.index("cutover"):
                 index = self.steps.index(step)
                 try:
                     for rest in self.steps[index:]:
@@ -212,8 +239,13 @@ class Run:
     def summary(self) -> str:
         host = self.data.host or self.data.torn_down
         provider = host.provider if host else None
+        if self.kind == "drill" and self.data.extra.get("warm"):
+            return f"drill onto the warm standby on {provider} succeeded; standby kept"
         if self.kind == "drill":
             return f"drill to {provider} succeeded; host torn down"
+        if self.kind == "standby":
+            where = f"{provider} ({host.address if host else None}:{self.svc.port})"
+            return f"warm standby of {self.service} ready on {where}, out of DNS"
         origin = f" from {self.origin.provider}" if self.origin else ""
         return (
             f"{self.service} now lives on {provider} ({host.address if host else None}:"
@@ -276,12 +308,28 @@ class Run:
 
     def rollback(self) -> None:
         host = self.data.host
+        if host is None:
+            host = self.half_made()
         if host and self.status_of("cutover") != "succeeded":
             try:
                 self.cleanup(host, "run failed")
             except StepFailed as exc:
                 self.e.log(str(exc))
             self.data.host = None
+
+    def half_made(self) -> HostRecord | None:
+        """The host a create that was cut short may have left, found by its name."""
+        creating = self.data.extra.pop("creating", None)
+        if not creating:
+            return None
+        try:
+            hosts = self.e.provider(creating["provider"]).list_hosts(self.service)
+        except ProviderError:
+            return None
+        for h in hosts:
+            if h.name == creating["name"] and not h.state.gone:
+                return HostRecord(h.provider, h.id, h.name, h.address, h.generation, h.zone)
+        return None
 
     def status_of(self, step: str) -> str | None:
         event = self.store.event(self.event.id) or {"steps": []}
@@ -347,11 +395,16 @@ class Run:
 
     def step_provision(self) -> str:
         provider_name = self.candidate()
-        purpose = "drill" if self.kind == "drill" else "serve"
+        purpose = self.kind if self.kind in ("drill", "standby") else "serve"
         generation = self.data.target()
-        name = (
-            f"{self.service}-drill{self.event.id}-{provider_name}" if purpose == "drill" else None
-        )
+        if self.may_take_standby():
+            warm = standby.adopt(self.e, self.service, provider_name, generation)
+            if warm is not None:
+                return self.take_standby(warm)
+        name = {
+            "drill": f"{self.service}-drill{self.event.id}-{provider_name}",
+            "standby": f"{self.service}-standby-g{generation}-{provider_name}",
+        }.get(purpose)
         try:
             spec = host_spec(
                 self.service,
@@ -360,6 +413,7 @@ class Run:
                 provider=provider_name,
                 purpose=purpose,
                 name=name,
+                stores=self.e.config.stores,
             )
         except TemplateError as exc:
             raise StepFailed(str(exc)) from None
@@ -367,24 +421,70 @@ class Run:
             self.data.deadline = time.time() + self.svc.policy.ready_timeout
             self._deadline = (self.data.deadline, time.monotonic() + self.svc.policy.ready_timeout)
             self.save()
+        unusable = self.e.blocklist.get(provider_name)
+        if unusable is not None and self.kind != "drill":
+            raise CandidateFailed(f"skipped: another move of this round found it {unusable}")
+        # Journaled before it is sent: a run that dies while the provider makes the host
+        # still knows its name, so rollback and the next run find it (issue 11).
+        self.data.extra["creating"] = {"provider": provider_name, "name": spec.name}
+        self.save()
+        with _deferred_signals():
+            return self.create(provider_name, spec, generation, purpose)
+
+    def create(self, provider_name: str, spec: HostSpec, generation: int, purpose: str) -> str:
+        """Ask for the host and journal what came back, as one piece: Ctrl-C in between
+        would leave a host the journal does not know."""
         try:
             host = self.e.provider(provider_name).create_host(spec)
         except AccountBlocked as exc:
             self.e.mark_blocked(provider_name, exc)
             raise CandidateFailed(f"blocked: {exc}") from None
+        except (CapacityError, QuotaError) as exc:
+            self.e.blocklist.add(provider_name, f"out of {exc.kind} ({exc})")
+            raise CandidateFailed(f"{exc.kind}: {exc}") from None
         except ProviderError as exc:
             raise CandidateFailed(f"{exc.kind}: {exc}") from None
         record = HostRecord(provider_name, host.id, host.name, host.address, generation, host.zone)
         self.data.host = record
+        self.data.extra.pop("creating", None)
         self.save()
         self.remember(record, Role.DRILL if purpose == "drill" else Role.CANDIDATE)
         zone = f" in {host.zone}" if host.zone and host.zone != "loopback" else ""
         return f"{host.id} ({host.name}) on {provider_name}{zone}"
 
+    def may_take_standby(self) -> bool:
+        if not standby.wanted(self.e, self.service):
+            return False
+        if self.kind == "drill":
+            return not self.data.extra.get("cold")
+        return self.kind in ("failover", "move")
+
+    def take_standby(self, warm: HostRecord) -> str:
+        """The warm standby becomes this run's candidate: nothing to provision. A drill
+        rehearses on it and leaves it a standby."""
+        self.data.host = warm
+        self.data.extra["warm"] = warm.host_id
+        self.data.deadline = time.time() + self.svc.policy.ready_timeout
+        self._deadline = (self.data.deadline, time.monotonic() + self.svc.policy.ready_timeout)
+        self.save()
+        if self.kind != "drill":
+            self.remember(warm, Role.CANDIDATE, note=f"warm standby taken by a {self.kind}")
+        return f"warm standby {warm.host_id} ({warm.name}) on {warm.provider}: nothing to provision"
+
     def step_wait_ready(self) -> str:
+        if self.data.extra.get("warm") and self.data.host is not None:
+            host = self.poll_host()
+            return f"warm standby: {host.raw_state or host.state.value} at {host.address}"
         started = time.monotonic()
         while True:
-            host = self.poll_host()
+            try:
+                host = self.poll_host()
+            except CandidateFailed as exc:
+                if _phase_failed(str(exc)):
+                    # The host came up and its setup or restore failed before this step
+                    # saw it running: the restore step reports that, not this one.
+                    return f"booted; {exc}"
+                raise
             if (
                 host.state in (HostState.RUNNING, HostState.PENDING)
                 and host.address
@@ -413,20 +513,37 @@ class Run:
                 return (
                     f"setup ({len(svc.run.setup)}) and restore ({len(svc.run.restore)}) "
                     f"done; port {svc.port} answers after {time.monotonic() - started:.1f}s"
-                )
+                ) + self.restore_data()
             if time.monotonic() > self.deadline():
                 raise self.timed_out(f"port {svc.port} on {host.address} not answering")
             time.sleep(poll_interval(svc))
 
+    def restore_data(self) -> str:
+        """The newest good backup streamed into ``data.restore`` on the new host. Data
+        that exists but cannot be restored fails the run: a service brought up empty
+        while its data sits in a store is worse than one that did not move."""
+        if self.svc.data is None:
+            return ""
+        from failover.data.plane import DataUnavailable, restore
+
+        host = self.host()
+        try:
+            detail, record = restore(self.e, self.service, host.provider, host.host_id)
+        except DataUnavailable as exc:
+            raise StepFailed(f"{self.service}: {exc}") from None
+        except ProviderError as exc:
+            # The host could not take it (cannot run commands, died): the next candidate.
+            raise CandidateFailed(f"restoring the data on {host.host_id}: {exc}") from None
+        if record:
+            self.data.extra["restore"] = record
+            self.save()
+        return "; " + detail
+
     def step_verify(self) -> str:
         host = self.host()
         assert host.address is not None
-        target = self.e.target(self.service, host.address)
         # The dns probe checks the record, which points at the old host until cutover.
-        health = target.health.model_copy(update={"dns": None})
-        if not (health.http or health.tcp or health.tls):
-            health = health.model_copy(update={"tcp": TcpProbe()})
-        target.health = health
+        target = standby.verify_target(self.e, self.service, host.address)
         good, last = 0, ""
         while True:
             probes = asyncio.run(probe_target(target))
@@ -527,6 +644,11 @@ class Run:
         self.remember_origin(Role.DESTROYED if how == "destroy" else Role.STOPPED)
         return f"{where} {how}ed; out of DNS"
 
+    def step_park(self) -> str:
+        host = self.host()
+        self.remember(host, Role.STANDBY, note="warm standby, out of DNS")
+        return f"{host.host_id} on {host.provider} kept running out of DNS for the next failover"
+
     def step_release(self) -> str:
         return "lock released"
 
@@ -534,6 +656,10 @@ class Run:
         host = self.data.host
         if not host:
             return "no host"
+        if self.data.extra.get("warm"):
+            self.data.host = None
+            self.save(target=host)
+            return f"{host.host_id} on {host.provider} kept: it is the warm standby"
         self.cleanup(host, "drill finished")
         self.data.host = None
         self.data.torn_down = host

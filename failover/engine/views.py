@@ -3,10 +3,14 @@ move anything. Rendering them for people is :mod:`failover.output`'s job."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from failover.data import plane as data_plane
+from failover.probes import reach
 from failover.render import host_name
 from providers.base import AccountReport, Check, ProviderError, dns_class, provider_class
 
@@ -75,18 +79,38 @@ def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list
         for name in names:
             engine.account(name, fresh=True)
     states = engine.store.provider_states()
-    return [_service_status(engine, name, states) for name in services]
+    records = _records(engine, services)
+    return [_service_status(engine, name, states, records[name]) for name in services]
 
 
-def _service_status(engine: Engine, name: str, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _records(engine: Engine, services: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each service's DNS record, read concurrently (bounded): one after another, 200
+    services behind a cloud DNS API make `status` wait for 200 round trips (issue 16)."""
+    dns = engine.dns()
+
+    def read(name: str) -> dict[str, Any] | None:
+        svc = engine.config.services[name]
+        try:
+            found = dns.get_record(svc.domain, svc.record_type)
+        except ProviderError as exc:
+            return {"name": svc.domain, "type": svc.record_type, "error": str(exc)}
+        return found.to_dict() if found else None
+
+    if len(services) <= 1:
+        return {name: read(name) for name in services}
+    width = min(engine.config.watcher.lookups, len(services))
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="failover-dns") as pool:
+        return dict(zip(services, pool.map(read, services), strict=True))
+
+
+def _service_status(
+    engine: Engine,
+    name: str,
+    states: dict[str, dict[str, Any]],
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
     svc = engine.config.services[name]
     row = engine.store.service(name)
-    record: dict[str, Any] | None
-    try:
-        found = engine.dns().get_record(svc.domain, svc.record_type)
-        record = found.to_dict() if found else None
-    except ProviderError as exc:
-        record = {"name": svc.domain, "type": svc.record_type, "error": str(exc)}
     last = engine.store.events(name, limit=1, kinds=("deploy", "failover", "move"))
     active = None
     if row.active:
@@ -110,6 +134,7 @@ def _service_status(engine: Engine, name: str, states: dict[str, dict[str, Any]]
         },
         "dns": record,
         "generation": row.generation,
+        "standby": _standby(engine, name),
         "last_event": {
             "kind": last[0]["kind"],
             "status": last[0]["status"],
@@ -120,7 +145,19 @@ def _service_status(engine: Engine, name: str, states: dict[str, dict[str, Any]]
         "providers": [
             _provider_state(engine, p, states) for p in engine.config.service_providers(name)
         ],
+        **({"data": data} if (data := data_plane.status(engine, name)) is not None else {}),
     }
+
+
+def _standby(engine: Engine, name: str) -> dict[str, Any] | None:
+    """The warm standby (policy.standby: warm) as the state records it."""
+    from failover.engine import standby
+
+    host = standby.current(engine, name) if standby.wanted(engine, name) else None
+    if host is None:
+        return None
+    keys = ("provider", "host_id", "address", "generation", "updated_at")
+    return {k: host.get(k) for k in keys}
 
 
 def _provider_state(engine: Engine, name: str, states: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -161,10 +198,12 @@ def doctor(engine: Engine) -> dict[str, Any]:
         for c in report.checks
         if not c.ok and c.level == "error"
     ]
+    canaries = _canaries(engine)
     ok = (
         all(p["state"] == "available" for p in providers)
         and dns_report.state == "available"
         and not failed_checks
+        and all(c["ok"] for c in canaries)
     )
     dns_settings = engine.config.dns_settings()
     return {
@@ -177,8 +216,21 @@ def doctor(engine: Engine) -> dict[str, Any]:
             "reason": dns_report.reason,
             "checks": [c.__dict__ for c in dns_report.checks],
         },
-        "warnings": warnings(engine),
+        "canaries": canaries,
+        "warnings": warnings(engine)
+        + [f"{c['service']}: {c['detail']}" for c in canaries if not c["ok"]],
     }
+
+
+def _canaries(engine: Engine) -> list[dict[str, Any]]:
+    """Each service's ``health.canary``, reached now: one that does not answer leaves the
+    watcher unable to tell its own cut-off from an outage (issue 11)."""
+    out = []
+    for name, svc in engine.config.services.items():
+        if svc.health.canary:
+            ok, detail = asyncio.run(reach(svc.health.canary, svc.health.timeout))
+            out.append({"service": name, "canary": svc.health.canary, "ok": ok, "detail": detail})
+    return out
 
 
 def warnings(engine: Engine) -> list[str]:
@@ -218,6 +270,8 @@ def warnings(engine: Engine) -> list[str]:
                     f"{dns_settings.type} goes with it and no failover can repoint "
                     f"{svc.domain}; keep the zone with another company"
                 )
+    out.extend(engine.watchers.warnings())  # several watchers: shared places, etcd size
+    out.extend(data_plane.warnings(engine))  # every store at one company
     return out
 
 

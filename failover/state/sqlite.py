@@ -8,6 +8,7 @@ past its lease is refused (the token is the fencing token of DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,12 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from failover.redact import redact
-from providers.util import pid_alive
+from failover.redact import redact, redact_doc
+from failover.state.deliveries import SCHEMA as DELIVERIES_SCHEMA
+from failover.state.deliveries import SqliteDeliveries
+from providers.util import open_private, pid_alive, private_dir
 
 SCHEMA_VERSION = 1
 
@@ -77,6 +80,9 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS providers (
   name TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS data (
+  service TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hosts (
   provider TEXT NOT NULL,
   host_id TEXT NOT NULL,
@@ -125,15 +131,65 @@ class ServiceRow:
     latency: float | None
 
 
-class SqliteStore:
+@dataclass(frozen=True)
+class RoundRecord:
+    """One service's part of a probe round, for :meth:`SqliteStore.record_rounds`."""
+
+    service: str
+    generation: int
+    ok: bool | None  # None: the round could not be trusted; only the time is kept
+    latency: float | None
+    fall: int
+    rise: int
+    down_now: bool = False
+
+
+def counters_after(
+    failures: int, successes: int, state: str, rec: RoundRecord
+) -> tuple[int, int, str]:
+    """The health counters once ``rec`` is added: the one rule every backend applies."""
+    if rec.ok is True:
+        failures, successes = 0, successes + 1
+        if successes >= rec.rise or state == "unknown":
+            state = "up"
+    elif rec.ok is False:
+        failures, successes = failures + 1, 0
+        if failures >= rec.fall or rec.down_now:
+            state = "down"
+    return failures, successes, state
+
+
+def row_after(row: ServiceRow, rec: RoundRecord) -> ServiceRow:
+    """``row`` as :meth:`SqliteStore.record_rounds` will leave it, computed in memory so
+    a round decides on every service before it writes them all in one transaction."""
+    if row.generation != rec.generation or row.active is None:
+        return row
+    failures, successes, state = counters_after(row.failures, row.successes, row.health_state, rec)
+    return replace(
+        row,
+        failures=failures,
+        successes=successes,
+        health_state=state,
+        last_check=now_iso(),
+        latency=rec.latency,
+    )
+
+
+class SqliteStore(SqliteDeliveries):
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / "state.db"
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(state_dir)
         except OSError as exc:
             raise StateError(f"cannot create the state directory {state_dir}: {exc}") from None
         existed = self.path.exists() and self.path.stat().st_size > 0
+        # Made 0600 before SQLite opens it: its -wal and -shm files copy its mode. Only
+        # when it does not exist yet: closing any descriptor of a database this process
+        # has open drops that connection's POSIX locks and corrupts it (SQLite's FAQ).
+        if not self.path.exists():
+            with contextlib.suppress(OSError):
+                os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))
         try:
             self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self.db.row_factory = sqlite3.Row
@@ -142,7 +198,7 @@ class SqliteStore:
             self.db.execute("PRAGMA synchronous = NORMAL")
             if existed:
                 self._check_integrity()
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_SCHEMA + DELIVERIES_SCHEMA)
             with self.tx():
                 row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
@@ -156,6 +212,21 @@ class SqliteStore:
             raise self._corrupt(exc) from None
 
     def _corrupt(self, exc: Exception) -> StateError:
+        """What went wrong with the state file, said as it is: a read-only or full disk
+        is not a corrupt journal, and moving a healthy journal aside would lose it."""
+        text = str(exc).lower()
+        if "readonly" in text or "read-only" in text or "permission" in text:
+            return StateError(
+                f"the state file {self.path} cannot be written ({exc}): the directory or "
+                "the file is read-only for this user. Nothing was changed and the journal is "
+                f"intact; make {self.state_dir} writable (or run as its owner)"
+            )
+        if "full" in text or "disk i/o" in text or "no space" in text:
+            return StateError(
+                f"the state file {self.path} cannot be written ({exc}): the disk is full or "
+                "failing. Nothing was changed and the journal is intact; free space on "
+                f"{self.state_dir}'s file system and run the command again"
+            )
         return StateError(
             f"the state file {self.path} is unreadable ({exc}). Nothing was changed. "
             f"Move it aside (mv {self.path} {self.path}.broken) and run `failover deploy`: "
@@ -185,11 +256,19 @@ class SqliteStore:
             raise self._corrupt(exc) from None
         try:
             yield self.db
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise self._corrupt(exc) from None
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        else:
+        try:
             self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise self._corrupt(exc) from None
 
     # ----------------------------------------------------------------- lease (lock)
 
@@ -276,25 +355,40 @@ class SqliteStore:
         """Add one probe round to the counters, only if the service is still at
         ``generation`` (a round about a host that was replaced meanwhile is dropped).
         ``ok=None`` means the round could not be trusted: only the time is recorded."""
+        rec = RoundRecord(name, generation, ok, latency, fall, rise, down_now)
+        return self.record_rounds([rec])[name]
+
+    def record_rounds(self, records: list[RoundRecord]) -> dict[str, ServiceRow]:
+        """A whole round's counters in one transaction (one fsync, not one per service),
+        each only if its service is still at the generation the round probed; the rows
+        as they are afterwards, by service."""
         with self.tx() as db:
-            row = db.execute("SELECT * FROM services WHERE service=?", (name,)).fetchone()
-            if row is None or row["generation"] != generation:
-                return self.service(name)
-            failures, successes, state = row["failures"], row["successes"], row["health_state"]
-            if ok is True:
-                failures, successes = 0, successes + 1
-                if successes >= rise or state == "unknown":
-                    state = "up"
-            elif ok is False:
-                failures, successes = failures + 1, 0
-                if failures >= fall or down_now:
-                    state = "down"
-            db.execute(
-                "UPDATE services SET failures=?, successes=?, health_state=?, last_check=?, "
-                "latency=? WHERE service=?",
-                (failures, successes, state, now_iso(), latency, name),
-            )
-        return self.service(name)
+            for rec in records:
+                row = db.execute(
+                    "SELECT generation, failures, successes, health_state FROM services "
+                    "WHERE service=?",
+                    (rec.service,),
+                ).fetchone()
+                if row is None or row["generation"] != rec.generation:
+                    continue
+                failures, successes, state = counters_after(
+                    row["failures"], row["successes"], row["health_state"], rec
+                )
+                db.execute(
+                    "UPDATE services SET failures=?, successes=?, health_state=?, last_check=?, "
+                    "latency=? WHERE service=?",
+                    (failures, successes, state, now_iso(), rec.latency, rec.service),
+                )
+        return self.services([rec.service for rec in records])
+
+    def forget_service(self, name: str) -> None:
+        """Drop the service's record (``failover destroy``); its journal is kept."""
+        with self.tx() as db:
+            db.execute("DELETE FROM services WHERE service=?", (name,))
+
+    def services(self, names: list[str]) -> dict[str, ServiceRow]:
+        """Several rows in one read."""
+        return {name: self.service(name) for name in names}
 
     def cutover(
         self,
@@ -360,7 +454,7 @@ class SqliteStore:
                     "in_progress",
                     redact(reason),
                     json.dumps(origin),
-                    redact(json.dumps(data)),
+                    json.dumps(redact_doc(data)),
                     now_iso(now),
                     now,
                 ),
@@ -382,7 +476,7 @@ class SqliteStore:
             self._assert_lease(db, lease)
             if data is not None:
                 db.execute(
-                    "UPDATE events SET data=? WHERE id=?", (redact(json.dumps(data)), event_id)
+                    "UPDATE events SET data=? WHERE id=?", (json.dumps(redact_doc(data)), event_id)
                 )
             if target is not None:
                 db.execute("UPDATE events SET target=? WHERE id=?", (json.dumps(target), event_id))
@@ -554,6 +648,21 @@ class SqliteStore:
                     now_iso(),
                 ),
             )
+
+    # ----------------------------------------------------------------- data (backups)
+
+    def set_data_state(self, service: str, doc: dict[str, Any]) -> None:
+        """The data plane's document for ``service``: its last backup and each store's
+        standing (see :mod:`failover.data.plane`)."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO data VALUES (?,?,?)",
+                (service, redact(json.dumps(doc, sort_keys=True)), now_iso()),
+            )
+
+    def data_state(self, service: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT doc FROM data WHERE service=?", (service,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
 
     def hosts(self, service: str | None = None, role: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM hosts WHERE 1=1", []

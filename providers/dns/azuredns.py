@@ -13,7 +13,7 @@ Credentials and the error mapping are shared with the compute provider
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field
@@ -31,6 +31,7 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
 )
 
 T = TypeVar("T")
@@ -168,15 +169,8 @@ class AzureDns(DnsProvider):
         body = self._read(name, rtype)
         return None if body is None else self._record(name, rtype, body)
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = change
         from azure.mgmt.dns import models
 
         rtype = rtype.upper()

@@ -18,7 +18,7 @@ The SDK is imported only when the backend is used.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -38,7 +38,9 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
     TransientError,
+    as_settings,
 )
 from providers.retry import call_with_retries
 
@@ -81,9 +83,7 @@ class CloudDns(DnsProvider):
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        if not isinstance(settings, CloudDnsSettings):
-            settings = CloudDnsSettings.model_validate(settings.model_dump())
-        self.cfg: CloudDnsSettings = settings
+        self.cfg = as_settings(CloudDnsSettings, settings)
         self._zone: Any = None
 
     # ---------------------------------------------------------------- plumbing
@@ -183,15 +183,8 @@ class CloudDns(DnsProvider):
         rr = self._rrset(name, rtype)
         return self._record(name, rr) if rr is not None else None
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = change
         rtype = rtype.upper()
         wanted = sorted(values)
 

@@ -19,7 +19,7 @@ retried here with the bounds in the settings, honouring ``Retry-After``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr
@@ -36,7 +36,9 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
     TransientError,
+    as_settings,
 )
 from providers.retry import call_with_retries, retry_after_seconds
 
@@ -90,10 +92,9 @@ class CloudflareDns(DnsProvider):
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        assert isinstance(settings, CloudflareSettings)
-        self.cfg: CloudflareSettings = settings
+        self.cfg = as_settings(CloudflareSettings, settings)
         self._sdk: Any = None
-        self._zone_id: str | None = settings.zone_id
+        self._zone_id: str | None = self.cfg.zone_id
 
     # ----------------------------------------------------------------- plumbing
 
@@ -231,15 +232,8 @@ class CloudflareDns(DnsProvider):
             lambda: self._record(fqdn, rtype, self._records(self._zone(), fqdn, rtype))
         )
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = change
         fqdn = _fqdn(name, self.cfg.zone)
         rtype = rtype.upper()
         wanted = sorted({str(v).strip() for v in values})

@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,9 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
 )
+from providers.util import open_private, private_dir, write_private
 
 
 class LocalDnsSettings(DnsSettings):
@@ -41,8 +42,8 @@ class LocalDns(DnsProvider):
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+") as fh:
+        private_dir(self.path.parent)
+        with open(open_private(self.path.with_suffix(".lock")), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -81,15 +82,8 @@ class LocalDns(DnsProvider):
             return None
         return Record(name, rtype, list(entry["values"]), int(entry["ttl"]))
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = change
         with self._locked():
             zone = self._load()
             key = self._key(name, rtype)
@@ -102,9 +96,7 @@ class LocalDns(DnsProvider):
                 )
             zone["records"][key] = {"values": list(values), "ttl": ttl}
             zone["serial"] = int(zone.get("serial", 0)) + 1
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(zone, indent=2))
-            os.replace(tmp, self.path)
+            write_private(self.path, json.dumps(zone, indent=2))
         record = self.get_record(name, rtype)
         assert record is not None
         return record

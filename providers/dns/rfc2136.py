@@ -38,8 +38,10 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
     RetryingDnsSettings,
     TransientError,
+    as_settings,
 )
 from providers.retry import call_with_retries
 
@@ -312,11 +314,10 @@ class Rfc2136Dns(DnsProvider):
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        assert isinstance(settings, Rfc2136Settings)
-        self.cfg: Rfc2136Settings = settings
+        self.cfg = as_settings(Rfc2136Settings, settings)
         # Who hosts the server, for doctor's shared-fate warning (self-hosted: "").
-        self.vendor = settings.vendor or ""  # type: ignore[misc]
-        self._servers = [(s, *split_server(s)) for s in settings.server]
+        self.vendor = self.cfg.vendor or ""  # type: ignore[misc]
+        self._servers = [(s, *split_server(s)) for s in self.cfg.server]
 
     # ----------------------------------------------------------------- plumbing
 
@@ -432,15 +433,8 @@ class Rfc2136Dns(DnsProvider):
             )
         )
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = change
         fqdn = _absolute(name, self.cfg.zone)
         rtype = rtype.upper()
         wanted = _canonical(rtype, values, self.name)

@@ -39,6 +39,8 @@ from providers.base import (
     ProviderContext,
     ProviderError,
     Record,
+    RecordChange,
+    as_settings,
 )
 
 T = TypeVar("T")
@@ -88,9 +90,7 @@ class Route53Dns(DnsProvider):
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        if not isinstance(settings, Route53Settings):
-            settings = Route53Settings.model_validate(settings.model_dump())
-        self.cfg: Route53Settings = settings
+        self.cfg = as_settings(Route53Settings, settings)
         self._client_obj: Any = None
         self._zone: tuple[str, bool] | None = None
 
@@ -235,15 +235,8 @@ class Route53Dns(DnsProvider):
             return Record(name=fqdn, type=rtype, values=values, ttl=int(rrset.get("TTL", 0)))
         return None
 
-    def set_record(
-        self,
-        name: str,
-        rtype: str,
-        values: Sequence[str],
-        ttl: int,
-        *,
-        expect: Sequence[str] | None = None,
-    ) -> Record:
+    def replace_record(self, wanted_change: RecordChange) -> Record:
+        name, rtype, values, ttl, expect = wanted_change
         rtype = rtype.upper()
         fqdn = self.fqdn(name)
         zid = self._zone_id()

@@ -1,0 +1,7 @@
+"""Data follows the service: backups of each service's data in stores at several
+companies, replicated by the watcher and restored into every new host.
+
+:mod:`.settings` the config models, :mod:`.stores` the store interface and the ``dir``
+store, :mod:`.cloud` S3, GCS and Azure Blob, :mod:`.backup` the stored format (chunks,
+AES-256-GCM, manifest last), :mod:`.plane` what the engine does with them.
+"""

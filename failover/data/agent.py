@@ -1,0 +1,100 @@
+"""The backup timer of a cloud host: ``python3 -m failover.data.agent CONFIG``.
+
+The watcher cannot run commands on a host it only boots (aws, gcp, azure), so the
+rendered cloud-init installs a systemd timer that runs this every ``data.every``: it runs
+``data.backup`` in the service's folder and writes its stdout, in the same chunked
+format with the manifest last, to every store the host can reach with its own
+credentials (an instance role, a workload identity). The watcher then copies each
+complete backup to the other stores. It needs the failover package (and the store's
+SDK) on the image. Encrypted backups are never taken here: the key stays with the
+watcher, so a service with ``encryption_key`` gets no timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from failover.data.backup import BackupWriter, Sealer, list_backups, prune
+from failover.data.settings import DataConfig, StoreBase, StoreSettings
+from failover.data.stores import open_store
+from providers.base import ProviderError
+
+# Fields a host never gets: a connection string is a credential of the watcher's.
+_WATCHER_ONLY = ("connection_string",)
+
+
+def host_config(
+    service: str, data: DataConfig | None, stores: list[StoreBase]
+) -> dict[str, Any] | None:
+    """What the template needs for the timer, or None when the host takes no backups."""
+    if data is None or data.encryption_key:
+        return None
+    names = data.stores or [s.name for s in stores]
+    chosen = [
+        {k: v for k, v in s.model_dump().items() if k not in _WATCHER_ONLY}
+        for s in stores
+        # A folder on the host dies with it; a connection string is the watcher's.
+        if s.name in names
+        and getattr(s, "type", "") != "dir"
+        and not getattr(s, "connection_string", None)
+    ]
+    if not chosen:
+        return None
+    doc = {"service": service, "backup": data.backup, "keep": data.keep, "stores": chosen}
+    return {"every": max(1, int(data.every)), "config_json": json.dumps(doc, indent=2)}
+
+
+def run(config: dict[str, Any]) -> int:
+    adapter: TypeAdapter[Any] = TypeAdapter(StoreSettings)
+    stores = []
+    for raw in config["stores"]:
+        try:
+            stores.append(open_store(adapter.validate_python(raw)))
+        except ProviderError as exc:
+            print(f"failover backup: store {raw.get('name')}: {exc}", file=sys.stderr)
+    writer = BackupWriter(config["service"], stores, Sealer(None))
+    proc = subprocess.Popen(["/bin/sh", "-c", config["backup"]], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        while block := os.read(proc.stdout.fileno(), 256 * 1024):
+            writer.write(block)
+    except ProviderError as exc:
+        proc.kill()
+        proc.wait()
+        print(f"failover backup: {exc}", file=sys.stderr)
+        return 1
+    if proc.wait() != 0:
+        writer.abandon()
+        print(f"failover backup: the backup command exited {proc.returncode}", file=sys.stderr)
+        return proc.returncode or 1
+    manifest = writer.finish()
+    for store in writer.live():
+        try:
+            prune(
+                store, config["service"], int(config["keep"]), list_backups(store, manifest.service)
+            )
+        except ProviderError as exc:
+            print(f"failover backup: keep in {store.name}: {exc}", file=sys.stderr)
+    for name, error in writer.failed.items():
+        print(f"failover backup: store {name}: {error}", file=sys.stderr)
+    print(f"failover backup {manifest.id}: {manifest.length} bytes", file=sys.stderr)
+    return 0 if writer.live() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python3 -m failover.data.agent CONFIG.json", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as fh:
+        return run(json.load(fh))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

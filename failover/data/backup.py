@@ -1,0 +1,405 @@
+"""A backup as stored: bounded chunks, then a manifest written last.
+
+Layout in every store::
+
+    <service>/<id>/chunk-00000000 ... chunk-0000NNNN
+    <service>/<id>/manifest.json     (id, time, bytes, sha256, the chunk layout)
+
+A backup without its manifest is an upload that did not finish and is never restored.
+The manifest lists every stored chunk's size and sha256 and the sha256 of the whole
+plain stream, so a reader checks each chunk before handing it on and the whole at the
+end. With an ``encryption_key`` each chunk is sealed with AES-256-GCM; the backup id and
+the chunk's number are its associated data, so chunks cannot be swapped or reordered
+unnoticed. Ids sort by time (``20261201T190636.123456Z-1a2b3c``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import queue
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from failover.data.stores import Store
+from providers.base import NotFound, ProviderError
+
+CHUNK = 4 * 1024 * 1024
+_NONCE = 12
+MANIFEST = "manifest.json"
+
+
+class Corrupt(ProviderError):
+    """A stored backup does not match its manifest (flipped bits, a cut chunk)."""
+
+    kind = "corrupt"
+
+
+class WrongKey(ProviderError):
+    """The backup was sealed with another ``encryption_key`` (or none)."""
+
+    kind = "wrong_key"
+
+
+def new_id(now: float | None = None) -> str:
+    """Sortable by time to the microsecond; the random tail keeps two watchers apart."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1e6) % 1_000_000:06d}Z-{secrets.token_hex(3)}"
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass
+class Manifest:
+    service: str
+    id: str
+    taken: float  # epoch seconds
+    length: int  # bytes of the plain stream
+    sha256: str  # of the plain stream
+    chunk_size: int
+    chunks: list[list[Any]] = field(default_factory=list)  # [stored size, stored sha256]
+    encrypted: bool = False
+    key_check: str | None = None
+    version: int = 1
+
+    @property
+    def taken_at(self) -> str:
+        return iso(self.taken)
+
+    def key(self, name: str) -> str:
+        return f"{self.service}/{self.id}/{name}"
+
+    def to_json(self) -> bytes:
+        doc = asdict(self)
+        doc["bytes"] = doc.pop("length")
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or raw.get("version") != 1:
+            raise ValueError("not a version 1 manifest")
+        raw["length"] = raw.pop("bytes")
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "id": self.id,
+            "taken_at": self.taken_at,
+            "bytes": self.length,
+            "sha256": self.sha256,
+        }
+
+
+def chunk_key(index: int) -> str:
+    return f"chunk-{index:08d}"
+
+
+class Sealer:
+    """AES-256-GCM per chunk, or nothing when no key is set. The key is derived from
+    ``encryption_key`` with HKDF; only a check value derived from it is stored, so a
+    wrong key is told apart from a damaged chunk."""
+
+    def __init__(self, key: str | None) -> None:
+        self.enabled = key is not None
+        self._aead: Any = None
+        self.check: str | None = None
+        if key is not None:
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+            raw = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=b"failover-data", info=b"aes-256-gcm"
+            ).derive(key.encode())
+            self._aead = AESGCM(raw)
+            self.check = hmac.new(raw, b"failover key check", "sha256").hexdigest()[:16]
+
+    def seal(self, backup_id: str, index: int, data: bytes) -> bytes:
+        if not self.enabled:
+            return data
+        nonce = os.urandom(_NONCE)
+        sealed: bytes = self._aead.encrypt(nonce, data, f"{backup_id}:{index}".encode())
+        return nonce + sealed
+
+    def open(self, backup_id: str, index: int, data: bytes) -> bytes:
+        if not self.enabled:
+            return data
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            plain: bytes = self._aead.decrypt(
+                data[:_NONCE], data[_NONCE:], f"{backup_id}:{index}".encode()
+            )
+        except InvalidTag:
+            raise Corrupt(f"chunk {index} fails authentication") from None
+        return plain
+
+
+def check_key(manifest: Manifest, sealer: Sealer, store: str) -> None:
+    """A clear error naming the store and the backup when the key does not fit."""
+    where = f"backup {manifest.id} in store {store}"
+    if manifest.encrypted and not sealer.enabled:
+        raise WrongKey(
+            f"{where} is encrypted and no encryption_key is set",
+            provider=store,
+            hint="set services.<name>.data.encryption_key to the key it was written with",
+        )
+    if not manifest.encrypted and sealer.enabled:
+        raise WrongKey(f"{where} is not encrypted but an encryption_key is set", provider=store)
+    if manifest.encrypted and manifest.key_check != sealer.check:
+        raise WrongKey(
+            f"{where} was encrypted with a different encryption_key",
+            provider=store,
+            hint="restore needs the key the backup was written with",
+        )
+
+
+class BackupWriter:
+    """A writable stream (what ``exec_on_host`` fills with the backup command's stdout)
+    that cuts it into chunks, seals them and puts each into every store still taking
+    it. A store that fails is dropped for this backup (the watcher copies it there on
+    the next round); when none is left the stream raises and the command is ended.
+
+    Sealing and uploading run in one worker thread behind a queue of two chunks, so
+    reading the command's output overlaps with the upload; memory stays a few chunks."""
+
+    def __init__(
+        self, service: str, stores: list[Store], sealer: Sealer, *, chunk_size: int = CHUNK
+    ) -> None:
+        self.manifest = Manifest(
+            service=service,
+            id=new_id(),
+            taken=time.time(),
+            length=0,
+            sha256="",
+            chunk_size=chunk_size,
+            encrypted=sealer.enabled,
+            key_check=sealer.check,
+        )
+        self.stores = list(stores)
+        self.sealer = sealer
+        self.failed: dict[str, str] = {}
+        self._buf = bytearray()
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=2)
+        self._worker: threading.Thread | None = None
+        self._crash: BaseException | None = None
+        self._count = 0
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        self._hash.update(data)
+        self.manifest.length += len(data)
+        size = self.manifest.chunk_size
+        if len(self._buf) >= size:
+            whole = len(self._buf) - len(self._buf) % size
+            view = memoryview(self._buf)
+            try:
+                for start in range(0, whole, size):
+                    self._emit(bytes(view[start : start + size]))
+            finally:
+                view.release()
+            del self._buf[:whole]
+        return len(data)
+
+    def _emit(self, plain: bytes) -> None:
+        self._check()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, daemon=True, name="backup")
+            self._worker.start()
+        self._queue.put((self._count, plain))
+        self._count += 1
+
+    def _work(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                index, plain = item
+                stored = self.sealer.seal(self.manifest.id, index, plain)
+                self.manifest.chunks.append([len(stored), hashlib.sha256(stored).hexdigest()])
+                for store in self.live():
+                    try:
+                        store.put(self.manifest.key(chunk_key(index)), stored)
+                    except ProviderError as exc:
+                        self.failed[store.name] = str(exc)
+        except BaseException as exc:
+            self._crash = exc
+            while self._queue.get() is not None:  # let the writer finish putting
+                pass
+
+    def _check(self) -> None:
+        if self._crash is not None:
+            raise self._crash
+        if not self.live():
+            raise ProviderError(
+                "no store took the backup: "
+                + "; ".join(f"{n}: {e}" for n, e in self.failed.items())
+            )
+
+    def _drain(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def live(self) -> list[Store]:
+        return [s for s in self.stores if s.name not in self.failed]
+
+    def finish(self) -> Manifest:
+        """The last chunk, then the manifest in every store that has every chunk."""
+        if self._buf:
+            self._emit(bytes(self._buf))
+            self._buf.clear()
+        self._drain()
+        self._check()
+        self.manifest.sha256 = self._hash.hexdigest()
+        body = self.manifest.to_json()
+        for store in self.live():
+            try:
+                store.put(self.manifest.key(MANIFEST), body)
+            except ProviderError as exc:
+                self.failed[store.name] = str(exc)
+        return self.manifest
+
+    def abandon(self) -> None:
+        """Remove the chunks written so far (best effort: leftovers have no manifest and
+        are never restored; ``prune`` removes them later)."""
+        self._drain()
+        for store in self.stores:
+            for index in range(len(self.manifest.chunks)):
+                try:
+                    store.delete(self.manifest.key(chunk_key(index)))
+                except ProviderError:
+                    break
+
+
+class BackupReader:
+    """A readable stream of one backup's plain bytes (what ``exec_on_host`` feeds the
+    restore command), each chunk checked against the manifest before it is handed on
+    and the whole stream at the end. Raises ``Corrupt`` at the first mismatch."""
+
+    def __init__(self, store: Store, manifest: Manifest, sealer: Sealer) -> None:
+        check_key(manifest, sealer, store.name)
+        self.store, self.manifest, self.sealer = store, manifest, sealer
+        self._next = 0
+        self._buf = b""
+        self._at = 0
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+        self.done = False
+
+    def _corrupt(self, what: str) -> Corrupt:
+        return Corrupt(
+            f"backup {self.manifest.id} in store {self.store.name}: {what}",
+            provider=self.store.name,
+        )
+
+    def _load(self) -> bytes:
+        index = self._next
+        size, digest = self.manifest.chunks[index]
+        try:
+            stored = self.store.get(self.manifest.key(chunk_key(index)))
+        except NotFound:
+            raise self._corrupt(f"chunk {index} is missing") from None
+        if len(stored) != size or hashlib.sha256(stored).hexdigest() != digest:
+            raise self._corrupt(f"chunk {index} does not match its checksum")
+        try:
+            plain = self.sealer.open(self.manifest.id, index, stored)
+        except Corrupt as exc:
+            raise self._corrupt(str(exc)) from None
+        self._next += 1
+        self._hash.update(plain)
+        self.bytes += len(plain)
+        return plain
+
+    def read(self, n: int = -1) -> bytes:
+        while self._at >= len(self._buf):
+            if self._next >= len(self.manifest.chunks):
+                self._verify_whole()
+                return b""
+            self._buf, self._at = self._load(), 0
+        # An offset, not slicing off the front: that would copy the chunk per read.
+        end = len(self._buf) if n < 0 else min(len(self._buf), self._at + n)
+        out = self._buf if (self._at, end) == (0, len(self._buf)) else self._buf[self._at : end]
+        self._at = end
+        return out
+
+    def _verify_whole(self) -> None:
+        if self.done:
+            return
+        if self.bytes != self.manifest.length or self._hash.hexdigest() != self.manifest.sha256:
+            raise self._corrupt("the whole stream does not match its checksum")
+        self.done = True
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def list_backups(store: Store, service: str) -> list[Manifest]:
+    """The complete backups of ``service`` in ``store``, newest first. A manifest that
+    cannot be read is left out (the backup cannot be trusted)."""
+    out = []
+    for key in store.list(f"{service}/"):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[2] != MANIFEST:
+            continue
+        try:
+            manifest = Manifest.from_json(store.get(key))
+        except NotFound:
+            continue  # pruned meanwhile
+        except (ValueError, TypeError, KeyError):
+            continue
+        if manifest.id == parts[1] and manifest.service == service:
+            out.append(manifest)
+    out.sort(key=lambda m: m.id, reverse=True)
+    return out
+
+
+def copy(manifest: Manifest, source: Store, target: Store) -> None:
+    """Copy one backup as stored (still sealed: no key needed), each chunk checked on
+    the way, the manifest last. Raises ``Corrupt`` when the source's copy is damaged."""
+    for index, (size, digest) in enumerate(manifest.chunks):
+        try:
+            data = source.get(manifest.key(chunk_key(index)))
+        except NotFound:
+            raise Corrupt(
+                f"backup {manifest.id} in store {source.name}: chunk {index} is missing",
+                provider=source.name,
+            ) from None
+        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            raise Corrupt(
+                f"backup {manifest.id} in store {source.name}: chunk {index} does not match "
+                "its checksum",
+                provider=source.name,
+            )
+        target.put(manifest.key(chunk_key(index)), data)
+    target.put(manifest.key(MANIFEST), manifest.to_json())
+
+
+def prune(store: Store, service: str, keep: int, complete: list[Manifest]) -> list[str]:
+    """Delete all but the ``keep`` newest complete backups, and the leftovers of
+    uploads that never finished once a newer complete backup exists. The manifest goes
+    first, so a backup half deleted is an incomplete one, never restored."""
+    removed = []
+    for manifest in complete[keep:]:
+        store.delete(manifest.key(MANIFEST))
+        for index in range(len(manifest.chunks)):
+            store.delete(manifest.key(chunk_key(index)))
+        removed.append(manifest.id)
+    if complete:
+        newest = complete[0].id
+        known = {m.id for m in complete}
+        for key in store.list(f"{service}/"):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[1] not in known and parts[1] < newest:
+                store.delete(key)
+    return removed

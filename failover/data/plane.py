@@ -1,0 +1,499 @@
+"""What the engine does with a service's data: take a backup on the live host, copy
+every complete backup to every store that lacks it, keep ``keep``, and restore the
+newest good one into a new host.
+
+The engine calls four functions here (:func:`data_round` from ``check``/``watch``,
+:func:`restore` from the restore step, :func:`take_backup` and :func:`catalog` from the
+CLI) and :func:`status` for documents. The state keeps one small document per service
+(``set_data_state``/``data_state``): the last backup and each store's standing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from failover.data.backup import (
+    BackupReader,
+    BackupWriter,
+    Corrupt,
+    Manifest,
+    Sealer,
+    WrongKey,
+    copy,
+    iso,
+    list_backups,
+    prune,
+)
+from failover.data.settings import DataConfig, store_vendor
+from failover.data.stores import Store, open_store
+from providers.base import ProviderError, Unsupported
+from providers.util import fill_placeholders
+
+if TYPE_CHECKING:
+    from failover.engine import Engine
+    from failover.engine.health import Verdict
+
+# A store that failed this many rounds in a row makes `check` WARNING.
+FAILING_ROUNDS = 3
+
+
+class DataError(ProviderError):
+    """A backup or restore that cannot be done; the message says why and what to do."""
+
+    kind = "data"
+
+
+class DataUnavailable(DataError):
+    """Backups exist (or existed) but none could be restored: the run must not go on
+    with an empty service."""
+
+
+class _Plane:
+    """The stores of one engine, made once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.stores: dict[str, Store] = {}
+
+    def store(self, name: str) -> Store:
+        if name not in self.stores:
+            settings = next(s for s in self.e.config.stores if s.name == name)
+            self.stores[name] = open_store(settings)
+        return self.stores[name]
+
+    def usable(self, service: str) -> tuple[list[Store], dict[str, str]]:
+        """The service's stores in order, less those whose provider is blocked."""
+        data = self.e.config.services[service].data
+        assert data is not None
+        names = data.stores or [s.name for s in self.e.config.stores]
+        states = self.e.store.provider_states()
+        out, skipped = [], {}
+        for name in names:
+            settings = next(s for s in self.e.config.stores if s.name == name)
+            state = states.get(settings.provider or "", {}).get("state")
+            if settings.provider and state == "blocked":
+                skipped[name] = f"skipped: provider {settings.provider} is blocked"
+                continue
+            try:
+                out.append(self.store(name))
+            except ProviderError as exc:
+                skipped[name] = str(exc)
+        return out, skipped
+
+
+def plane(engine: Engine) -> _Plane:
+    found = getattr(engine, "_data_plane", None)
+    if not isinstance(found, _Plane):
+        found = _Plane(engine)
+        engine._data_plane = found  # type: ignore[attr-defined]
+    return found
+
+
+def _data(engine: Engine, service: str) -> DataConfig:
+    data = engine.config.services[service].data
+    if data is None:
+        raise DataError(f"services.{service}.data is not set: {service} has no backups")
+    return data
+
+
+def command(engine: Engine, service: str, text: str, host_id: str, address: str | None) -> str:
+    """``{port}``, ``{service}``, ``{python}``... filled in a backup/restore command as in
+    ``run`` commands (``{python}`` is this Python: meaningful on local hosts)."""
+    svc = engine.config.services[service]
+    values = {
+        "port": str(svc.port),
+        "address": address or "",
+        "host_id": host_id,
+        "service": service,
+        "generation": str(engine.store.service(service).generation),
+        "python": shlex.quote(sys.executable),
+    }
+    return fill_placeholders(text, values)
+
+
+def _note(engine: Engine, service: str, **changes: Any) -> dict[str, Any]:
+    doc = engine.store.data_state(service) or {"stores": {}}
+    doc.update({k: v for k, v in changes.items() if k != "stores"})
+    for name, result in (changes.get("stores") or {}).items():
+        entry = doc["stores"].setdefault(name, {"failures": 0})
+        if result == "ok":
+            entry.update(ok=True, error=None, failures=0)
+        else:
+            entry.update(ok=False, error=result, failures=int(entry.get("failures", 0)) + 1)
+    engine.store.set_data_state(service, doc)
+    return doc
+
+
+# --------------------------------------------------------------------------- backup
+
+
+def take_backup(engine: Engine, service: str, *, in_round: bool = False) -> dict[str, Any]:
+    """Run ``data.backup`` on the live host now and store it; the contract's document.
+    ``in_round``: the round's replication that follows records the stores' standing."""
+    data = _data(engine, service)
+    row = engine.store.service(service)
+    if not row.active:
+        raise DataError(f"{service} is not deployed: nothing to back up")
+    stores, skipped = plane(engine).usable(service)
+    if not stores:
+        raise DataError(f"{service}: no store can take a backup ({'; '.join(skipped.values())})")
+    writer = BackupWriter(service, stores, Sealer(data.encryption_key))
+    host = row.active
+    provider = engine.provider(host["provider"])
+    try:
+        result = provider.exec_on_host(
+            host["host_id"],
+            command(engine, service, data.backup, host["host_id"], host.get("address")),
+            stdout=cast(BinaryIO, writer),
+            timeout=data.timeout,
+        )
+    except Unsupported as exc:
+        raise DataError(
+            f"{exc}; {host['provider']} hosts take their own backups on a timer "
+            "(cloud-init) and the watcher copies them to the other stores"
+        ) from None
+    except ProviderError as exc:
+        writer.abandon()
+        _note(engine, service, last_error=f"backup failed: {exc}", last_attempt=time.time())
+        raise DataError(f"{service}: the backup failed: {exc}") from None
+    if result.status != 0:
+        writer.abandon()
+        why = f"`{data.backup}` exited with status {result.status}: {result.stderr.strip()[-500:]}"
+        _note(engine, service, last_error=why, last_attempt=time.time())
+        raise DataError(f"{service}: the backup failed: {why}")
+    manifest = writer.finish()
+    results = {s.name: writer.failed.get(s.name, "ok") for s in stores} | skipped
+    for store in stores:
+        if results[store.name] == "ok":
+            _keep(store, service, data.keep)
+    last = {"id": manifest.id, "taken_at": manifest.taken_at, "taken": manifest.taken}
+    _note(
+        engine,
+        service,
+        last_backup=last | {"bytes": manifest.length, "sha256": manifest.sha256},
+        last_attempt=time.time(),
+        last_error=None,
+        stores={} if in_round else results,
+    )
+    return manifest.summary() | {"stores": results}
+
+
+def _keep(store: Store, service: str, keep: int) -> None:
+    # Pruning is retried next round; a failing store is reported by its round.
+    with contextlib.suppress(ProviderError):
+        prune(store, service, keep, list_backups(store, service))
+
+
+def _listings(
+    stores: list[Store], service: str
+) -> tuple[dict[str, list[Manifest]], dict[str, str]]:
+    """Each store's complete backups, asked concurrently; and the stores that failed."""
+    found: dict[str, list[Manifest]] = {}
+    failed: dict[str, str] = {}
+    if not stores:
+        return found, failed
+    with ThreadPoolExecutor(max_workers=min(8, len(stores))) as pool:
+        futures = {s.name: pool.submit(list_backups, s, service) for s in stores}
+        for name, future in futures.items():
+            try:
+                found[name] = future.result()
+            except ProviderError as exc:
+                failed[name] = str(exc)
+    return found, failed
+
+
+def replicate(engine: Engine, service: str) -> tuple[dict[str, str], Manifest | None]:
+    """Copy every complete backup to every store of the service that lacks it (within
+    the ``keep`` newest), verifying each chunk; then prune. Each store's result, and the
+    newest complete backup any store holds."""
+    data = _data(engine, service)
+    stores, skipped = plane(engine).usable(service)
+    found, results = _listings(stores, service)
+    by_id: dict[str, tuple[Store, Manifest]] = {}
+    for store in stores:
+        for manifest in found.get(store.name, []):
+            by_id.setdefault(manifest.id, (store, manifest))
+    wanted = sorted(by_id, reverse=True)[: data.keep]
+    for store in stores:
+        if store.name not in results:
+            results.update(_fill(service, store, found[store.name], wanted, by_id, data.keep))
+    newest = by_id[wanted[0]][1] if wanted else None
+    return results | skipped, newest
+
+
+def _fill(
+    service: str,
+    store: Store,
+    present: list[Manifest],
+    wanted: list[str],
+    by_id: dict[str, tuple[Store, Manifest]],
+    keep: int,
+) -> dict[str, str]:
+    have = {m.id for m in present}
+    try:
+        for backup_id in wanted:
+            if backup_id not in have:
+                source, manifest = by_id[backup_id]
+                try:
+                    copy(manifest, source, store)
+                except Corrupt as exc:
+                    # The source's copy is damaged: its store is at fault, not this one.
+                    return {source.name: exc.message, store.name: "ok"}
+        _keep(store, service, keep)
+    except ProviderError as exc:
+        return {store.name: str(exc)}
+    return {store.name: "ok"}
+
+
+def data_round(
+    engine: Engine, verdicts: dict[str, Verdict], *, dry_run: bool = False
+) -> dict[str, Verdict]:
+    """``check``/``watch``: a backup of every service that is due, replication, and the
+    verdicts of services whose data is at risk turned WARNING."""
+    out = {}
+    for service, verdict in verdicts.items():
+        if engine.config.services[service].data is None:
+            continue
+        if not dry_run:
+            _round_one(engine, service)
+        out[service] = _judge(engine, service, verdict)
+    return out
+
+
+# A failing store is tried again this often at most (its retries take time each round).
+RETRY_FAILING = 60.0
+
+
+def _round_one(engine: Engine, service: str) -> None:
+    """Back up when ``every`` has passed since the last backup (or attempt); copy to the
+    stores that lack a backup after a backup, while a store is failing (at most every
+    ``RETRY_FAILING`` seconds), and every ``every`` anyway: a round costs no store call
+    otherwise."""
+    data = _data(engine, service)
+    doc = engine.store.data_state(service) or {}
+    row = engine.store.service(service)
+    now = time.time()
+    last = float((doc.get("last_backup") or {}).get("taken") or 0.0)
+    attempted = float(doc.get("last_attempt") or 0.0)
+    took = False
+    if now - max(last, attempted) >= data.every and row.active and row.health_state != "down":
+        try:
+            take_backup(engine, service, in_round=True)
+            took = True
+        except DataError as exc:
+            engine.log(str(exc))
+    failing = any(not e.get("ok") for e in (doc.get("stores") or {}).values())
+    since = now - float(doc.get("last_sync") or 0.0)
+    if not (took or since >= (min(data.every, RETRY_FAILING) if failing else data.every)):
+        return
+    results, newest = replicate(engine, service)
+    changes: dict[str, Any] = {"stores": results, "last_sync": now}
+    if newest is not None and newest.taken > last and not took:
+        # Taken on the host by its own timer (cloud hosts), found in a store.
+        changes["last_backup"] = {
+            "id": newest.id,
+            "taken_at": newest.taken_at,
+            "taken": newest.taken,
+            "bytes": newest.length,
+            "sha256": newest.sha256,
+        }
+    _note(engine, service, **changes)
+
+
+def problems(engine: Engine, service: str) -> list[str]:
+    """Why the service's data is at risk, from the state (no store is asked)."""
+    data = engine.config.services[service].data
+    if data is None:
+        return []
+    doc = engine.store.data_state(service) or {}
+    out = []
+    last = doc.get("last_backup")
+    limit = data.oldest_ok()
+    if not last:
+        out.append("no backup yet")
+    elif time.time() - float(last["taken"]) > limit:
+        age = time.time() - float(last["taken"])
+        out.append(f"newest backup {last['id']} is {age:.0f}s old (max_age {limit:g}s)")
+    for name, entry in sorted((doc.get("stores") or {}).items()):
+        if int(entry.get("failures", 0)) >= FAILING_ROUNDS:
+            out.append(f"store {name} failed {entry['failures']} rounds: {entry.get('error')}")
+    return out
+
+
+def _judge(engine: Engine, service: str, verdict: Verdict) -> Verdict:
+    from failover.engine.health import OK, WARNING
+
+    found = problems(engine, service)
+    row = engine.store.service(service)
+    if not found or verdict.exit_code != OK or not row.active:
+        return verdict
+    return replace(verdict, exit_code=WARNING, message=f"{verdict.message}; data: {found[0]}")
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore(
+    engine: Engine, service: str, provider: str, host_id: str
+) -> tuple[str, dict[str, Any]]:
+    """Stream the newest good backup into ``data.restore`` on the new host: the step's
+    detail and a record for the run (backup, store, age, seconds). No backup yet: says
+    so. Raises ``DataUnavailable`` when backups exist but none could be restored,
+    ``ProviderError`` (of the host's provider) when the host failed."""
+    data = _data(engine, service)
+    stores, skipped = plane(engine).usable(service)
+    found, failed = _listings(stores, service)
+    ids = sorted({m.id for ms in found.values() for m in ms}, reverse=True)
+    if not ids:
+        known = (engine.store.data_state(service) or {}).get("last_backup")
+        if failed and known:
+            raise DataUnavailable(
+                f"no store answered ({'; '.join(failed.values())}) and backups exist "
+                f"(the newest known is {known['id']}); not starting {service} empty"
+            )
+        reasons = "; ".join(f"{n}: {w}" for n, w in (failed | skipped).items())
+        return "no backup yet: starting empty" + (f" ({reasons})" if reasons else ""), {}
+    sealer = Sealer(data.encryption_key)
+    restore_command = command(engine, service, data.restore, host_id, None)
+    refused: list[str] = []
+    for backup_id in ids:
+        for store in stores:
+            manifest = next((m for m in found.get(store.name, []) if m.id == backup_id), None)
+            if manifest is None:
+                continue
+            started = time.monotonic()
+            try:
+                reader = BackupReader(store, manifest, sealer)
+                result = engine.provider(provider).exec_on_host(
+                    host_id, restore_command, stdin=cast(BinaryIO, reader), timeout=data.timeout
+                )
+            except (Corrupt, WrongKey) as exc:
+                # The message names the store and the backup already.
+                refused.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+                engine.log(f"{service}: refused {exc.message}")
+                continue
+            except ProviderError as exc:
+                if exc.provider == provider:
+                    raise
+                refused.append(f"backup {backup_id} in store {store.name}: {exc}")
+                continue
+            if result.status != 0 or not reader.done:
+                refused.append(
+                    f"backup {backup_id} from store {store.name}: `{data.restore}` exited "
+                    f"with status {result.status}: {result.stderr.strip()[-300:]}"
+                )
+                continue
+            return _restored(manifest, store, time.monotonic() - started, refused)
+    raise DataUnavailable("no backup could be restored: " + "; ".join(refused))
+
+
+def _restored(
+    manifest: Manifest, store: Store, seconds: float, refused: list[str]
+) -> tuple[str, dict[str, Any]]:
+    age = max(0.0, time.time() - manifest.taken)
+    record = {
+        "backup": manifest.id,
+        "store": store.name,
+        "taken_at": manifest.taken_at,
+        "age_s": round(age, 1),
+        "bytes": manifest.length,
+        "restore_s": round(seconds, 3),
+    }
+    detail = (
+        f"restored backup {manifest.id} from store {store.name} ({manifest.length} bytes, "
+        f"{age:.0f}s old, sha256 verified) in {seconds:.1f}s"
+    )
+    if refused:
+        detail += "; refused first: " + "; ".join(refused)
+    return detail, record
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def catalog(engine: Engine, service: str) -> list[dict[str, Any]]:
+    """``failover backups``: every complete backup, newest first, with the stores that
+    hold it."""
+    _data(engine, service)
+    stores, _ = plane(engine).usable(service)
+    found, failed = _listings(stores, service)
+    if failed and not found:
+        raise DataError(f"{service}: no store answered ({'; '.join(failed.values())})")
+    rows: dict[str, dict[str, Any]] = {}
+    for store in stores:
+        for m in found.get(store.name, []):
+            rows.setdefault(m.id, m.summary() | {"stores": []})["stores"].append(store.name)
+    return [rows[i] for i in sorted(rows, reverse=True)]
+
+
+def status(engine: Engine, service: str) -> dict[str, Any] | None:
+    """``status --json``'s ``data`` object, from the state (no store is asked)."""
+    if engine.config.services[service].data is None:
+        return None
+    doc = engine.store.data_state(service) or {}
+    last = doc.get("last_backup")
+    stores = doc.get("stores") or {}
+    newest = last["id"] if last else None
+    return {
+        "last_backup": {
+            "id": last["id"],
+            "taken_at": last.get("taken_at") or iso(float(last["taken"])),
+            "age_s": round(time.time() - float(last["taken"]), 1),
+        }
+        if last
+        else None,
+        "stores": {
+            name: {
+                "ok": bool(entry.get("ok")),
+                "newest": newest if entry.get("ok") else None,
+                **({"error": entry["error"]} if entry.get("error") else {}),
+            }
+            for name, entry in sorted(stores.items())
+        },
+        "problems": problems(engine, service),
+    }
+
+
+def warnings(engine: Engine) -> list[str]:
+    """doctor: a service whose every store sits at one company, or at the company its
+    live host (or a store's fate-sharing provider) belongs to, loses its data with it."""
+    from providers.base import provider_class
+
+    config = engine.config
+    out = []
+    for name, svc in config.services.items():
+        if svc.data is None:
+            continue
+        chosen = [
+            s
+            for s in config.stores
+            if s.name in (svc.data.stores or [t.name for t in config.stores])
+        ]
+        vendors = {}
+        for store in chosen:
+            vendor = store_vendor(store)
+            if store.provider and store.provider in config.provider_settings():
+                settings = config.provider_settings()[store.provider]
+                vendor = provider_class(settings.type).vendor or vendor
+            vendors[store.name] = vendor
+        known = set(vendors.values())
+        if len(known) != 1 or "" in known or "local" in known:
+            continue
+        vendor = known.pop()
+        active = engine.store.service(name).active
+        lives = ""
+        if active and active["provider"] in config.provider_settings():
+            here = config.provider_settings()[active["provider"]]
+            if provider_class(here.type).vendor == vendor:
+                lives = f", the company {name} lives on ({active['provider']})"
+        out.append(
+            f"{name}: every store ({', '.join(vendors)}) is at {vendor}{lives}: if that "
+            "account is closed the backups go with it; add a store at another company"
+        )
+    return out

@@ -1,0 +1,132 @@
+"""The ``stores:`` entries and a service's ``data:`` section.
+
+Each store type brings its own model (as providers do), so a typo in an S3 store's
+fields is reported at ``stores[1].bukcet`` with the same words as everywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from failover.redact import register_secret
+from providers.base import Duration
+
+_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_DAY = 86400.0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreBase(_Model):
+    name: str = Field(pattern=_NAME, description="how services and output name this store")
+    provider: str | None = Field(
+        default=None,
+        description="the compute provider this store shares fate with: skipped while it is blocked",
+    )
+    retry_attempts: int = Field(default=5, ge=1, le=50)
+    retry_max_time: Duration = Field(default=60.0, gt=0, le=_DAY)
+    timeout: Duration = Field(default=60.0, gt=0, le=_DAY, description="one request's budget")
+
+
+class DirStoreSettings(StoreBase):
+    type: Literal["dir"]
+    path: str = Field(min_length=1, description="a directory: a disk, an NFS mount...")
+
+
+class _CloudStore(StoreBase):
+    endpoint: str | None = Field(
+        default=None, description="API endpoint override (emulators, compatible clouds)"
+    )
+    prefix: str = Field(default="", description="key prefix inside the bucket/container")
+
+
+class S3StoreSettings(_CloudStore):
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3)
+    region: str | None = None
+
+
+class GcsStoreSettings(_CloudStore):
+    type: Literal["gcs"]
+    bucket: str = Field(min_length=3)
+    project: str | None = None
+
+
+class AzureBlobStoreSettings(_CloudStore):
+    type: Literal["azureblob"]
+    account_url: str = Field(min_length=1, description="https://<account>.blob.core.windows.net")
+    container: str = Field(min_length=3)
+    connection_string: str | None = Field(
+        default=None, description="instead of the credential chain (Azurite, SAS setups)"
+    )
+
+    @field_validator("connection_string")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value:
+            register_secret(value)
+        return value
+
+
+StoreSettings = Annotated[
+    DirStoreSettings | S3StoreSettings | GcsStoreSettings | AzureBlobStoreSettings,
+    Field(discriminator="type"),
+]
+
+# The vendor behind each store type, for doctor's "all eggs at one company" warning.
+# (An S3 store with an `endpoint` is an S3-compatible one elsewhere: no vendor known.)
+STORE_VENDOR = {"s3": "aws", "gcs": "google", "azureblob": "microsoft"}
+
+
+class DataConfig(_Model):
+    """``services.<name>.data``: how the service's data is backed up and restored."""
+
+    backup: str = Field(min_length=1, description="runs on the live host; stdout is the backup")
+    restore: str = Field(
+        min_length=1, description="runs on a new host after setup; the backup on stdin"
+    )
+    every: Duration = Field(
+        default=300.0, gt=0, le=_DAY, description="how often check/watch back up"
+    )
+    stores: list[str] | None = Field(default=None, description="default: every store")
+    keep: int = Field(default=24, ge=1, le=10000, description="backups kept in each store")
+    max_age: Duration | None = Field(
+        default=None,
+        gt=0,
+        le=30 * _DAY,
+        description="check is WARNING when the newest backup is older; default: 3 x every",
+    )
+    encryption_key: str | None = Field(
+        default=None, min_length=16, description="encrypts backups (AES-256-GCM) before upload"
+    )
+    timeout: Duration = Field(
+        default=3600.0, gt=0, le=_DAY, description="how long one backup or restore may run"
+    )
+
+    @field_validator("stores")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must have at least one entry (or leave it out: every store)")
+            if len(set(value)) != len(value):
+                raise ValueError("lists a store twice")
+            for name in value:
+                if not re.match(_NAME, name):
+                    raise ValueError(f"{name!r} is not a store name")
+        return value
+
+    def oldest_ok(self) -> float:
+        return self.max_age if self.max_age is not None else 3 * self.every
+
+
+def store_vendor(store: StoreBase) -> str:
+    """The company a store's data sits at, as far as the config tells ("" unknown)."""
+    if getattr(store, "endpoint", None):
+        return ""
+    return STORE_VENDOR.get(getattr(store, "type", ""), "")

@@ -1,0 +1,108 @@
+"""The etcd store's side tables: the notification journal (one record per event key and
+target, as :mod:`failover.state.deliveries` keeps it in SQLite) and the data plane's
+document per service. Mixed into :class:`failover.state.etcd.EtcdStore`.
+
+Keys: ``dlv/<key>/<target>`` (both base64url, since notice keys may hold any
+character) and ``data/<service>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from failover.redact import redact
+from failover.state.gateway import Gateway, put
+from failover.state.sqlite import Lease, now_iso
+
+
+def _part(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+class EtcdSide:
+    gw: Gateway
+    k: Callable[..., str]
+    _update: Callable[..., Any]
+    _commit: Callable[[Lease | None, list[dict[str, Any]], list[dict[str, Any]]], bool]
+
+    def claim_delivery(
+        self,
+        key: str,
+        target: str,
+        *,
+        event: str,
+        service: str,
+        body: dict[str, Any],
+        incident: str | None,
+        retry_rounds: int,
+    ) -> dict[str, Any] | None:
+        """As :meth:`SqliteDeliveries.claim_delivery`: a compare-and-set on the record,
+        so two watchers never both claim one notice."""
+        now = now_iso()
+        claimed: list[dict[str, Any]] = []
+
+        def change(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
+            claimed.clear()
+            if raw is None:
+                raw = {
+                    "key": key,
+                    "target": target,
+                    "event": event,
+                    "service": service,
+                    "incident": incident,
+                    "body": json.loads(redact(json.dumps(body))),
+                    "status": "sending",
+                    "rounds": 1,
+                    "detail": "",
+                    "created_at": now,
+                    "updated_at": now,
+                    "seq": time.time(),
+                }
+            elif raw["status"] == "failed" and int(raw["rounds"]) <= retry_rounds:
+                raw.update(status="sending", rounds=int(raw["rounds"]) + 1, updated_at=now)
+            else:
+                return None, []
+            claimed.append(raw)
+            return raw, []
+
+        self._update(self.k("dlv", _part(key), _part(target)), change, None)
+        return _shown(claimed[0]) if claimed else None
+
+    def finish_delivery(self, key: str, target: str, status: str, detail: str) -> None:
+        def change(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
+            if raw is None:
+                return None, []
+            raw.update(status=status, detail=redact(detail)[:2000], updated_at=now_iso())
+            return raw, []
+
+        self._update(self.k("dlv", _part(key), _part(target)), change, None)
+
+    def deliveries(
+        self,
+        *,
+        service: str | None = None,
+        status: str | None = None,
+        event: str | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        rows = [kv.json() for kv in self.gw.range(self.k("dlv", ""), prefix=True)]
+        given = {"service": service, "status": status, "event": event}
+        rows = [r for r in rows if all(v is None or r.get(f) == v for f, v in given.items())]
+        rows.sort(key=lambda r: (r["created_at"], r.get("seq", 0)), reverse=True)
+        return [_shown(r) for r in rows[:limit]]
+
+    def set_data_state(self, service: str, doc: dict[str, Any]) -> None:
+        value = {"doc": json.loads(redact(json.dumps(doc, sort_keys=True))), "at": now_iso()}
+        self._commit(None, [], [put(self.k("data", service), value)])
+
+    def data_state(self, service: str) -> dict[str, Any] | None:
+        kv = self.gw.get(self.k("data", service))
+        return dict((kv.json() or {})["doc"]) if kv else None
+
+
+def _shown(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k != "seq"}

@@ -1,0 +1,420 @@
+"""Several watchers, one decision (contract section 7).
+
+Each watcher has a name and a location (``FAILOVER_WATCHER``, ``FAILOVER_LOCATION``) and
+an etcd lease. Every round it writes, under that lease, what it saw of each service (its
+*vote*), so the votes of a watcher that dies vanish when its lease does, and those of a
+cron ``check`` stay for ``lease_ttl`` and add up with the next machine's. Votes count
+per distinct location: three watchers in one data centre are one vantage point.
+
+One watcher acts: the holder of the leader key, created only if absent and bound to its
+lease. A watcher whose own view disagrees with a quorum of locations (it sees down what
+a quorum sees up, or the other way round, or it cannot tell) does not campaign and gives
+the key up. The leader commits a failover in one transaction that checks its leader
+key, the votes it counted (unchanged since it read them) and the service's generation;
+the run that follows is fenced by its lock's revision as every run is.
+
+With SQLite there is one watcher, and :class:`Solo` answers every question the way a
+single watcher always has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from failover.state import now_iso
+from failover.state.gateway import (
+    KV,
+    b64,
+    created_at,
+    delete,
+    get_op,
+    modified_at,
+    put,
+    range_kvs,
+)
+
+if TYPE_CHECKING:
+    from failover.config import Config
+    from failover.engine.health import ProviderWord
+    from failover.probes import ProbeResult
+    from failover.state import ServiceRow, Store
+    from failover.state.etcd import EtcdStore
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    location: str
+
+
+def identity() -> Identity:
+    name = os.environ.get("FAILOVER_WATCHER") or socket.gethostname()
+    return Identity(name, os.environ.get("FAILOVER_LOCATION") or name)
+
+
+def own_view(probes: list[ProbeResult], word: ProviderWord | None, healthy_elsewhere: bool) -> str:
+    """What this watcher saw of a service this round: ``up`` when the host answers
+    (a wrong DNS record is not the host's fault), ``down`` when it does not and the
+    watcher can see (another service answers, or the provider's API does), else
+    ``unknown``."""
+    if all(p.ok or p.kind == "dns" for p in probes) and any(p.ok for p in probes):
+        return "up"
+    if all(p.ok for p in probes):
+        return "up"
+    if healthy_elsewhere or (word is not None and word.word != "silent"):
+        return "down"
+    return "unknown"
+
+
+class Solo:
+    """One watcher (SQLite): it counts as a quorum and always leads."""
+
+    def observe(
+        self,
+        rows: dict[str, ServiceRow],
+        probes: dict[str, list[ProbeResult]],
+        words: dict[str, ProviderWord],
+    ) -> None:
+        return None
+
+    def may_settle(self) -> bool:
+        return True
+
+    def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
+        return True, ""
+
+    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+        return True, ""
+
+    def document(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def warnings(self) -> list[str]:
+        return []
+
+
+@dataclass
+class Snapshot:
+    """The ``watch/`` keys as one range read them (and this watcher's own writes)."""
+
+    members: dict[str, KV] = field(default_factory=dict)  # live (lease-bound)
+    roster: dict[str, dict[str, Any]] = field(default_factory=dict)  # every one seen
+    votes: dict[str, dict[str, KV]] = field(default_factory=dict)  # service -> watcher
+    leader: KV | None = None
+
+
+class EtcdWatchers:
+    """This process's watcher, as the other watchers see it through etcd."""
+
+    def __init__(self, config: Config, store: EtcdStore, me: Identity | None = None) -> None:
+        self.config, self.store, self.gw = config, store, store.gw
+        self.me = me or identity()
+        self.ttl = config.state.lease_ttl
+        self.lease = 0
+        self.snap: Snapshot | None = None
+        self.round_revision = 0
+
+    def _k(self, *parts: str) -> str:
+        return self.store.k("watch", *parts)
+
+    def read(self) -> Snapshot:
+        """Every member, vote and the leader, in one range."""
+        snap = Snapshot()
+        base = self._k("")
+        for kv in self.gw.range(base, prefix=True):
+            parts = kv.key[len(base) :].split("/")
+            if parts[0] == "member" and len(parts) == 2:
+                snap.members[parts[1]] = kv
+            elif parts[0] == "roster" and len(parts) == 2:
+                snap.roster[parts[1]] = kv.json() or {}
+            elif parts[0] == "vote" and len(parts) == 3:
+                snap.votes.setdefault(parts[1], {})[parts[2]] = kv
+            elif parts == ["leader"]:
+                snap.leader = kv
+        return snap
+
+    def _ensure_lease(self, snap: Snapshot) -> None:
+        """Keep this watcher's lease alive, or take up the one an earlier run with the
+        same name left (cron: the votes of one machine stay one voice), or get one."""
+        if not self.lease and self.me.name in snap.members:
+            self.lease = snap.members[self.me.name].lease
+        if self.lease and self.gw.keepalive(self.lease) > 0:
+            return
+        self.lease = self.gw.grant(self.ttl)
+
+    def _leader_value(self) -> str:
+        return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})
+
+    def leads(self, snap: Snapshot | None = None) -> bool:
+        snap = snap or self.snap
+        return bool(snap and snap.leader and snap.leader.value == self._leader_value())
+
+    # ----------------------------------------------------------------- a round
+
+    def observe(
+        self,
+        rows: dict[str, ServiceRow],
+        probes: dict[str, list[ProbeResult]],
+        words: dict[str, ProviderWord],
+    ) -> None:
+        """Write this round's votes, and campaign for the lead or give it up, in one
+        transaction (plus one read and one lease renewal: three round trips a round,
+        however many services)."""
+        snap = self.read()
+        self._ensure_lease(snap)
+        elsewhere = any(all(p.ok for p in res) for res in probes.values())
+        ops, mine = [], {}
+        for name, row in rows.items():
+            if name not in probes:
+                continue
+            sees = own_view(probes[name], words.get(name), elsewhere)
+            fall = self.config.services[name].health.fall
+            before = snap.votes.get(name, {}).get(self.me.name)
+            prev = (before.json() or {}) if before else {}
+            running = prev.get("generation") == row.generation and prev.get("sees") == sees
+            # Capped at fall, so a steady vote is not rewritten and the leader's
+            # decision (which checks the votes it counted did not change) can hold.
+            failures = 0
+            if sees == "down":
+                failures = min(fall, int(prev.get("failures", 0)) + 1) if running else 1
+            vote = {
+                "location": self.me.location,
+                "sees": sees,
+                "failures": failures,
+                "generation": row.generation,
+            }
+            mine[name] = vote
+            if prev != vote or before is None or before.lease != self.lease:
+                ops.append(put(self._k("vote", name, self.me.name), vote, self.lease))
+        member = {"location": self.me.location, "last_seen": now_iso(), "pid": os.getpid()}
+        ops.append(put(self._k("member", self.me.name), member, self.lease))
+        ops.append(put(self._k("roster", self.me.name), {**member, "sees": _sees(mine)}))
+        self._campaign(snap, mine, ops, member)
+
+    def _campaign(
+        self,
+        snap: Snapshot,
+        mine: dict[str, dict[str, Any]],
+        ops: list[dict[str, Any]],
+        member: dict[str, Any],
+    ) -> None:
+        leader = self._k("leader")
+        minority = self._minority(snap, mine)
+        if minority:
+            compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
+                        "value": b64(self._leader_value())}]  # fmt: skip
+            ok, responses, revision = self.gw.txn(compare, [*ops, delete(leader)], ops)
+            snap.leader = None if ok else snap.leader
+        else:
+            ok, responses, revision = self.gw.txn(
+                [created_at(leader, 0)],
+                [*ops, put(leader, json.loads(self._leader_value()), self.lease)],
+                [*ops, get_op(leader)],
+            )
+            if ok:
+                snap.leader = KV(leader, self._leader_value(), revision, revision, self.lease)
+            else:
+                found = range_kvs(responses[-1])
+                snap.leader = found[0] if found else None
+        self.round_revision = revision
+        self._merge(snap, mine, member, revision)
+        self.snap = snap
+
+    def _merge(
+        self,
+        snap: Snapshot,
+        mine: dict[str, dict[str, Any]],
+        member: dict[str, Any],
+        revision: int,
+    ) -> None:
+        """Fold this watcher's own writes into the snapshot (as etcd now holds them)."""
+        for name, vote in mine.items():
+            votes = snap.votes.setdefault(name, {})
+            old = votes.get(self.me.name)
+            value = json.dumps(vote)
+            if old is None or old.json() != vote or old.lease != self.lease:
+                key = self._k("vote", name, self.me.name)
+                votes[self.me.name] = KV(key, value, revision, revision, self.lease)
+        key = self._k("member", self.me.name)
+        snap.members[self.me.name] = KV(key, json.dumps(member), revision, revision, self.lease)
+
+    # ----------------------------------------------------------------- counting
+
+    def _views(
+        self, snap: Snapshot, service: str, generation: int | None = None
+    ) -> dict[str, set[str]]:
+        """The locations that see ``service`` up, down (``fall`` rounds running) or
+        cannot tell; a vote about an older generation's host counts as unknown."""
+        fall = self.config.services[service].health.fall
+        out: dict[str, set[str]] = {"up": set(), "down": set(), "unknown": set()}
+        for name, kv in snap.votes.get(service, {}).items():
+            if name not in snap.members:
+                continue
+            vote = kv.json() or {}
+            sees = vote.get("sees", "unknown")
+            if generation is not None and vote.get("generation") != generation:
+                sees = "unknown"
+            elif sees == "down" and int(vote.get("failures", 0)) < fall:
+                sees = "failing"
+            if sees in out:
+                out[sees].add(str(vote.get("location")))
+        return out
+
+    def needed(self, snap: Snapshot | None = None) -> int:
+        """``watchers.quorum``, or a majority of the live watchers' locations."""
+        snap = snap or self.snap or Snapshot()
+        if self.config.watchers.quorum:
+            return self.config.watchers.quorum
+        return len(self.locations(snap)) // 2 + 1
+
+    def locations(self, snap: Snapshot) -> set[str]:
+        """The distinct locations of the live watchers (this one included)."""
+        found = {self.me.location}
+        for kv in snap.members.values():
+            location = (kv.json() or {}).get("location")
+            if location:
+                found.add(str(location))
+        return found
+
+    def _minority(self, snap: Snapshot, mine: dict[str, dict[str, Any]]) -> bool:
+        """Does this watcher's own view disagree with a quorum of locations?"""
+        need = self.needed(snap)
+        for name, vote in mine.items():
+            others = Snapshot(snap.members, snap.roster, {name: dict(snap.votes.get(name, {}))})
+            others.votes[name].pop(self.me.name, None)
+            views = self._views(others, name, vote["generation"])
+            if vote["sees"] != "up" and len(views["up"] - {self.me.location}) >= need:
+                return True
+            if vote["sees"] == "up" and len(views["down"] - {self.me.location}) >= need:
+                return True
+        return bool(mine) and all(v["sees"] == "unknown" for v in mine.values())
+
+    def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
+        """Do enough locations see ``service`` down? The provider's word is proof
+        enough."""
+        snap = self.snap or self.read()
+        views = self._views(snap, service, row.generation)
+        need = self.needed(snap)
+        down = sorted(views["down"])
+        says = f"{len(down)} of {len(self.locations(snap))} locations see it down (quorum {need}"
+        says += f": {', '.join(down)})" if down else ")"
+        return proof or len(down) >= need, says
+
+    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+        """Commit the decision to fail ``service`` over, in one transaction that checks
+        the leader key is ours, the votes counted are unchanged and the generation is
+        the one probed. False (and who acts instead) when any of them moved."""
+        snap = self.snap or self.read()
+        if not self.leads(snap):
+            who = (snap.leader.json() or {}) if snap.leader else {}
+            if who:
+                return False, f"watcher {who.get('name')} ({who.get('location')}) acts"
+            return False, "no watcher leads yet (the next round elects one)"
+        counted = snap.votes.get(service, {})
+        leader = self._k("leader")
+        compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
+                    "value": b64(self._leader_value())}]  # fmt: skip
+        compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
+        compare.append(self.store.generation_compare(service, row.generation))
+        decision = {
+            "leader": self.me.name,
+            "generation": row.generation,
+            "votes": {n: kv.json() for n, kv in counted.items()},
+            "at": now_iso(),
+        }
+        ok, _, revision = self.gw.txn(compare, [put(self._k("decision", service), decision)])
+        if ok:
+            return True, f"decided by {self.me.name} at revision {revision}"
+        self.snap = None  # read again next time
+        return False, "the votes, the lead or the generation changed; the next round decides"
+
+    def may_settle(self) -> bool:
+        """Finish an interrupted run only as the leader, or when nobody leads."""
+        snap = self.read()
+        self.snap = self.snap or snap
+        return snap.leader is None or self.leads(snap)
+
+    # ----------------------------------------------------------------- documents
+
+    def document(self) -> list[dict[str, Any]]:
+        snap = self.read()
+        leader = (snap.leader.json() or {}) if snap.leader else {}
+        out = []
+        for name in sorted(set(snap.roster) | set(snap.members)):
+            seen = snap.roster.get(name, {})
+            live = snap.members.get(name)
+            member = (live.json() or {}) if live else seen
+            sees = {svc: (v[name].json() or {}).get("sees", "unknown")
+                    for svc, v in snap.votes.items() if name in v}  # fmt: skip
+            out.append(
+                {
+                    "name": name,
+                    "location": member.get("location") or seen.get("location"),
+                    "alive": live is not None,
+                    "leader": leader.get("name") == name,
+                    "last_seen": member.get("last_seen") or seen.get("last_seen"),
+                    "sees": {
+                        s: sees.get(s) or seen.get("sees", {}).get(s, "unknown")
+                        for s in self.config.services
+                    },
+                }
+            )
+        return out
+
+    def warnings(self) -> list[str]:
+        """Shared fate: one location for every watcher, a watcher where the service
+        lives, an etcd with fewer than three members."""
+        out: list[str] = []
+        doc = self.document()
+        locations = {str(w["location"]) for w in doc if w["alive"]} or {self.me.location}
+        if len(locations) == 1:
+            out.append(
+                f"every watcher runs in one location ({next(iter(locations))}): one outage "
+                "there blinds them all and their votes are one vantage point; run watchers "
+                "in at least three places (FAILOVER_LOCATION)"
+            )
+        for name in self.config.services:
+            row = self.store.service(name)
+            provider = (row.active or {}).get("provider")
+            if provider and provider in locations:
+                out.append(
+                    f"{name}: a watcher runs in {provider}, where the service lives: when "
+                    f"{provider} fails it loses that vote too; watch from elsewhere"
+                )
+        members = self.store.members()
+        if len(members) < 3:
+            out.append(
+                f"etcd has {len(members)} member(s): losing one stops every watcher from "
+                "deciding; run three members in three places"
+            )
+        return out
+
+
+def _sees(mine: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: str(vote["sees"]) for name, vote in mine.items()}
+
+
+def watchers_for(config: Config, store: Store) -> Solo | EtcdWatchers:
+    from failover.state.etcd import EtcdStore
+
+    if isinstance(store, EtcdStore):
+        return EtcdWatchers(config, store)
+    return Solo()
+
+
+def watcher_lines(doc: list[dict[str, Any]] | None) -> list[str]:
+    """The watchers as ``status`` prints them for people."""
+    if not doc:
+        return []
+    lines = ["watchers:"]
+    for w in doc:
+        flags = ("leader, " if w["leader"] else "") + ("alive" if w["alive"] else "gone")
+        sees = ", ".join(f"{s} {v}" for s, v in w["sees"].items())
+        lines.append(
+            f"  {w['name']} in {w['location']} ({flags}, last seen {w['last_seen']}): {sees}"
+        )
+    return lines

@@ -1,0 +1,200 @@
+"""Machines where the service already runs (``type: static``): kept by hand, a warm
+standby at another host. Nothing is started, stopped or copied there.
+
+``create_host`` adopts the first listed machine that answers on the service's port and
+is not already a host of the service; the engine's probes then decide, as for any new
+host, before DNS moves. ``stop_host``/``destroy_host`` only release the machine: the
+service on it keeps running, so a static host is fenced by DNS alone (clients that
+cached the old address, or write to it directly, still reach it).
+
+What was adopted is remembered in ``<state_dir>/static/<provider>.json``; the machines
+carry no mark of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from providers.base import (
+    AccountReport,
+    CapacityError,
+    Check,
+    ComputeProvider,
+    Duration,
+    Host,
+    HostSpec,
+    HostState,
+    ProviderContext,
+    ProviderError,
+    ProviderSettings,
+)
+from providers.util import answers, private_dir, write_private
+
+
+class StaticMachine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1, description="where the service already answers")
+    name: str | None = Field(default=None, description="a label for messages (default: address)")
+
+
+class StaticSettings(ProviderSettings):
+    type: Literal["static"]
+    machines: list[StaticMachine] = Field(min_length=1)
+    connect_timeout: Duration = Field(default=2.0, description="to decide a machine answers")
+
+    @model_validator(mode="after")
+    def _unique(self) -> StaticSettings:
+        addresses = [m.address for m in self.machines]
+        for i, address in enumerate(addresses):
+            if address in addresses[:i]:
+                raise ValueError(f"machines.{i}: {address} is listed twice")
+        return self
+
+
+class StaticProvider(ComputeProvider):
+    type = "static"
+    Settings = StaticSettings
+
+    def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
+        super().__init__(settings, context)
+        assert isinstance(settings, StaticSettings)
+        self.s = settings
+        self.path = Path(context.state_dir) / "static" / f"{self.name}.json"
+
+    # ----------------------------------------------------------------- records
+
+    def _records(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ProviderError(f"{self.path} is unreadable: {exc}", provider=self.name) from None
+        hosts: dict[str, dict[str, Any]] = data.get("hosts", {})
+        return hosts
+
+    def _save(self, records: dict[str, dict[str, Any]]) -> None:
+        private_dir(self.path.parent)
+        write_private(self.path, json.dumps({"hosts": records}, indent=2), durable=True)
+
+    def _label(self, address: str) -> str:
+        for m in self.s.machines:
+            if m.address == address:
+                return m.name or m.address
+        return address
+
+    def _host(self, record: dict[str, Any]) -> Host:
+        address = record["address"]
+        if record.get("released"):
+            state, raw = HostState.TERMINATED, "released"
+            reason = "released; the service there was left running (static: fenced by DNS only)"
+        elif answers(address, int(record["port"]), self.s.connect_timeout):
+            state, raw, reason = HostState.RUNNING, "serving", None
+        else:
+            state, raw = HostState.UNKNOWN, "not answering"
+            reason = f"nothing answers on {address}:{record['port']}"
+        return Host(
+            id=record["id"],
+            provider=self.name,
+            name=record["name"],
+            service=record["service"],
+            generation=int(record["generation"]),
+            state=state,
+            raw_state=raw,
+            reason=reason,
+            address=address,
+            zone=self._label(address),
+            created_at=record.get("created_at"),
+            purpose=record.get("purpose", "serve"),
+        )
+
+    # ----------------------------------------------------------------- interface
+
+    def create_host(self, spec: HostSpec) -> Host:
+        records = self._records()
+        for record in records.values():
+            if record["name"] == spec.name and not record.get("released"):
+                return self._host(record)
+        taken = {
+            r["address"]
+            for r in records.values()
+            if r["service"] == spec.service and not r.get("released")
+        }
+        tried = []
+        for machine in self.s.machines:
+            label = machine.name or machine.address
+            if machine.address in taken:
+                tried.append(f"{label}: already a host of {spec.service}")
+            elif not answers(machine.address, spec.port, self.s.connect_timeout):
+                tried.append(f"{label}: nothing answers on {machine.address}:{spec.port}")
+            else:
+                host_id = f"{machine.address}/{spec.service}/{uuid.uuid4().hex[:8]}"
+                records[host_id] = {
+                    "id": host_id,
+                    "name": spec.name,
+                    "service": spec.service,
+                    "generation": spec.generation,
+                    "purpose": spec.purpose,
+                    "address": machine.address,
+                    "port": spec.port,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                self._save(records)
+                self.context.log(f"{self.name}: adopted {label} for {spec.service}, as it is")
+                return self._host(records[host_id])
+        raise CapacityError(
+            f"no listed machine serves {spec.service}: " + "; ".join(tried),
+            provider=self.name,
+            hint="a static machine must already run the service; start it there by hand",
+        )
+
+    def get_host(self, host_id: str) -> Host | None:
+        record = self._records().get(host_id)
+        return self._host(record) if record else None
+
+    def list_hosts(self, service: str) -> list[Host]:
+        return [
+            self._host(r)
+            for r in self._records().values()
+            if r["service"] == service and not r.get("released")
+        ]
+
+    def _release(self, host_id: str) -> None:
+        records = self._records()
+        record = records.get(host_id)
+        if record is None or record.get("released"):
+            return
+        record["released"] = True
+        self._save(records)
+        self.context.log(
+            f"{self.name}: released {self._label(record['address'])}; the service there "
+            "keeps running (static hosts are fenced by DNS only)"
+        )
+
+    def stop_host(self, host_id: str) -> None:
+        self._release(host_id)
+
+    def destroy_host(self, host_id: str) -> None:
+        self._release(host_id)
+
+    def check_account(self) -> AccountReport:
+        checks = []
+        for machine in self.s.machines:
+            label = machine.name or machine.address
+            for service, port in sorted(self.context.ports.items()):
+                ok = answers(machine.address, port, self.s.connect_timeout)
+                detail = f"{machine.address}:{port} " + (
+                    f"answers ({service})" if ok else f"does not answer ({service})"
+                )
+                checks.append(Check(f"{label}: port {port}", ok, detail, level="warning"))
+        if checks and not any(c.ok for c in checks):
+            for c in checks:
+                c.level = "error"
+        return AccountReport.from_checks(checks)

@@ -1,0 +1,299 @@
+"""Several watchers, one decision: real ``failover watch``/``check`` processes with
+different identities, sharing a real three-member etcd (contract section 7).
+
+Each watcher is its own process with its own ``FAILOVER_WATCHER``/``FAILOVER_LOCATION``;
+they share the config and the local provider's folder (the "cloud"), and nothing else
+but etcd. ``FAILOVER_PROBE_NETWORKS=127.0.0.1/32`` cuts a watcher off from the hosts
+(127.77.x.y) without any traffic leaving the machine. Every wait is for a state (an
+event, a vote, a process exit), never for a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failover.engine.journal import STEPS
+from tests.etcd_server import EtcdCluster, etcd_state
+from tests.helpers import (
+    FAILOVER,
+    base_config,
+    dns_values,
+    env_for,
+    failover,
+    failover_json,
+    host_records,
+    kill_active,
+    live_hosts,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+CUT_OFF = "127.0.0.1/32"  # etcd is reachable, the hosts (127.77.x.y) are not
+
+
+def setup(project: Path, etcd: EtcdCluster, **watchers: Any) -> Path:
+    data = base_config(policy={"ready_timeout": "10s", "max_moves_per_hour": 100})
+    data["providers"] = [{"name": p, "type": "local"} for p in ("alpha", "beta", "gamma")]
+    data["state"] = etcd_state(etcd)
+    data["watchers"] = {"quorum": 2, **watchers}
+    config = write_config(project, data)
+    failover("deploy", "web", config=config, check=True)
+    return config
+
+
+def me(n: int, **extra: str) -> dict[str, str]:
+    return {"FAILOVER_WATCHER": f"w{n}", "FAILOVER_LOCATION": f"loc{n}", **extra}
+
+
+class Watchers:
+    """``failover watch`` processes, each writing to its own log file."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, n: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.config.parent / f"w{n}.log").open("ab")
+        proc = subprocess.Popen(
+            [FAILOVER, "watch", "-c", str(self.config), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env_for(me(n, **env)),
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.procs[f"w{n}"] = proc
+        return proc
+
+    def log(self, n: int) -> str:
+        return (self.config.parent / f"w{n}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def watchers(project: Path) -> Iterator[Any]:
+    made: list[Watchers] = []
+
+    def make(config: Path) -> Watchers:
+        made.append(Watchers(config))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+def status(config: Path) -> dict[str, Any]:
+    return dict(failover_json("status", config=config))
+
+
+def seen(config: Path) -> dict[str, dict[str, Any]]:
+    return {w["name"]: w for w in status(config).get("watchers", [])}
+
+
+def moves(config: Path) -> list[dict[str, Any]]:
+    return [e for e in failover_json("history", config=config)["events"] if e["kind"] == "failover"]
+
+
+def all_see(config: Path, names: list[str], view: str) -> bool:
+    found = seen(config)
+    return all(n in found and found[n]["alive"] and found[n]["sees"]["web"] == view for n in names)
+
+
+def settled(config: Path) -> bool:
+    events = failover_json("history", config=config)["events"]
+    return any(e["kind"] == "failover" and e["status"] == "succeeded" for e in events) and all(
+        e["status"] != "in_progress" for e in events
+    )
+
+
+def one_live_host_behind_dns(config: Path) -> dict[str, Any]:
+    live = live_hosts(config)
+    assert len(live) == 1, live
+    active = status(config)["services"][0]["active"]
+    assert live[0]["id"] == active["host_id"]
+    assert dns_values(config) == [active["address"]]
+    return active
+
+
+def test_one_location_cut_off_moves_nothing_and_status_shows_it(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd)
+    before = status(config)["services"][0]["active"]
+    w = watchers(config)
+    w.start(1)
+    w.start(2)
+    w.start(3, FAILOVER_PROBE_NETWORKS=CUT_OFF)
+    wait_for(lambda: all_see(config, ["w1", "w2"], "up"), timeout=60, what="w1, w2 see up")
+    wait_for(lambda: all_see(config, ["w3"], "down"), timeout=60, what="w3 sees down")
+    # Many rounds of w3 seeing it down: a warning each round, never a move.
+    wait_for(lambda: w.log(3).count(" web ") >= 20, timeout=60, what="20 rounds of w3")
+    found = seen(config)
+    assert {n: found[n]["sees"]["web"] for n in ("w1", "w2", "w3")} == {
+        "w1": "up",
+        "w2": "up",
+        "w3": "down",
+    }
+    assert not found["w3"]["leader"]
+    rounds = [line for line in w.log(3).splitlines() if " web " in line]
+    # The shared counters are the tally of every watcher's rounds (w1 and w2 keep
+    # resetting them); when w3's failures reach fall anyway, the votes outvote it.
+    assert all(" [1] " in line for line in rounds), rounds
+    assert all("failing" in line for line in rounds)
+    outvoted = [line for line in rounds if "nothing moves" in line]
+    assert all("1 of 3 locations see it down (quorum 2: loc3)" in line for line in outvoted)
+    assert moves(config) == []
+    assert status(config)["services"][0]["active"]["host_id"] == before["host_id"]
+    assert len(live_hosts(config)) == 1
+
+
+def test_frozen_host_two_locations_agree_exactly_one_failover(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd)
+    w = watchers(config)
+    for n in (1, 2, 3):
+        w.start(n)
+    wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="all see up")
+    active = status(config)["services"][0]["active"]
+    frozen = next(h for h in host_records(config) if h["id"] == active["host_id"])
+    os.killpg(int(frozen["pid"]), signal.SIGSTOP)  # the provider still says running
+    try:
+        wait_for(lambda: settled(config), timeout=90, what="the failover")
+        # Let every watcher run more rounds on the new host before counting.
+        wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="up again")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(frozen["pid"]), signal.SIGCONT)
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    assert "locations see it down" in (done[0]["reason"] or "")
+    new = one_live_host_behind_dns(config)
+    assert new["host_id"] != active["host_id"]
+
+
+def test_host_killed_the_providers_word_is_enough_with_one_etcd_member_down(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd)
+    etcd.stop("m1")  # the first endpoint every watcher tries
+    w = watchers(config)
+    for n in (1, 2, 3):
+        w.start(n)
+    wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="all see up")
+    old = kill_active(config)
+    wait_for(lambda: settled(config), timeout=90, what="the failover")
+    wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="up again")
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    # The provider's word: the leader may act before any location counted fall rounds.
+    assert "alpha reports the host stopped" in done[0]["reason"], done[0]["reason"]
+    assert one_live_host_behind_dns(config)["host_id"] != old["id"]
+
+
+def test_two_watchers_starting_at_once_on_a_dead_host_make_one_move(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd)
+    kill_active(config)
+    w = watchers(config)
+    first, second = w.start(1, "--rounds", "25"), w.start(2, "--rounds", "25")
+    for proc in (first, second):
+        proc.wait(timeout=120)
+    assert (first.returncode, second.returncode) == (0, 0), (w.log(1), w.log(2))
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], (done, w.log(1), w.log(2))
+    one_live_host_behind_dns(config)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_leader_killed_after_each_step_another_finishes(
+    project: Path, etcd: EtcdCluster, watchers: Any, step: str
+) -> None:
+    config = setup(project, etcd)
+    w = watchers(config)
+    # Every watcher carries the failpoint: whichever acts dies right after `step` is
+    # journaled (exit 137, as SIGKILL); the one that resumes skips the finished step.
+    procs = [w.start(n, FAILOVER_FAILPOINT=f"after:{step}") for n in (1, 2, 3)]
+    wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="all see up")
+    kill_active(config)
+    wait_for(lambda: any(p.poll() == 137 for p in procs), timeout=90, what="the leader to die")
+    wait_for(lambda: settled(config), timeout=120, what="another watcher to finish")
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    assert sum(p.returncode == 137 for p in procs) == 1
+    one_live_host_behind_dns(config)
+
+
+def test_quorum_lost_no_watcher_moves_every_check_exits_3(project: Path, etcd: EtcdCluster) -> None:
+    config = setup(project, etcd)
+    old = kill_active(config)  # tempting: the provider would say gone
+    etcd.stop("m1")
+    etcd.stop("m2")
+    for n in (1, 2, 3):
+        proc = failover("check", config=config, env=me(n), timeout=120)
+        assert proc.returncode == 3, (proc.stdout, proc.stderr)
+        assert proc.stdout.startswith("FAILOVER UNKNOWN - state store unreachable"), proc.stdout
+    assert live_hosts(config) == []
+    etcd.restore()
+    assert status(config)["services"][0]["active"]["host_id"] == old["id"]
+    assert moves(config) == []
+
+
+def test_watch_keeps_trying_while_etcd_is_unreachable(project: Path, etcd: EtcdCluster) -> None:
+    config = setup(project, etcd)
+    etcd.stop("m1")
+    etcd.stop("m2")
+    proc = subprocess.run(
+        [FAILOVER, "watch", "-c", str(config), "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        env=env_for(me(1)),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rounds = [line for line in proc.stdout.splitlines() if " web unknown [3] " in line]
+    assert len(rounds) == 3, proc.stdout
+    assert all("state store unreachable" in line for line in rounds)
+
+
+def test_status_and_doctor_show_the_watchers(project: Path, etcd: EtcdCluster) -> None:
+    config = setup(project, etcd)
+    for n in (1, 2):
+        assert failover("check", config=config, env=me(n, FAILOVER_LOCATION="same")).returncode == 0
+    found = seen(config)
+    assert set(found) == {"w1", "w2"}
+    assert sum(w["leader"] for w in found.values()) == 1
+    assert all(w["alive"] and w["location"] == "same" for w in found.values())
+    assert all(w["sees"] == {"web": "up"} and w["last_seen"] for w in found.values())
+    text = failover("status", config=config).stdout
+    assert "watchers:" in text and "w1 in same" in text
+    doc = failover_json("doctor", config=config)
+    assert any("every watcher runs in one location (same)" in x for x in doc["warnings"])
+    assert not any("fewer than three" in x or "member(s)" in x for x in doc["warnings"])
+    json.dumps(doc)

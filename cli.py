@@ -610,7 +610,9 @@ def drill(
             outcome = engine.drill(name, to, cold=cold)
         doc = output.drill_doc(outcome)
         if junit is not None:
-            junit.write_text(output.junit_xml(doc))
+            from failover.redact import redact_doc
+
+            junit.write_text(output.junit_xml(redact_doc(doc)))
         if as_json:
             _json(doc)
         else:
@@ -637,33 +639,13 @@ def state_migrate(
     `state:` names, losing nothing; then every watcher can share it."""
 
     def go() -> int:
-        from failover.state import SqliteStore
-        from failover.state.etcd import etcd_store
-        from failover.state.migrate import migrate
+        from failover.state.migrate import Refused, migrate_config
 
-        conf = _load(config, state_dir)
-        if to != "etcd":
-            raise Exit(ExitCode.USAGE, f"--to {to}: the one backend to migrate to is etcd")
-        if conf.state.backend != "etcd":
-            raise Exit(
-                ExitCode.USAGE,
-                "state.backend: set it to etcd (with state.endpoints) first; the SQLite "
-                "file in the state directory is what gets copied",
-            )
-        assert conf.state_dir is not None
-        path = conf.state_dir / "state.db"
-        if not path.exists():
-            raise Exit(ExitCode.FAILED, f"no SQLite state at {path}: nothing to migrate")
-        source, target = SqliteStore(conf.state_dir), etcd_store(conf.state)
         try:
-            counts = migrate(source, target)
-        finally:
-            source.close()
-            target.close()
-        where = f"{', '.join(conf.state.endpoints)} under {conf.state.prefix}"
-        copied = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        _show(as_json, {"copied": counts, "from": str(path), "to": where},
-              lambda: [f"copied {copied} from {path} to etcd at {where}"])  # fmt: skip
+            doc = migrate_config(_load(config, state_dir), to)
+        except Refused as exc:
+            raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
+        _show(as_json, doc, lambda: [doc["message"]])
         return ExitCode.SUCCESS
 
     _run(go)
@@ -851,7 +833,8 @@ def destroy(
             doc = destroy_service(engine, name)
         lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
         lines += [
-            f"NOT destroyed: {h['provider']} {h['host_id']}: {h['error']}" for h in doc["failed"]
+            f"NOT destroyed: {h['provider']} {h['host_id'] or '(its hosts)'}: {h['error']}"
+            for h in doc["failed"]
         ]
         lines.append(
             f"{name}: forgotten (the journal is kept; DNS is left as it is)"

@@ -116,7 +116,7 @@ def main() -> None:
     drill = {m: statistics.median(s[1] for s in v) for m, v in samples.items()}
     print(f"recovery with a {args.boot:g} s boot, median of {args.runs} runs:")
     print(
-        f"  failover: warm standby {fail['warm']:.2f}s, cold host {fail['none']:.2f}s "
+        f"  failover: warm standby {fail['warm']:.3f}s, cold host {fail['none']:.3f}s "
         f"({fail['warm'] / fail['none']:.2f}x)"
     )
     print(

@@ -44,7 +44,7 @@ APP = "{python} -m failover.demo_app --port {port} --bind {address}"
 FAILOVER = str(Path(sys.executable).parent / "failover")
 
 
-def write(workdir: Path, services: int, state: dict[str, Any] | None) -> Path:
+def write(workdir: Path, services: int, state: dict[str, Any] | None, quorum: int = 1) -> Path:
     data: dict[str, Any] = {
         "version": 1,
         "dns": {"type": "local", "zone": "bench.test", "ttl": 5},
@@ -62,7 +62,7 @@ def write(workdir: Path, services: int, state: dict[str, Any] | None) -> Path:
     }
     if state is not None:
         data["state"] = state
-        data["watchers"] = {"quorum": 2}
+        data["watchers"] = {"quorum": quorum}
     path = workdir / "failover.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -98,7 +98,7 @@ def detect_and_recover(state: dict[str, Any] | None, watchers: int) -> float:
     workdir = Path(tempfile.mkdtemp(prefix="failover-bench-watchers-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        config = write(workdir, 1, state)
+        config = write(workdir, 1, state, quorum=2 if watchers > 1 else 1)
         subprocess.run([FAILOVER, "deploy", "-c", str(config)], env=env(0), check=True,
                        capture_output=True)  # fmt: skip
         for n in range(1, watchers + 1):
@@ -114,7 +114,10 @@ def detect_and_recover(state: dict[str, Any] | None, watchers: int) -> float:
         pid = host_pid(config)
         start = time.monotonic()
         os.killpg(pid, signal.SIGSTOP)
+        deadline = start + 120
         while not recovered(config):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover within 120s ({watchers} watchers, {state})")
             time.sleep(0.05)
         elapsed = time.monotonic() - start
         with contextlib.suppress(ProcessLookupError):

@@ -89,10 +89,13 @@ def load(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = path.with_name(path.name + ".restoring")
     fresh.unlink(missing_ok=True)
+    script = sys.stdin.read()
+    if not script.rstrip().endswith("COMMIT;"):
+        # A stream cut short (the sender died): keep the database as it was.
+        sys.exit("load: the dump is truncated (no final COMMIT); nothing changed")
     db = sqlite3.connect(fresh)
     try:
-        db.executescript(sys.stdin.read())
-        db.commit()
+        db.executescript(script)
     finally:
         db.close()
     os.replace(fresh, path)

@@ -160,6 +160,9 @@ def doctor_lines(report: Doc) -> list[str]:
         lines += _account_lines(f"{p['name']} ({p['type']})", p)
     d = report["dns"]
     lines += _account_lines(f"dns {d['type']} zone {d['zone']}", d)
+    for c in report.get("canaries", []):
+        mark = "ok" if c.get("ok") else "FAILED"
+        lines.append(f"canary {c.get('service')} {c.get('canary')}: {mark} {c.get('detail', '')}")
     lines += [f"warning: {w}" for w in report["warnings"]]
     return lines
 

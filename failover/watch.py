@@ -6,6 +6,7 @@ is journaled), the run is left for the next command to resume, and the process e
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -14,9 +15,10 @@ from types import FrameType
 from typing import Any
 
 from failover.config import Config
+from failover.data import plane as data_plane
 from failover.engine import UNKNOWN, Engine, ServiceCheck
 from failover.redact import redact
-from failover.state import ServiceRow
+from failover.state import ServiceRow, StateError
 
 
 class Metrics:
@@ -113,6 +115,8 @@ class Metrics:
 
     def observe(self, result: ServiceCheck, event: dict[str, Any] | None) -> None:
         for probe in result.probes:
+            if not probe.ran:
+                continue  # the round had no time to start it: it says nothing (issue 16)
             if probe.latency_s is not None:
                 self.probe_latency.labels(result.service, probe.kind).set(probe.latency_s)
             self.probe_ok.labels(result.service, probe.kind).set(1 if probe.ok else 0)
@@ -201,6 +205,7 @@ class Watcher:
     def run(self, rounds: int | None = None) -> int:
         previous = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
         engine = Engine(self.config, should_stop=self.stopping.is_set)
+        data_plane.background(engine)  # a long backup must not hold up the probes
         if self.metrics:
             engine.notifier.listeners.append(self.metrics.delivered)
         due = {name: 0.0 for name in self.config.services}
@@ -215,14 +220,19 @@ class Watcher:
                             f"{time.strftime('%H:%M:%S')} {result.service} "
                             f"{result.state} [{result.exit_code}] {result.message}"
                         )
+                        # A state store out of reach (etcd) already made the round
+                        # UNKNOWN; the metrics must not end the watcher over it.
                         if self.metrics:
-                            last = engine.store.events(result.service, limit=1)
-                            self.metrics.observe(result, last[0] if last else None)
-                            self.metrics.place(result.service, engine.store.service(result.service))
-                            data = engine.store.data_state(result.service)
-                            self.metrics.data(result.service, data)
+                            with contextlib.suppress(StateError):
+                                last = engine.store.events(result.service, limit=1)
+                                self.metrics.observe(result, last[0] if last else None)
+                                row = engine.store.service(result.service)
+                                self.metrics.place(result.service, row)
+                                data = engine.store.data_state(result.service)
+                                self.metrics.data(result.service, data)
                     if self.metrics:
-                        self.metrics.providers(engine.store.provider_states())
+                        with contextlib.suppress(StateError):
+                            self.metrics.providers(engine.store.provider_states())
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

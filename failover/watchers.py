@@ -19,13 +19,16 @@ single watcher always has.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from failover.state import now_iso
+from failover.state import StateError, now_iso
 from failover.state.gateway import (
     KV,
     b64,
@@ -60,7 +63,9 @@ def own_view(probes: list[ProbeResult], word: ProviderWord | None, healthy_elsew
     """What this watcher saw of a service this round: ``up`` when the host answers
     (a wrong DNS record is not the host's fault), ``down`` when it does not and the
     watcher can see (another service answers, or the provider's API does), else
-    ``unknown``."""
+    ``unknown`` (also when the round's budget left a probe unrun)."""
+    if any(not p.ran for p in probes):
+        return "unknown"
     if all(p.ok or p.kind == "dns" for p in probes) and any(p.ok for p in probes):
         return "up"
     if all(p.ok for p in probes):
@@ -81,8 +86,8 @@ class Solo:
     ) -> None:
         return None
 
-    def may_settle(self) -> bool:
-        return True
+    def settle_due(self, services: list[str]) -> list[str]:
+        return services
 
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         return True, ""
@@ -95,6 +100,9 @@ class Solo:
 
     def warnings(self) -> list[str]:
         return []
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass
@@ -115,6 +123,8 @@ class EtcdWatchers:
         self.me = me or identity()
         self.ttl = config.state.lease_ttl
         self.lease = 0
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
         self.snap: Snapshot | None = None
         self.round_revision = 0
 
@@ -123,9 +133,12 @@ class EtcdWatchers:
 
     def read(self) -> Snapshot:
         """Every member, vote and the leader, in one range."""
+        return self._parse(self.gw.range(self._k(""), prefix=True))
+
+    def _parse(self, kvs: list[KV]) -> Snapshot:
         snap = Snapshot()
         base = self._k("")
-        for kv in self.gw.range(base, prefix=True):
+        for kv in kvs:
             parts = kv.key[len(base) :].split("/")
             if parts[0] == "member" and len(parts) == 2:
                 snap.members[parts[1]] = kv
@@ -142,9 +155,23 @@ class EtcdWatchers:
         same name left (cron: the votes of one machine stay one voice), or get one."""
         if not self.lease and self.me.name in snap.members:
             self.lease = snap.members[self.me.name].lease
-        if self.lease and self.gw.keepalive(self.lease) > 0:
-            return
-        self.lease = self.gw.grant(self.ttl)
+        if not (self.lease and self.gw.keepalive(self.lease) > 0):
+            self.lease = self.gw.grant(self.ttl)
+        if self._beat is None:
+            self._beat = threading.Thread(target=self._keep, daemon=True, name="failover-votes")
+            self._beat.start()
+
+    def _keep(self) -> None:
+        """Renew the lease while a long run (provisioning) holds up the rounds, so the
+        leader does not lose its lead and its votes in the middle of its own move. A
+        process that dies takes this thread with it: then the lease lapses."""
+        gw = copy.copy(self.gw)  # its own request count: the rounds' stays theirs
+        while not self._stop.wait(self.ttl / 3):
+            with contextlib.suppress(StateError):
+                gw.keepalive(self.lease)
+
+    def close(self) -> None:
+        self._stop.set()
 
     def _leader_value(self) -> str:
         return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})
@@ -332,11 +359,27 @@ class EtcdWatchers:
         self.snap = None  # read again next time
         return False, "the votes, the lead or the generation changed; the next round decides"
 
-    def may_settle(self) -> bool:
-        """Finish an interrupted run only as the leader, or when nobody leads."""
-        snap = self.read()
+    def settle_due(self, services: list[str]) -> list[str]:
+        """The services with a run to finish or a host left over, when this watcher may
+        see to them (as the leader, or when nobody leads): one transaction of three
+        reads, so a quiet round costs the same however many services there are."""
+        _, responses, _ = self.gw.txn(
+            [],
+            [
+                get_op(self._k(""), prefix=True),
+                get_op(self.store.k("open", ""), prefix=True),
+                get_op(self.store.k("host", ""), prefix=True),
+            ],
+        )
+        snap = self._parse(range_kvs(responses[0]))
         self.snap = self.snap or snap
-        return snap.leader is None or self.leads(snap)
+        if not (snap.leader is None or self.leads(snap)):
+            return []
+        due = {kv.key.split("/")[-2] for kv in range_kvs(responses[1])}
+        leftover = ("fence", "candidate", "drill")
+        due.update(str((kv.json() or {}).get("service")) for kv in range_kvs(responses[2])
+                   if (kv.json() or {}).get("role") in leftover)  # fmt: skip
+        return [name for name in services if name in due]
 
     # ----------------------------------------------------------------- documents
 
@@ -365,6 +408,17 @@ class EtcdWatchers:
             )
         return out
 
+    def _at(self, location: str, provider: str) -> bool:
+        """Is ``location`` the provider's own place (its name, or its company's)?"""
+        from providers.base import provider_class
+
+        settings = self.config.provider_settings().get(provider)
+        vendor = getattr(provider_class(settings.type), "vendor", None) if settings else None
+        place = location.lower()
+        if place == provider or place.startswith(provider + "-"):
+            return True
+        return bool(vendor) and vendor != "local" and place.split("-")[0] == vendor
+
     def warnings(self) -> list[str]:
         """Shared fate: one location for every watcher, a watcher where the service
         lives, an etcd with fewer than three members."""
@@ -377,14 +431,22 @@ class EtcdWatchers:
                 "there blinds them all and their votes are one vantage point; run watchers "
                 "in at least three places (FAILOVER_LOCATION)"
             )
-        for name in self.config.services:
-            row = self.store.service(name)
+        for name, row in self.store.services(list(self.config.services)).items():
             provider = (row.active or {}).get("provider")
-            if provider and provider in locations:
+            shared = [loc for loc in sorted(locations) if provider and self._at(loc, provider)]
+            if shared:
                 out.append(
-                    f"{name}: a watcher runs in {provider}, where the service lives: when "
-                    f"{provider} fails it loses that vote too; watch from elsewhere"
+                    f"{name}: a watcher runs in {shared[0]}, where the service lives "
+                    f"({provider}): when {provider} fails it loses that vote too; watch "
+                    "from elsewhere"
                 )
+        quorum = self.config.watchers.quorum
+        if quorum and quorum > len(locations):
+            out.append(
+                f"watchers.quorum is {quorum} but watchers run in {len(locations)} "
+                "location(s): only a provider's own word can move a service; start more "
+                "watchers or lower the quorum"
+            )
         members = self.store.members()
         if len(members) < 3:
             out.append(

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import Field
 
@@ -497,6 +497,46 @@ _BLOCK = 256 * 1024
 _TAIL = 8 * 1024
 
 
+class _Piped:
+    """One command's process group and the threads that feed its stdin and keep the
+    tail of its stderr; an error of the stdin stream kills the group."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.errors: list[BaseException] = []
+        self.tail = bytearray()
+        self.timed_out = threading.Event()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def expire(self) -> None:
+        self.timed_out.set()
+        self.kill()
+
+    def feed(self, source: BinaryIO) -> None:
+        sink = self.proc.stdin
+        assert sink is not None
+        try:
+            while block := source.read(_BLOCK):
+                sink.write(block)
+        except BrokenPipeError:
+            pass  # the command stopped reading: its exit status says why
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.kill()
+        finally:
+            with contextlib.suppress(OSError):
+                sink.close()
+
+    def drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while block := os.read(self.proc.stderr.fileno(), 4096):
+            self.tail.extend(block)
+            del self.tail[:-_TAIL]
+
+
 def _stream(
     argv: list[str],
     *,
@@ -519,43 +559,11 @@ def _stream(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    errors: list[BaseException] = []
-    tail = bytearray()
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def feed(source: BinaryIO, sink: IO[bytes]) -> None:
-        try:
-            while block := source.read(_BLOCK):
-                sink.write(block)
-        except BrokenPipeError:
-            pass  # the command stopped reading: its exit status says why
-        except BaseException as exc:
-            errors.append(exc)
-            kill()
-        finally:
-            with contextlib.suppress(OSError):
-                sink.close()
-
-    def drain_stderr() -> None:
-        assert proc.stderr is not None
-        while block := os.read(proc.stderr.fileno(), 4096):
-            tail.extend(block)
-            del tail[:-_TAIL]
-
-    threads = [threading.Thread(target=drain_stderr, daemon=True)]
+    piped = _Piped(proc)
+    threads = [threading.Thread(target=piped.drain_stderr, daemon=True)]
     if stdin is not None:
-        assert proc.stdin is not None
-        threads.append(threading.Thread(target=feed, args=(stdin, proc.stdin), daemon=True))
-
-    def expire() -> None:
-        timed_out.set()
-        kill()
-
-    timer = threading.Timer(timeout or 0, expire)
+        threads.append(threading.Thread(target=piped.feed, args=(stdin,), daemon=True))
+    timer = threading.Timer(timeout or 0, piped.expire)
     timer.daemon = True
     if timeout:
         timer.start()
@@ -567,18 +575,18 @@ def _stream(
             while block := os.read(proc.stdout.fileno(), _BLOCK):
                 stdout.write(block)
     except BaseException:
-        kill()
+        piped.kill()
         raise
     finally:
         proc.wait()
         timer.cancel()
         for thread in threads:
             thread.join()
-    if errors:
-        raise errors[0]
-    if timed_out.is_set():
+    if piped.errors:
+        raise piped.errors[0]
+    if piped.timed_out.is_set():
         raise TransientError(f"the command did not finish within {timeout:g}s", provider=provider)
-    return ExecResult(proc.returncode, tail.decode("utf-8", "replace"))
+    return ExecResult(proc.returncode, piped.tail.decode("utf-8", "replace"))
 
 
 def _read_text(path: Path) -> str | None:

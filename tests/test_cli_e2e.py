@@ -448,7 +448,7 @@ def test_check_imports_no_cloud_sdk(project: Path) -> None:
         "try:\n    runpy.run_module('cli', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('boto3', 'botocore', 'google', 'azure', 'cloudflare'))\n"
+        "('boto3', 'botocore', 'google', 'azure', 'cloudflare', 'asyncssh'))\n"
         "print('LOADED', bad)\n"
     )
     import sys

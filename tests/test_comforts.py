@@ -150,3 +150,17 @@ def test_help_stays_free_of_heavy_imports() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env_for(), timeout=60
     )
     assert "LOADED []" in proc.stdout, proc.stdout[-500:] + proc.stderr[-500:]
+
+
+def test_destroy_keeps_the_record_while_a_host_cannot_be_destroyed(project: Path) -> None:
+    config = write_config(project, base_config())
+    failover("deploy", config=config, check=True)
+    suspended = project / ".failover" / "local" / "alpha" / "SUSPENDED"
+    suspended.touch()
+    proc = failover("destroy", "--yes", config=config)
+    assert proc.returncode == 1 and "NOT destroyed: alpha" in proc.stdout, proc.stdout
+    assert failover_json("status", config=config)["services"][0]["active"] is not None
+    assert live_hosts(config)  # never a silent leak: it is still there, and said so
+    suspended.unlink()
+    assert failover_json("destroy", "--yes", config=config)["ok"] is True
+    assert live_hosts(config) == []

@@ -36,7 +36,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def config(
-    tmp: Path, endpoint: str = "https://s3.example", bucket: str = "acme-dr", **data: Any
+    tmp: Path, endpoint: str = "http://127.0.0.1:9", bucket: str = "acme-dr", **data: Any
 ) -> cfg.Config:
     conf = base_config(
         data={"backup": "sqlite3 data/app.db .dump", "restore": "sqlite3 data/app.db", **data},
@@ -45,7 +45,13 @@ def config(
     (tmp / "offsite").mkdir(exist_ok=True)
     conf["stores"] = [
         {"name": "offsite", "type": "dir", "path": str(tmp / "offsite")},
-        {"name": "s3-dr", "type": "s3", "bucket": bucket, "endpoint": endpoint},
+        {
+            "name": "s3-dr",
+            "type": "s3",
+            "bucket": bucket,
+            "endpoint": endpoint,
+            "retry_attempts": 1,
+        },
         {
             "name": "azure-dr",
             "type": "azureblob",
@@ -140,3 +146,69 @@ def test_the_agent_backs_up_into_s3_and_the_watcher_copies_it(tmp_path: Path) ->
     proc = subprocess.run(agent, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4 and "exited 4" in proc.stderr
     assert len(list_backups(s3, "web")) == 1
+
+
+def test_a_cloud_host_restores_itself_at_boot(tmp_path: Path) -> None:
+    need(moto_available(), "moto[server] is not installed")
+    import boto3
+
+    server = shared_moto()
+    bucket = f"dr-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    conf = config(tmp_path, endpoint=server.url, bucket=bucket, backup="printf 'the rows'")
+    conf.services["web"].data.restore = "cat > restored.txt"  # type: ignore[union-attr]
+    spec = host_spec(
+        "web", conf.services["web"], generation=1, provider="aws-main", stores=conf.stores
+    )
+    assert (
+        "python3 -m failover.data.agent --restore /etc/failover/web-data.json"
+        in (files(spec.user_data)["/etc/failover/run.sh"])
+    )
+    settings = tmp_path / "web-data.json"
+    settings.write_text(files(spec.user_data)["/etc/failover/web-data.json"])
+    agent = [sys.executable, "-m", "failover.data.agent"]
+    env = env_for({k: v for k, v in AWS_TEST_ENV.items() if v})
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*agent, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    first = call("--restore", str(settings))  # nothing yet: starts empty, exit 0
+    assert first.returncode == 0 and "no backup of web yet" in first.stderr
+    assert call(str(settings)).returncode == 0
+    restored = call("--restore", str(settings))
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "restored.txt").read_text() == "the rows"
+
+
+def test_the_restore_step_on_a_host_that_runs_no_commands(tmp_path: Path) -> None:
+    """aws/gcp/azure hosts cannot run the watcher's commands: the step relies on the
+    host's own restore at boot, or refuses the candidate when the host cannot reach any
+    store (or the backups are encrypted)."""
+    from failover.data.backup import BackupWriter
+    from failover.data.plane import restore
+
+    conf = config(tmp_path)
+    conf.providers.append(
+        {"name": "aws-main", "type": "aws", "region": "us-east-1", "image": "ami-1"}
+    )
+    path = write_config(tmp_path, conf.model_dump(mode="json", exclude={"path", "state_dir"}))
+    loaded = cfg.load(path, tmp_path / ".failover")
+    engine = Engine(loaded)
+    try:
+        writer = BackupWriter("web", [plane(engine).store("offsite")], Sealer(None))
+        writer.write(b"rows")
+        writer.finish()
+        loaded.services["web"].data.stores = ["offsite", "s3-dr"]  # type: ignore[union-attr]
+        detail, record = restore(engine, "web", "aws-main", "i-0123")
+        assert detail.startswith("restored at boot by the host itself") and record == {}
+        loaded.services["web"].data.stores = ["offsite"]  # type: ignore[union-attr]
+        from providers.base import Unsupported
+
+        with pytest.raises(Unsupported, match="no store it can reach itself"):
+            restore(engine, "web", "aws-main", "i-0123")
+    finally:
+        engine.close()

@@ -4,12 +4,14 @@ every store; `check` turns WARNING when the data is at risk; status, doctor, met
 from __future__ import annotations
 
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from failover import config as cfg
 from failover.data.backup import list_backups
@@ -215,3 +217,130 @@ def test_backups_list_newest_first_and_keep_holds(project: Path) -> None:
     finally:
         engine.close()
         cleanup(path)
+
+
+def test_watch_goes_on_probing_while_a_long_backup_streams(project: Path) -> None:
+    from failover.watch import Watcher
+
+    gate = project / "go"
+    conf = two_stores(project)
+    # The backup blocks until the test opens the gate: if it ran inside the round,
+    # `watch --rounds 6` could never finish.
+    conf["services"]["web"]["data"]["backup"] = (
+        f"while [ ! -e {gate} ]; do sleep 0.05; done; echo the data"
+    )
+    path = write_config(project, conf)
+    loaded = cfg.load(path, project / ".failover")
+    engine = Engine(loaded)
+    try:
+        assert engine.run("web", "deploy", reason="test", to="alpha").ok
+        lines: list[str] = []
+        assert Watcher(loaded, lines.append).run(rounds=6) == 0
+        assert len([x for x in lines if " web up " in x]) == 6
+        assert ids(engine, "offsite") == []  # still waiting at the gate
+        gate.write_text("")
+        for _ in range(200):
+            if ids(engine, "offsite"):
+                break
+            time.sleep(0.05)
+        (backup,) = ids(engine, "offsite")
+        assert ids(engine, "second") == [backup]
+    finally:
+        engine.close()
+        cleanup(path)
+
+
+def test_a_store_sharing_fate_with_a_blocked_provider_is_skipped(project: Path) -> None:
+    from failover.data.plane import take_backup
+
+    conf = two_stores(project)
+    conf["stores"][0]["provider"] = "beta"
+    path = write_config(project, conf)
+    engine = Engine(cfg.load(path, project / ".failover"))
+    try:
+        assert engine.run("web", "deploy", reason="test", to="alpha").ok
+        engine.store.set_provider_state("beta", "blocked", "account closed")
+        doc = take_backup(engine, "web")
+        assert doc["stores"] == {"second": "ok", "offsite": "skipped: provider beta is blocked"}
+        assert ids(engine, "offsite") == [] and ids(engine, "second") == [doc["id"]]
+        engine.store.set_provider_state("beta", "available", None)
+        from failover.data.plane import replicate
+
+        results, _ = replicate(engine, "web")  # beta answers again: the store catches up
+        assert results == {"offsite": "ok", "second": "ok"}
+        assert ids(engine, "offsite") == [doc["id"]]
+    finally:
+        engine.close()
+        cleanup(path)
+
+
+def test_config_rejects_a_store_provider_that_does_not_exist(project: Path) -> None:
+    conf = two_stores(project)
+    conf["stores"][0]["provider"] = "nowhere"
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.parse(yaml.safe_dump(conf))
+    assert "stores[0].provider: no provider named 'nowhere'" in caught.value.problems
+
+
+CONTRACT_EXAMPLE = """
+version: 1
+providers: [{name: aws-main, type: local}]
+stores:
+  - {name: offsite, type: dir, path: /srv/failover-backups}
+  - {name: s3-dr, type: s3, bucket: acme-dr, region: eu-west-1, provider: aws-main}
+  - {name: gcs-dr, type: gcs, bucket: acme-dr, project: acme-123}
+  - name: azure-dr
+    type: azureblob
+    account_url: "https://acme.blob.core.windows.net"
+    container: dr
+services:
+  web:
+    domain: www.example.test
+    port: 8080
+    run: {command: "app --port {port}"}
+    data:
+      backup: "sqlite3 data/app.db .dump"
+      restore: "sqlite3 data/app.db"
+      every: 5m
+      stores: [offsite, s3-dr]
+      keep: 24
+      max_age: 15m
+      encryption_key: ${FAILOVER_DATA_KEY}
+"""
+
+
+def test_the_contract_example_is_a_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAILOVER_DATA_KEY", "a-long-enough-key-for-aes")
+    conf = cfg.parse(CONTRACT_EXAMPLE)
+    data = conf.services["web"].data
+    assert data is not None and data.every == 300 and data.max_age == 900
+    assert [s.type for s in conf.stores] == ["dir", "s3", "gcs", "azureblob"]
+    from failover.redact import redact
+
+    assert redact("key a-long-enough-key-for-aes") == "key ***"
+
+
+def test_the_data_state_reads_back_the_same_from_sqlite_and_etcd(
+    project: Path, etcd_cluster: Any
+) -> None:
+    import uuid
+
+    from failover.state import SqliteStore
+    from failover.state.etcd import EtcdStore
+    from failover.state.gateway import Gateway
+
+    doc = {
+        "last_backup": {"id": "20261201T000000.000001Z-abc123", "taken": 1.5, "bytes": 10},
+        "stores": {"offsite": {"ok": False, "error": "not mounted", "failures": 2}},
+    }
+    etcd = EtcdStore(Gateway(etcd_cluster.endpoints, timeout=1.0), f"/data-{uuid.uuid4().hex}/")
+    sqlite = SqliteStore(project / "state")
+    try:
+        for state in (sqlite, etcd):
+            assert state.data_state("web") is None
+            state.set_data_state("web", doc)
+            assert state.data_state("web") == doc
+            assert state.data_state("api") is None
+    finally:
+        sqlite.close()
+        etcd.close()

@@ -4,6 +4,7 @@ turn, what happens when none answers, and `failover state migrate --to etcd`."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -267,3 +268,50 @@ def test_votes_count_per_location_and_the_default_quorum_is_a_majority(
     # A decision about a generation that is no longer current does not commit.
     stale = ServiceRow("web", 0, dict(ACTIVE), None, "up", 0, 0, None, None)
     assert not leaders[0].decide("web", stale)[0]
+
+
+def test_no_secret_reaches_etcd(etcd_cluster: EtcdCluster) -> None:
+    from failover import redact
+
+    secret = 'etcd-"quoted"-sécret-7731'
+    redact.register_secret(secret)
+    try:
+        s = store(etcd_cluster)
+        lease = s.acquire("service:web", ttl=30)
+        assert isinstance(lease, Lease)
+        event = s.start_event("web", "deploy", f"why {secret}", None, {"k": secret}, lease)
+        s.step(event, 0, "lock", "failed", f"detail {secret}", lease)
+        s.update_event(event, lease, reason=f"again {secret}", data={secret: 1})
+        s.set_host("alpha", "h-1", service="web", generation=1, role="fence", note=secret)
+        s.set_provider_state("alpha", "blocked", f"refused: {secret}")
+        s.set_data_state("web", {"last": secret})
+        raw = [kv.value for kv in s.gw.range(s.prefix, prefix=True)]
+        assert raw and not any(secret in v or "sécret" in v for v in raw)
+        assert not any(json.dumps(secret)[1:-1] in v for v in raw)  # nor escaped
+    finally:
+        redact._SECRETS.discard(secret)
+
+
+def test_a_run_interrupted_on_sqlite_finishes_on_etcd(
+    project: Path, etcd_cluster: EtcdCluster
+) -> None:
+    data = base_config()
+    config = write_config(project, data)
+    failover("deploy", "web", config=config, check=True)
+    crash = failover(
+        "move", "web", "--to", "beta", "--yes", config=config,
+        env={"FAILOVER_FAILPOINT": "after:provision"},
+    )  # fmt: skip
+    assert crash.returncode == 137, crash.stderr
+    data["state"] = etcd_state(etcd_cluster)
+    write_config(project, data)
+    assert failover("state", "migrate", "--to", "etcd", config=config).returncode == 0
+    events = failover_json("history", config=config)["events"]
+    assert events[0]["kind"] == "move" and events[0]["status"] == "in_progress"
+    failover("check", config=config)  # settles: finishes the move from the journal
+    events = failover_json("history", config=config)["events"]
+    assert [(e["kind"], e["status"]) for e in events] == [
+        ("move", "succeeded"),
+        ("deploy", "succeeded"),
+    ]
+    assert failover_json("status", config=config)["services"][0]["active"]["provider"] == "beta"

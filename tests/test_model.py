@@ -475,8 +475,8 @@ def test_engine_model_on_etcd(etcd_cluster: Any) -> None:
 
 def _run_model(model: type[FailoverModel], examples: int) -> None:
     print(
-        f"failover model ({model.__name__}): seed={SEED} examples={examples} steps={STEPS_PER_EXAMPLE} "
-        f"(replay with FAILOVER_MODEL_SEED={SEED})"
+        f"failover model ({model.__name__}): seed={SEED} examples={examples} "
+        f"steps={STEPS_PER_EXAMPLE} (replay with FAILOVER_MODEL_SEED={SEED})"
     )
     run_state_machine_as_test(
         seed(SEED)(model),

@@ -188,3 +188,34 @@ def test_notify_defaults(tmp_path: Path) -> None:
     hook, pd = conf.notify
     assert len(hook.events) == 7
     assert pd.events == ["failover_failed", "circuit_breaker", "quorum_lost", "backup_stale"]
+
+
+def test_the_store_claims_a_delivery_once_and_bounds_its_rounds(tmp_path: Path) -> None:
+    from failover.state import SqliteStore
+
+    store = SqliteStore(tmp_path)
+    other = SqliteStore(tmp_path)  # a second process's connection, as a later `check`
+    try:
+        fields: dict[str, Any] = {
+            "event": "failover",
+            "service": "web",
+            "body": {"event": "failover"},
+            "incident": None,
+            "retry_rounds": 1,
+        }
+        first = store.claim_delivery("k1", "hook", **fields)
+        assert first is not None and first["rounds"] == 1 and first["status"] == "sending"
+        assert other.claim_delivery("k1", "hook", **fields) is None  # in flight
+        store.finish_delivery("k1", "hook", "failed", "HTTP 500")
+        again = other.claim_delivery("k1", "hook", **fields)
+        assert again is not None and again["rounds"] == 2
+        other.finish_delivery("k1", "hook", "failed", "HTTP 500")
+        assert store.claim_delivery("k1", "hook", **fields) is None  # rounds used up
+        assert store.claim_delivery("k2", "hook", **fields) is not None
+        store.finish_delivery("k2", "hook", "sent", "HTTP 200")
+        assert other.claim_delivery("k2", "hook", **fields) is None  # never twice
+        assert [r["key"] for r in store.deliveries(status="sent")] == ["k2"]
+        assert store.deliveries(status="failed")[0]["body"] == {"event": "failover"}
+    finally:
+        store.close()
+        other.close()

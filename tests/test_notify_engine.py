@@ -297,3 +297,26 @@ def test_a_failed_failover_pages_and_the_recovery_resolves(project: Path) -> Non
     assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
     events = [(r.json()["event"], r.json()["status"]) for r in hook.requests]
     assert events == [("failover_failed", "failed"), ("failover", "succeeded")]
+
+
+def test_deliveries_are_journaled_in_etcd_too(project: Path, etcd_cluster: Any) -> None:
+    """Several watchers share one etcd: the notification journal lives there, so a
+    failover is announced once whichever watcher's round made it."""
+    from tests.etcd_server import etcd_state
+
+    with http_receiver() as hook:
+        data = base_config(health={"fall": 1})
+        data["state"] = etcd_state(etcd_cluster)
+        data["notify"] = [{"type": "webhook", "url": hook.url}]
+        engine = Engine(cfg.load(write_config(project, data)))
+        try:
+            deployed(engine)
+            fail_over(engine, project)
+            assert engine.notifier.drain(60)
+            engine.check(["web"])
+            assert engine.notifier.drain(60)
+            rows = engine.store.deliveries(event="failover")
+        finally:
+            engine.close()
+    assert [r.json()["event"] for r in hook.requests] == ["failover"]
+    assert [(r["target"], r["status"]) for r in rows] == [("webhook-0", "sent")]

@@ -1,13 +1,15 @@
-"""The backup timer of a cloud host: ``python3 -m failover.data.agent CONFIG``.
+"""The backup timer of a cloud host: ``python3 -m failover.data.agent [--restore] CONFIG``.
 
 The watcher cannot run commands on a host it only boots (aws, gcp, azure), so the
 rendered cloud-init installs a systemd timer that runs this every ``data.every``: it runs
 ``data.backup`` in the service's folder and writes its stdout, in the same chunked
 format with the manifest last, to every store the host can reach with its own
 credentials (an instance role, a workload identity). The watcher then copies each
-complete backup to the other stores. It needs the failover package (and the store's
-SDK) on the image. Encrypted backups are never taken here: the key stays with the
-watcher, so a service with ``encryption_key`` gets no timer.
+complete backup to the other stores. With ``--restore`` (the host's prepare step, at
+boot, before the service starts) it restores the newest good backup. It needs the
+failover package (and the store's SDK) on the image. Encrypted backups are never taken
+or restored here: the key stays with the watcher, so a service with ``encryption_key``
+gets no timer.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from failover.data.backup import BackupWriter, Sealer, list_backups, prune
+from failover.data.backup import (
+    BackupReader,
+    BackupWriter,
+    Manifest,
+    Sealer,
+    list_backups,
+    prune,
+)
 from failover.data.settings import DataConfig, StoreBase, StoreSettings
-from failover.data.stores import open_store
+from failover.data.stores import Store, open_store
 from providers.base import ProviderError
 
 # Fields a host never gets: a connection string is a credential of the watcher's.
@@ -46,18 +55,64 @@ def host_config(
     ]
     if not chosen:
         return None
-    doc = {"service": service, "backup": data.backup, "keep": data.keep, "stores": chosen}
+    doc = {
+        "service": service,
+        "backup": data.backup,
+        "restore": data.restore,
+        "keep": data.keep,
+        "stores": chosen,
+    }
     return {"every": max(1, int(data.every)), "config_json": json.dumps(doc, indent=2)}
 
 
-def run(config: dict[str, Any]) -> int:
+def _stores(config: dict[str, Any]) -> list[Store]:
     adapter: TypeAdapter[Any] = TypeAdapter(StoreSettings)
     stores = []
     for raw in config["stores"]:
         try:
             stores.append(open_store(adapter.validate_python(raw)))
         except ProviderError as exc:
-            print(f"failover backup: store {raw.get('name')}: {exc}", file=sys.stderr)
+            print(f"failover: store {raw.get('name')}: {exc}", file=sys.stderr)
+    return stores
+
+
+def restore(config: dict[str, Any]) -> int:
+    """At boot, before the service starts: the newest backup that checks out, from the
+    first store that has it, into ``data.restore``. 0 when restored or when there is no
+    backup yet; 1 when backups exist and none could be restored (the host then fails
+    its prepare unit and the watcher tries the next provider)."""
+    service: str = config["service"]
+    found: list[tuple[Manifest, Store]] = []
+    for store in _stores(config):
+        try:
+            found.extend((m, store) for m in list_backups(store, service))
+        except ProviderError as exc:
+            print(f"failover restore: {exc}", file=sys.stderr)
+    if not found:
+        print(f"failover restore: no backup of {service} yet: starting empty", file=sys.stderr)
+        return 0
+    for manifest, store in sorted(found, key=lambda f: f[0].id, reverse=True):
+        proc = subprocess.Popen(["/bin/sh", "-c", config["restore"]], stdin=subprocess.PIPE)
+        assert proc.stdin is not None
+        reader = BackupReader(store, manifest, Sealer(None))
+        try:
+            while block := reader.read(256 * 1024):
+                proc.stdin.write(block)
+            proc.stdin.close()
+        except (ProviderError, BrokenPipeError) as exc:
+            proc.kill()
+            proc.wait()
+            print(f"failover restore: refused {exc}", file=sys.stderr)
+            continue
+        if proc.wait() == 0:
+            print(f"failover restore: backup {manifest.id} from {store.name}", file=sys.stderr)
+            return 0
+        print(f"failover restore: the restore command exited {proc.returncode}", file=sys.stderr)
+    return 1
+
+
+def run(config: dict[str, Any]) -> int:
+    stores = _stores(config)
     writer = BackupWriter(config["service"], stores, Sealer(None))
     proc = subprocess.Popen(["/bin/sh", "-c", config["backup"]], stdout=subprocess.PIPE)
     assert proc.stdout is not None
@@ -89,11 +144,14 @@ def run(config: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    mode = run
+    if args[:1] == ["--restore"]:
+        mode, args = restore, args[1:]
     if len(args) != 1:
-        print("usage: python3 -m failover.data.agent CONFIG.json", file=sys.stderr)
+        print("usage: python3 -m failover.data.agent [--restore] CONFIG.json", file=sys.stderr)
         return 2
     with open(args[0], encoding="utf-8") as fh:
-        return run(json.load(fh))
+        return mode(json.load(fh))
 
 
 if __name__ == "__main__":

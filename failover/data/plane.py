@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from failover.data.backup import (
     BackupReader,
@@ -32,11 +33,12 @@ from failover.data.backup import (
 )
 from failover.data.settings import DataConfig, store_vendor
 from failover.data.stores import Store, open_store
-from providers.base import ProviderError, Unsupported
+from failover.state import Store as StateStore
+from providers.base import ComputeProvider, ProviderError, Unsupported
 from providers.util import fill_placeholders
 
 if TYPE_CHECKING:
-    from failover.engine import Engine
+    from failover.config import Config
     from failover.engine.health import Verdict
 
 # A store that failed this many rounds in a row makes `check` WARNING.
@@ -54,55 +56,105 @@ class DataUnavailable(DataError):
     with an empty service."""
 
 
-class _Plane:
-    """The stores of one engine, made once."""
+class EngineLike(Protocol):
+    """What this module asks of the engine (a background round brings its own state
+    connection: a SQLite connection belongs to the thread that opened it)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    config: Config
+    store: StateStore
+
+    def provider(self, name: str) -> ComputeProvider: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class _Plane:
+    """The stores of one engine, made once, and its background rounds."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
         self.stores: dict[str, Store] = {}
+        self.background = False  # `watch`: rounds run beside the probes, not in them
+        self.workers: dict[str, threading.Thread] = {}
 
     def store(self, name: str) -> Store:
         if name not in self.stores:
-            settings = next(s for s in self.e.config.stores if s.name == name)
+            settings = next(s for s in self.config.stores if s.name == name)
             self.stores[name] = open_store(settings)
         return self.stores[name]
 
-    def usable(self, service: str) -> tuple[list[Store], dict[str, str]]:
-        """The service's stores in order, less those whose provider is blocked."""
-        data = self.e.config.services[service].data
-        assert data is not None
-        names = data.stores or [s.name for s in self.e.config.stores]
-        states = self.e.store.provider_states()
-        out, skipped = [], {}
-        for name in names:
-            settings = next(s for s in self.e.config.stores if s.name == name)
-            state = states.get(settings.provider or "", {}).get("state")
-            if settings.provider and state == "blocked":
-                skipped[name] = f"skipped: provider {settings.provider} is blocked"
-                continue
-            try:
-                out.append(self.store(name))
-            except ProviderError as exc:
-                skipped[name] = str(exc)
-        return out, skipped
+
+def usable(engine: EngineLike, service: str) -> tuple[list[Store], dict[str, str]]:
+    """The service's stores in order, less those whose provider is blocked."""
+    data = _data(engine, service)
+    names = data.stores or [s.name for s in engine.config.stores]
+    states = engine.store.provider_states()
+    out, skipped = [], {}
+    for name in names:
+        settings = next(s for s in engine.config.stores if s.name == name)
+        state = states.get(settings.provider or "", {}).get("state")
+        if settings.provider and state == "blocked":
+            skipped[name] = f"skipped: provider {settings.provider} is blocked"
+            continue
+        try:
+            out.append(plane(engine).store(name))
+        except ProviderError as exc:
+            skipped[name] = str(exc)
+    return out, skipped
 
 
-def plane(engine: Engine) -> _Plane:
+def plane(engine: EngineLike) -> _Plane:
     found = getattr(engine, "_data_plane", None)
     if not isinstance(found, _Plane):
-        found = _Plane(engine)
+        found = _Plane(engine.config)
         engine._data_plane = found  # type: ignore[attr-defined]
     return found
 
 
-def _data(engine: Engine, service: str) -> DataConfig:
+def background(engine: EngineLike) -> None:
+    """From now on this engine's rounds back up and copy in a thread per service, so a
+    long dump never holds up the probes (``watch``). ``check`` stays in line: it is one
+    round, and the verdict is taken before the backup."""
+    plane(engine).background = True
+
+
+class _Side:
+    """A background round's view of the engine: the engine's config, providers and
+    stores, and its own state connection."""
+
+    def __init__(self, engine: EngineLike) -> None:
+        from failover.state import open_store as open_state
+
+        self.engine = engine
+        self.config = engine.config
+        self.store: StateStore = open_state(engine.config)
+        self._data_plane = plane(engine)
+
+    def provider(self, name: str) -> ComputeProvider:
+        return self.engine.provider(name)
+
+    def log(self, message: str) -> None:
+        self.engine.log(message)
+
+
+def _in_background(engine: EngineLike, service: str) -> None:
+    side = _Side(engine)
+    try:
+        _round_one(side, service)
+    except Exception as exc:  # the next round tries again; a watcher must not die of it
+        engine.log(f"{service}: data round failed: {type(exc).__name__}: {exc}")
+    finally:
+        side.store.close()
+
+
+def _data(engine: EngineLike, service: str) -> DataConfig:
     data = engine.config.services[service].data
     if data is None:
         raise DataError(f"services.{service}.data is not set: {service} has no backups")
     return data
 
 
-def command(engine: Engine, service: str, text: str, host_id: str, address: str | None) -> str:
+def command(engine: EngineLike, service: str, text: str, host_id: str, address: str | None) -> str:
     """``{port}``, ``{service}``, ``{python}``... filled in a backup/restore command as in
     ``run`` commands (``{python}`` is this Python: meaningful on local hosts)."""
     svc = engine.config.services[service]
@@ -117,7 +169,7 @@ def command(engine: Engine, service: str, text: str, host_id: str, address: str 
     return fill_placeholders(text, values)
 
 
-def _note(engine: Engine, service: str, **changes: Any) -> dict[str, Any]:
+def _note(engine: EngineLike, service: str, **changes: Any) -> dict[str, Any]:
     doc = engine.store.data_state(service) or {"stores": {}}
     doc.update({k: v for k, v in changes.items() if k != "stores"})
     for name, result in (changes.get("stores") or {}).items():
@@ -133,14 +185,14 @@ def _note(engine: Engine, service: str, **changes: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- backup
 
 
-def take_backup(engine: Engine, service: str, *, in_round: bool = False) -> dict[str, Any]:
+def take_backup(engine: EngineLike, service: str, *, in_round: bool = False) -> dict[str, Any]:
     """Run ``data.backup`` on the live host now and store it; the contract's document.
     ``in_round``: the round's replication that follows records the stores' standing."""
     data = _data(engine, service)
     row = engine.store.service(service)
     if not row.active:
         raise DataError(f"{service} is not deployed: nothing to back up")
-    stores, skipped = plane(engine).usable(service)
+    stores, skipped = usable(engine, service)
     if not stores:
         raise DataError(f"{service}: no store can take a backup ({'; '.join(skipped.values())})")
     writer = BackupWriter(service, stores, Sealer(data.encryption_key))
@@ -208,12 +260,12 @@ def _listings(
     return found, failed
 
 
-def replicate(engine: Engine, service: str) -> tuple[dict[str, str], Manifest | None]:
+def replicate(engine: EngineLike, service: str) -> tuple[dict[str, str], Manifest | None]:
     """Copy every complete backup to every store of the service that lacks it (within
     the ``keep`` newest), verifying each chunk; then prune. Each store's result, and the
     newest complete backup any store holds."""
     data = _data(engine, service)
-    stores, skipped = plane(engine).usable(service)
+    stores, skipped = usable(engine, service)
     found, results = _listings(stores, service)
     by_id: dict[str, tuple[Store, Manifest]] = {}
     for store in stores:
@@ -252,7 +304,7 @@ def _fill(
 
 
 def data_round(
-    engine: Engine, verdicts: dict[str, Verdict], *, dry_run: bool = False
+    engine: EngineLike, verdicts: dict[str, Verdict], *, dry_run: bool = False
 ) -> dict[str, Verdict]:
     """``check``/``watch``: a backup of every service that is due, replication, and the
     verdicts of services whose data is at risk turned WARNING."""
@@ -261,16 +313,31 @@ def data_round(
         if engine.config.services[service].data is None:
             continue
         if not dry_run:
-            _round_one(engine, service)
+            _start_round(engine, service)
         out[service] = _judge(engine, service, verdict)
     return out
+
+
+def _start_round(engine: EngineLike, service: str) -> None:
+    here = plane(engine)
+    if not here.background:
+        _round_one(engine, service)
+        return
+    running = here.workers.get(service)
+    if running is not None and running.is_alive():
+        return  # the last round's backup is still streaming
+    worker = threading.Thread(
+        target=_in_background, args=(engine, service), daemon=True, name=f"data-{service}"
+    )
+    here.workers[service] = worker
+    worker.start()
 
 
 # A failing store is tried again this often at most (its retries take time each round).
 RETRY_FAILING = 60.0
 
 
-def _round_one(engine: Engine, service: str) -> None:
+def _round_one(engine: EngineLike, service: str) -> None:
     """Back up when ``every`` has passed since the last backup (or attempt); copy to the
     stores that lack a backup after a backup, while a store is failing (at most every
     ``RETRY_FAILING`` seconds), and every ``every`` anyway: a round costs no store call
@@ -306,7 +373,7 @@ def _round_one(engine: Engine, service: str) -> None:
     _note(engine, service, **changes)
 
 
-def problems(engine: Engine, service: str) -> list[str]:
+def problems(engine: EngineLike, service: str) -> list[str]:
     """Why the service's data is at risk, from the state (no store is asked)."""
     data = engine.config.services[service].data
     if data is None:
@@ -326,7 +393,7 @@ def problems(engine: Engine, service: str) -> list[str]:
     return out
 
 
-def _judge(engine: Engine, service: str, verdict: Verdict) -> Verdict:
+def _judge(engine: EngineLike, service: str, verdict: Verdict) -> Verdict:
     from failover.engine.health import OK, WARNING
 
     found = problems(engine, service)
@@ -340,14 +407,14 @@ def _judge(engine: Engine, service: str, verdict: Verdict) -> Verdict:
 
 
 def restore(
-    engine: Engine, service: str, provider: str, host_id: str
+    engine: EngineLike, service: str, provider: str, host_id: str
 ) -> tuple[str, dict[str, Any]]:
     """Stream the newest good backup into ``data.restore`` on the new host: the step's
     detail and a record for the run (backup, store, age, seconds). No backup yet: says
     so. Raises ``DataUnavailable`` when backups exist but none could be restored,
     ``ProviderError`` (of the host's provider) when the host failed."""
     data = _data(engine, service)
-    stores, skipped = plane(engine).usable(service)
+    stores, skipped = usable(engine, service)
     found, failed = _listings(stores, service)
     ids = sorted({m.id for ms in found.values() for m in ms}, reverse=True)
     if not ids:
@@ -360,37 +427,77 @@ def restore(
         reasons = "; ".join(f"{n}: {w}" for n, w in (failed | skipped).items())
         return "no backup yet: starting empty" + (f" ({reasons})" if reasons else ""), {}
     sealer = Sealer(data.encryption_key)
-    restore_command = command(engine, service, data.restore, host_id, None)
+    run = command(engine, service, data.restore, host_id, None)
     refused: list[str] = []
     for backup_id in ids:
         for store in stores:
             manifest = next((m for m in found.get(store.name, []) if m.id == backup_id), None)
             if manifest is None:
                 continue
-            started = time.monotonic()
             try:
-                reader = BackupReader(store, manifest, sealer)
-                result = engine.provider(provider).exec_on_host(
-                    host_id, restore_command, stdin=cast(BinaryIO, reader), timeout=data.timeout
-                )
-            except (Corrupt, WrongKey) as exc:
-                # The message names the store and the backup already.
-                refused.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-                engine.log(f"{service}: refused {exc.message}")
+                done = _try(engine, provider, host_id, run, store, manifest, sealer)
+            except Unsupported as exc:
+                return _on_the_host(engine, service, exc)
+            if isinstance(done, str):
+                refused.append(done)
+                engine.log(f"{service}: refused {done}")
                 continue
-            except ProviderError as exc:
-                if exc.provider == provider:
-                    raise
-                refused.append(f"backup {backup_id} in store {store.name}: {exc}")
-                continue
-            if result.status != 0 or not reader.done:
-                refused.append(
-                    f"backup {backup_id} from store {store.name}: `{data.restore}` exited "
-                    f"with status {result.status}: {result.stderr.strip()[-300:]}"
-                )
-                continue
-            return _restored(manifest, store, time.monotonic() - started, refused)
+            return _restored(manifest, store, done, refused)
     raise DataUnavailable("no backup could be restored: " + "; ".join(refused))
+
+
+def _try(
+    engine: EngineLike,
+    provider: str,
+    host_id: str,
+    run: str,
+    store: Store,
+    manifest: Manifest,
+    sealer: Sealer,
+) -> float | str:
+    """One backup from one store into the restore command: the seconds it took, or why
+    it was refused. Errors of the host's provider are raised (the host is at fault)."""
+    started = time.monotonic()
+    where = f"backup {manifest.id} in store {store.name}"
+    timeout = _data(engine, manifest.service).timeout
+    try:
+        reader = BackupReader(store, manifest, sealer)
+        result = engine.provider(provider).exec_on_host(
+            host_id, run, stdin=cast(BinaryIO, reader), timeout=timeout
+        )
+    except (Corrupt, WrongKey) as exc:
+        # The message names the store and the backup already.
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
+    except ProviderError as exc:
+        if exc.provider == provider:
+            raise
+        return f"{where}: {exc}"
+    if result.status != 0 or not reader.done:
+        return (
+            f"{where}: the restore command exited with status {result.status}: "
+            f"{result.stderr.strip()[-300:]}"
+        )
+    return time.monotonic() - started
+
+
+def _on_the_host(engine: EngineLike, service: str, exc: Unsupported) -> tuple[str, dict[str, Any]]:
+    """A host booted from an image restores itself at boot (``failover.data.agent``),
+    from the stores it can reach; when it cannot, it cannot take the service."""
+    from failover.data.agent import host_config
+
+    data = _data(engine, service)
+    if host_config(service, data, list(engine.config.stores)) is None:
+        why = (
+            "its backups are encrypted and the key stays with the watcher"
+            if data.encryption_key
+            else "no store it can reach itself (dir stores and connection strings are "
+            "the watcher's)"
+        )
+        raise Unsupported(
+            f"{exc.message}, and {service}'s data cannot be restored there: {why}",
+            provider=exc.provider,
+        ) from None
+    return "restored at boot by the host itself (failover.data.agent, from its cloud stores)", {}
 
 
 def _restored(
@@ -417,11 +524,11 @@ def _restored(
 # --------------------------------------------------------------------------- documents
 
 
-def catalog(engine: Engine, service: str) -> list[dict[str, Any]]:
+def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
     """``failover backups``: every complete backup, newest first, with the stores that
     hold it."""
     _data(engine, service)
-    stores, _ = plane(engine).usable(service)
+    stores, _ = usable(engine, service)
     found, failed = _listings(stores, service)
     if failed and not found:
         raise DataError(f"{service}: no store answered ({'; '.join(failed.values())})")
@@ -432,7 +539,7 @@ def catalog(engine: Engine, service: str) -> list[dict[str, Any]]:
     return [rows[i] for i in sorted(rows, reverse=True)]
 
 
-def status(engine: Engine, service: str) -> dict[str, Any] | None:
+def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
     """``status --json``'s ``data`` object, from the state (no store is asked)."""
     if engine.config.services[service].data is None:
         return None
@@ -460,7 +567,7 @@ def status(engine: Engine, service: str) -> dict[str, Any] | None:
     }
 
 
-def warnings(engine: Engine) -> list[str]:
+def warnings(engine: EngineLike) -> list[str]:
     """doctor: a service whose every store sits at one company, or at the company its
     live host (or a store's fate-sharing provider) belongs to, loses its data with it."""
     from providers.base import provider_class

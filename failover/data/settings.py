@@ -60,7 +60,7 @@ class GcsStoreSettings(_CloudStore):
 class AzureBlobStoreSettings(_CloudStore):
     type: Literal["azureblob"]
     account_url: str = Field(min_length=1, description="https://<account>.blob.core.windows.net")
-    container: str = Field(min_length=3)
+    container: str = Field(min_length=1)
     connection_string: str | None = Field(
         default=None, description="instead of the credential chain (Azurite, SAS setups)"
     )

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from failover.data.settings import DirStoreSettings, StoreBase, store_vendor
 from providers.base import NotFound, ProviderError, TransientError
 from providers.retry import call_with_retries
+from providers.util import private_dir, write_private
 
 
 class Store(ABC):
@@ -101,12 +102,9 @@ class DirStore(Store):
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            # A backup is the service's data: readable by the owner only, whatever the umask.
+            private_dir(path.parent)
+            write_private(path, data, durable=True)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

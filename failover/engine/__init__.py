@@ -127,6 +127,7 @@ class Engine:
             provider.close()
         if self._dns is not None:
             self._dns.close()
+        self.watchers.close()
         self.store.close()
 
     # ----------------------------------------------------------------- providers
@@ -247,7 +248,7 @@ class Engine:
         failover where the policy says so."""
         if not dry_run:
             self.notifier.retry()
-            for name in services if self.watchers.may_settle() else []:
+            for name in self.watchers.settle_due(services):
                 _settle.settle(self, name)
         self.blocklist = rounds.RoundBlocklist()
         rows = self.store.services(services)

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from failover.config import TcpProbe
 from failover.engine.health import Verdict
 from failover.engine.journal import HostRecord, Outcome, Role
+from failover.planner import select
 from failover.probes import ProbeResult, Target
 from failover.state import ServiceRow
-from providers.base import HostState, NotFound, ProviderError
+from providers.base import AccountReport, HostState, NotFound, ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine
@@ -76,10 +77,29 @@ def adopt(engine: Engine, service: str, provider: str, generation: int) -> HostR
     return HostRecord(provider, found.id, found.name, found.address, generation, found.zone)
 
 
-def _provider_for(engine: Engine, service: str, row: ServiceRow) -> str | None:
-    """The next provider of the priority list that can take a host now."""
+def _provider_for(
+    engine: Engine, service: str, row: ServiceRow, accounts: dict[str, AccountReport]
+) -> str | None:
+    """The next provider of the priority list that can take a host now. ``accounts``:
+    each provider's account asked once per round, not once per service."""
     assert row.active is not None
-    usable = engine.select(service, "failover", None, row.active["provider"]).usable
+
+    def account(name: str) -> AccountReport:
+        if name not in accounts:
+            why = engine.blocklist.get(name)
+            accounts[name] = (
+                AccountReport("blocked", [], why) if why else engine.account(name, fresh=True)
+            )
+        return accounts[name]
+
+    usable = select(
+        kind="failover",
+        service=service,
+        priority=engine.config.service_providers(service),
+        current=row.active["provider"],
+        to=None,
+        account=account,
+    ).usable
     return usable[0] if usable else None
 
 
@@ -100,11 +120,15 @@ def _drop(engine: Engine, service: str, host: dict[str, Any], why: str) -> None:
 
 
 def _keep(
-    engine: Engine, service: str, row: ServiceRow, probes: list[ProbeResult] | None
+    engine: Engine,
+    service: str,
+    row: ServiceRow,
+    probes: list[ProbeResult] | None,
+    accounts: dict[str, AccountReport],
 ) -> tuple[bool, str | None]:
     """Is the recorded standby still good? And the provider a new one goes to."""
     host = current(engine, service)
-    provider = _provider_for(engine, service, row)
+    provider = _provider_for(engine, service, row, accounts)
     if host is None:
         return False, provider
     why = ""
@@ -130,13 +154,14 @@ def maintain(
     """After a round: drop the standbys that failed or are stale, and make the missing
     ones (side by side) for the services that are up."""
     due: dict[str, str] = {}
+    accounts: dict[str, AccountReport] = {}
     for name, verdict in verdicts.items():
         if not wanted(engine, name) or verdict.state != "up":
             continue
         row = engine.store.service(name)
         if row.active is None:
             continue
-        keep, provider = _keep(engine, name, row, probes.get(name))
+        keep, provider = _keep(engine, name, row, probes.get(name), accounts)
         if not keep and provider is not None:
             due[name] = provider
     if not due:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from failover.redact import redact
+from failover.redact import redact, redact_doc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -67,7 +67,7 @@ class SqliteDeliveries:
                 db.execute(
                     "INSERT INTO deliveries (key, target, event, service, incident, body, status,"
                     " rounds, created_at, updated_at) VALUES (?,?,?,?,?,?, 'sending', 1, ?, ?)",
-                    (key, target, event, service, incident, redact(json.dumps(body)), now, now),
+                    (key, target, event, service, incident, json.dumps(redact_doc(body)), now, now),
                 )
             elif row["status"] == "failed" and row["rounds"] <= retry_rounds:
                 db.execute(

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from failover.redact import redact
+from failover.redact import redact, redact_doc
 from failover.state.etcd_side import EtcdSide
 from failover.state.gateway import (
     KV,
@@ -501,7 +501,8 @@ class EtcdStore(EtcdSide):
         }
 
     def set_data_state(self, service: str, doc: dict[str, Any]) -> None:
-        self._commit(None, [], [put(self.k("data", service), doc)])
+        """As :meth:`SqliteStore.set_data_state` (unguarded; secrets redacted)."""
+        self._commit(None, [], [put(self.k("data", service), redact_doc(doc))])
 
     def data_state(self, service: str) -> dict[str, Any] | None:
         kv = self.gw.get(self.k("data", service))
@@ -552,7 +553,7 @@ class EtcdStore(EtcdSide):
 
 
 def _redacted(data: dict[str, Any]) -> Any:
-    return json.loads(redact(json.dumps(data)))
+    return redact_doc(data)
 
 
 def _shown(raw: dict[str, Any]) -> dict[str, Any]:

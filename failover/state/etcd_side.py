@@ -1,21 +1,19 @@
-"""The etcd store's side tables: the notification journal (one record per event key and
-target, as :mod:`failover.state.deliveries` keeps it in SQLite) and the data plane's
-document per service. Mixed into :class:`failover.state.etcd.EtcdStore`.
+"""The etcd store's notification journal: one record per event key and target, as
+:mod:`failover.state.deliveries` keeps it in SQLite. Mixed into
+:class:`failover.state.etcd.EtcdStore`.
 
-Keys: ``dlv/<key>/<target>`` (both base64url, since notice keys may hold any
-character) and ``data/<service>``.
+Keys: ``dlv/<key>/<target>`` (both base64url, since notice keys may hold any character).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from failover.redact import redact
-from failover.state.gateway import Gateway, put
+from failover.redact import redact, redact_doc
+from failover.state.gateway import Gateway
 from failover.state.sqlite import Lease, now_iso
 
 
@@ -54,7 +52,7 @@ class EtcdSide:
                     "event": event,
                     "service": service,
                     "incident": incident,
-                    "body": json.loads(redact(json.dumps(body))),
+                    "body": redact_doc(body),
                     "status": "sending",
                     "rounds": 1,
                     "detail": "",
@@ -94,14 +92,6 @@ class EtcdSide:
         rows = [r for r in rows if all(v is None or r.get(f) == v for f, v in given.items())]
         rows.sort(key=lambda r: (r["created_at"], r.get("seq", 0)), reverse=True)
         return [_shown(r) for r in rows[:limit]]
-
-    def set_data_state(self, service: str, doc: dict[str, Any]) -> None:
-        value = {"doc": json.loads(redact(json.dumps(doc, sort_keys=True))), "at": now_iso()}
-        self._commit(None, [], [put(self.k("data", service), value)])
-
-    def data_state(self, service: str) -> dict[str, Any] | None:
-        kv = self.gw.get(self.k("data", service))
-        return dict((kv.json() or {})["doc"]) if kv else None
 
 
 def _shown(raw: dict[str, Any]) -> dict[str, Any]:

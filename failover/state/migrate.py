@@ -11,12 +11,53 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from failover.state.etcd import EtcdStore
+from failover.state.etcd import EtcdStore, etcd_store
 from failover.state.etcd_side import _part
 from failover.state.gateway import created_at, put
 from failover.state.sqlite import SqliteStore, StateError
+
+if TYPE_CHECKING:
+    from failover.config import Config
+
+
+class Refused(Exception):
+    """The migration cannot start; ``usage``: the command or the config is wrong."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def migrate_config(config: Config, to: str) -> dict[str, Any]:
+    """``failover state migrate --to TO``: the document it prints."""
+    if to != "etcd":
+        raise Refused(f"--to {to}: the one backend to migrate to is etcd", usage=True)
+    if config.state.backend != "etcd":
+        raise Refused(
+            "state.backend: set it to etcd (with state.endpoints) first; the SQLite file in "
+            "the state directory is what gets copied",
+            usage=True,
+        )
+    assert config.state_dir is not None
+    path = config.state_dir / "state.db"
+    if not path.exists():
+        raise Refused(f"no SQLite state at {path}: nothing to migrate")
+    source, target = SqliteStore(config.state_dir), etcd_store(config.state)
+    try:
+        counts = migrate(source, target)
+    finally:
+        source.close()
+        target.close()
+    where = f"{', '.join(config.state.endpoints)} under {config.state.prefix}"
+    copied = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return {
+        "copied": counts,
+        "from": str(path),
+        "to": where,
+        "message": f"copied {copied} from {path} to etcd at {where}",
+    }
 
 
 def migrate(source: SqliteStore, target: EtcdStore) -> dict[str, int]:
@@ -114,6 +155,5 @@ def _copy_side(source: SqliteStore, target: EtcdStore) -> int:
             copied += 1
     if "data" in tables:
         for row in source.db.execute("SELECT * FROM data"):
-            value = {"doc": json.loads(row[1]), "at": row[2]}
-            _create(target, target.k("data", row[0]), value)
+            _create(target, target.k("data", row[0]), json.loads(row[1]))
     return copied

@@ -657,7 +657,7 @@ class SqliteStore(SqliteDeliveries):
         with self.tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO data VALUES (?,?,?)",
-                (service, redact(json.dumps(doc, sort_keys=True)), now_iso()),
+                (service, json.dumps(redact_doc(doc), sort_keys=True), now_iso()),
             )
 
     def data_state(self, service: str) -> dict[str, Any] | None:

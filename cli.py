@@ -7,23 +7,40 @@ Imports of the engine, rich and the providers happen inside the commands, so tha
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from failover import output
+from failover.clikit import (
+    GLOBAL,
+    ConfigOpt,
+    Exit,
+    JsonOpt,
+    ServiceArg,
+    StateOpt,
+    check_provider,
+    emit_json,
+    err,
+    lines,
+    load,
+    one_service,
+    open_engine,
+    out,
+    report_outcome,
+    run,
+    service_names,
+    show,
+    tty,
+)
 from failover.exitcodes import CheckCode, ExitCode
 
 if TYPE_CHECKING:
     from failover.config import Config
-    from failover.engine import Engine, Outcome
+    from failover.engine import Engine
 
 app = typer.Typer(
     name="failover",
@@ -33,7 +50,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-_GLOBAL: dict[str, Path | None] = {"config": None}  # `failover -c FILE COMMAND`
 
 _type_column = typer.core.TyperOption.display_type_rich
 
@@ -44,199 +60,6 @@ def _no_bool_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
 
 
 typer.core.TyperOption.display_type_rich = _no_bool_type  # type: ignore[method-assign]
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="config file [env: FAILOVER_CONFIG; default: ./failover.yaml]",
-        show_default=False,
-    ),
-]
-StateOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="state directory [env: FAILOVER_STATE_DIR; default: .failover/ beside the config]",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-ServiceArg = Annotated[
-    str | None, typer.Argument(help="service name (optional with one service)", show_default=False)
-]
-
-
-class Exit(Exception):
-    def __init__(self, code: int, message: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _err(message: str) -> None:
-    from failover.redact import redact
-
-    sys.stderr.write(redact(message).rstrip("\n") + "\n")
-
-
-def _out(text: str) -> None:
-    from failover.redact import redact
-
-    sys.stdout.write(redact(text).rstrip("\n") + "\n")
-
-
-def _lines(lines: Iterable[str]) -> None:
-    # One write per line, each redacted on its own: what the renderers return is printed
-    # exactly as the commands printed it line by line before they moved to output.py.
-    for line in lines:
-        _out(line)
-
-
-def _json(doc: Any) -> None:
-    from failover.redact import redact_doc
-
-    _out(json.dumps(redact_doc(doc), indent=2, default=str))
-
-
-def _show(as_json: bool, doc: Any, text: Callable[[], Iterable[str]]) -> None:
-    """``doc`` as JSON with ``--json``, else the lines ``text`` renders for people."""
-    if as_json:
-        _json(doc)
-    else:
-        _lines(text())
-
-
-@contextmanager
-def _errors(
-    usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
-) -> Iterator[None]:
-    """Turn every expected error into one line and an exit code; never a traceback."""
-    from failover.config import ConfigError
-    from failover.state import StateError
-
-    try:
-        yield
-    except Exit:
-        raise
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _err(problem)
-        raise Exit(usage_code) from None
-    except StateError as exc:
-        _err(f"state: {exc}")
-        raise Exit(failure_code) from None
-    except KeyboardInterrupt:
-        _err("interrupted")
-        raise Exit(ExitCode.INTERRUPTED) from None
-    except BrokenPipeError:
-        # The reader (`| head`) went away: not an error of ours; keep Python quiet on exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise Exit(ExitCode.SUCCESS) from None
-    except Exception as exc:
-        if os.environ.get("FAILOVER_DEBUG"):
-            raise
-        from providers.base import ProviderError
-
-        if isinstance(exc, ProviderError):
-            _err(str(exc))
-        else:
-            _err(
-                f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
-                "for the traceback, and please report it)"
-            )
-        raise Exit(failure_code) from None
-
-
-def _load(config: Path | None, state_dir: Path | None) -> Config:
-    from failover import config as cfg
-    from failover.redact import register_environment
-
-    register_environment()
-    return cfg.load(config or _GLOBAL["config"], state_dir)
-
-
-def _services(conf: Config, service: str | None, *, one: bool = False) -> list[str]:
-    if service is not None:
-        if service not in conf.services:
-            raise Exit(
-                ExitCode.USAGE,
-                f"no service named {service!r} in {conf.path} (known: {', '.join(conf.services)})",
-            )
-        return [service]
-    if one and len(conf.services) > 1:
-        raise Exit(ExitCode.USAGE, f"name the service: {conf.path} has {', '.join(conf.services)}")
-    return list(conf.services)
-
-
-def _one(config: Path | None, state_dir: Path | None, service: str | None) -> tuple[Config, str]:
-    """The config and the one service a command that acts on a single service is about."""
-    conf = _load(config, state_dir)
-    (name,) = _services(conf, service, one=True)
-    return conf, name
-
-
-def _provider(conf: Config, name: str | None, *, required: bool = False) -> None:
-    """A provider named with ``--to``/``--provider`` must be one of the config's."""
-    if required and not name:
-        raise Exit(ExitCode.USAGE, "--to PROVIDER is required")
-    if name is not None and name not in (known := conf.provider_settings()):
-        raise Exit(ExitCode.USAGE, f"no provider named {name!r} (known: {', '.join(known)})")
-
-
-def _tty() -> bool:
-    return sys.stdout.isatty()
-
-
-@contextmanager
-def _engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
-    from failover.engine import Engine
-
-    on_step = None
-    if _tty() and not quiet:
-
-        def on_step(step: str, status: str, detail: str) -> None:
-            line = output.progress_line(step, status, detail)
-            if line is not None:
-                _err(line)
-
-    log = (lambda message: _err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
-    engine = Engine(conf, log=log, on_step=on_step)
-    # SIGTERM (systemd, a CI runner's cancel) is handled like Ctrl-C: the run in flight
-    # is rolled back or finished and journaled, and the command exits 130.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield engine
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        engine.close()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _run(
-    fn: Callable[[], int | None], usage: int = ExitCode.USAGE, failure: int = ExitCode.FAILED
-) -> NoReturn:
-    try:
-        with _errors(usage, failure):
-            code = fn() or ExitCode.SUCCESS
-    except Exit as exc:
-        if exc.message:
-            _err(exc.message)
-        raise typer.Exit(int(exc.code)) from None
-    raise typer.Exit(int(code))
-
-
-def _outcome(outcome: Outcome, as_json: bool) -> ExitCode:
-    if as_json:
-        _json(output.outcome_doc(outcome))
-    else:
-        (_out if outcome.ok else _err)(output.outcome_line(outcome))
-    return ExitCode.of(outcome.ok)
-
 
 # --------------------------------------------------------------------------- commands
 
@@ -260,10 +83,10 @@ def init(
         if path.exists() and not force:
             raise Exit(ExitCode.USAGE, f"{path} exists; pass --force to overwrite it")
         path.write_text(starter(provider))
-        _out(f"wrote {path}; next: `failover validate -c {path}`, then `failover deploy`")
+        out(f"wrote {path}; next: `failover validate -c {path}`, then `failover deploy`")
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -277,7 +100,7 @@ def validate(
         from failover.render import TemplateError, host_spec
 
         try:
-            conf = _load(config, state_dir)
+            conf = load(config, state_dir)
             for name, svc in conf.services.items():
                 # The runner's own function, so what passes here is what a move boots.
                 try:
@@ -287,10 +110,10 @@ def validate(
         except ConfigError as exc:
             if not as_json:
                 raise
-            _json({"ok": False, "problems": exc.problems})
+            emit_json({"ok": False, "problems": exc.problems})
             return ExitCode.USAGE
         if as_json:
-            _json(
+            emit_json(
                 {
                     "ok": True,
                     "path": str(conf.path),
@@ -301,13 +124,13 @@ def validate(
                 }
             )
             return ExitCode.SUCCESS
-        _out(
+        out(
             f"{conf.path}: valid ({len(conf.services)} service(s), "
             f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})"
         )
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -317,10 +140,10 @@ def schema() -> None:
     def go() -> int:
         from failover.config import json_schema
 
-        _json(json_schema())
+        emit_json(json_schema())
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -328,12 +151,12 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
     """For each provider and the DNS zone: API reachable, credentials accepted, blocked?"""
 
     def go() -> int:
-        with _engine(_load(config, state_dir), quiet=True) as engine:
+        with open_engine(load(config, state_dir), quiet=True) as engine:
             report = engine.doctor()
-        _show(as_json, report, lambda: output.doctor_lines(report))
+        show(as_json, report, lambda: output.doctor_lines(report))
         return ExitCode.of(report["ok"])
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -352,17 +175,17 @@ def deploy(
     """Make the service live: a host, restored, verified, DNS pointed at it."""
 
     def go() -> int:
-        conf, name = _one(config, state_dir, service)
-        _provider(conf, provider)
-        with _engine(conf, quiet=as_json) as engine:
+        conf, name = one_service(config, state_dir, service)
+        check_provider(conf, provider)
+        with open_engine(conf, quiet=as_json) as engine:
             active = engine.store.service(name).active
             if provider and active and active["provider"] != provider and not yes:
                 # Live elsewhere: this is a move, and asks what `move` asks.
                 _confirm_move(engine, name, provider, "deploy")
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
-        return _outcome(outcome, as_json)
+        return report_outcome(outcome, as_json)
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -377,15 +200,15 @@ def move(
     """A planned move (a provider gave notice): the same steps as a failover."""
 
     def go() -> int:
-        conf, name = _one(config, state_dir, service)
-        _provider(conf, to, required=True)
-        with _engine(conf, quiet=as_json) as engine:
+        conf, name = one_service(config, state_dir, service)
+        check_provider(conf, to, required=True)
+        with open_engine(conf, quiet=as_json) as engine:
             if not yes:
                 _confirm_move(engine, name, to, "move")
             outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
-        return _outcome(outcome, as_json)
+        return report_outcome(outcome, as_json)
 
-    _run(go)
+    run(go)
 
 
 def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
@@ -399,7 +222,7 @@ def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
             if command == "deploy"
             else "refusing to move without --yes when not on a terminal",
         )
-    _lines(output.plan_lines(engine.plan(name, "move", to)))
+    lines(output.plan_lines(engine.plan(name, "move", to)))
     if not typer.confirm(f"move {name} to {to}?"):
         raise Exit(ExitCode.FAILED)
 
@@ -415,16 +238,16 @@ def plan(
     """What a failover (or a move with --to) would do now, step by step, without doing it."""
 
     def go() -> int:
-        conf, name = _one(config, state_dir, service)
-        _provider(conf, to)
-        with _engine(conf, quiet=True) as engine:
+        conf, name = one_service(config, state_dir, service)
+        check_provider(conf, to)
+        with open_engine(conf, quiet=True) as engine:
             row = engine.store.service(name)
             kind = "move" if to else ("failover" if row.active else "deploy")
             result = engine.plan(name, kind, to)
-        _show(as_json, result, lambda: output.plan_lines(result))
+        show(as_json, result, lambda: output.plan_lines(result))
         return ExitCode.of(result["possible"])
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -439,23 +262,23 @@ def status(
     def go() -> int:
         import shutil
 
-        conf = _load(config, state_dir)
-        names = _services(conf, service)
+        conf = load(config, state_dir)
+        names = service_names(conf, service)
         from failover.watchers import watcher_lines
 
-        with _engine(conf, quiet=True) as engine:
+        with open_engine(conf, quiet=True) as engine:
             doc = engine.status(names)
             watchers = engine.watchers.document()  # None with one watcher (SQLite)
         full: dict[str, Any] = {"services": doc}
         if watchers is not None:
             full["watchers"] = watchers
-        _show(
+        show(
             as_json,
             full,
             lambda: [
                 *(
                     [output.status_table(doc, shutil.get_terminal_size().columns)]
-                    if _tty()
+                    if tty()
                     else output.status_lines(doc)
                 ),
                 *watcher_lines(watchers),
@@ -463,7 +286,7 @@ def status(
         )
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -491,13 +314,13 @@ def check(
             return _check_unknown(exc, as_json)
 
     def round_() -> int:
-        conf = _load(config, state_dir)
-        names = _services(conf, service)
+        conf = load(config, state_dir)
+        names = service_names(conf, service)
         from failover.engine import ServiceCheck
         from failover.state.gateway import StoreUnreachable
 
         try:
-            with _engine(conf, quiet=as_json) as engine:
+            with open_engine(conf, quiet=as_json) as engine:
                 results = engine.check(names, dry_run=dry_run)
         except StoreUnreachable as exc:
             # Never "down": a watcher that cannot reach the shared state decides nothing.
@@ -505,12 +328,12 @@ def check(
             results = [ServiceCheck(",".join(names), "unknown", CheckCode.UNKNOWN, "none", msg)]
         code = output.worst(r.exit_code for r in results)
         if as_json:
-            _json(output.check_doc(results, code))
+            emit_json(output.check_doc(results, code))
         else:
-            _out(output.nagios_line(results, code))
+            out(output.nagios_line(results, code))
         return code
 
-    _run(go, usage=CheckCode.UNKNOWN, failure=CheckCode.UNKNOWN)
+    run(go, usage=CheckCode.UNKNOWN, failure=CheckCode.UNKNOWN)
 
 
 def _check_unknown(exc: Exception, as_json: bool) -> int:
@@ -530,11 +353,11 @@ def _check_unknown(exc: Exception, as_json: bool) -> int:
         if os.environ.get("FAILOVER_DEBUG"):
             raise exc
         message = str(exc) if isinstance(exc, ProviderError) else f"internal error: {exc!r}"
-    _err(message)
+    err(message)
     if as_json:
-        _json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
+        emit_json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
     else:
-        _out(output.unknown_line(message))
+        out(output.unknown_line(message))
     return CheckCode.UNKNOWN
 
 
@@ -569,11 +392,11 @@ def watch(
                 ExitCode.USAGE,
                 f"--metrics-address {metrics_address!r}: not an IP address (e.g. 127.0.0.1, ::1)",
             ) from None
-        conf = _load(config, state_dir)
+        conf = load(config, state_dir)
         try:
             watcher = Watcher(
                 conf,
-                lambda line: _out(line),
+                lambda line: out(line),
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
             )
@@ -585,7 +408,7 @@ def watch(
             ) from None
         return watcher.run(rounds)
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -604,9 +427,9 @@ def drill(
     (with policy.standby: warm, on the standby, which is kept, unless --cold)."""
 
     def go() -> int:
-        conf, name = _one(config, state_dir, service)
-        _provider(conf, to, required=True)
-        with _engine(conf, quiet=as_json) as engine:
+        conf, name = one_service(config, state_dir, service)
+        check_provider(conf, to, required=True)
+        with open_engine(conf, quiet=as_json) as engine:
             outcome = engine.drill(name, to, cold=cold)
         doc = output.drill_doc(outcome)
         if junit is not None:
@@ -614,14 +437,14 @@ def drill(
 
             junit.write_text(output.junit_xml(redact_doc(doc)))
         if as_json:
-            _json(doc)
+            emit_json(doc)
         else:
-            _lines(output.drill_lines(doc, to))
+            lines(output.drill_lines(doc, to))
             if not outcome.ok:
-                _err(f"drill failed: {outcome.message}")
+                err(f"drill failed: {outcome.message}")
         return ExitCode.of(outcome.ok)
 
-    _run(go)
+    run(go)
 
 
 state_app = typer.Typer(help="The state store (SQLite, or etcd for several watchers).")
@@ -635,20 +458,22 @@ def state_migrate(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy this machine's SQLite state (journal, hosts, counters) into the etcd that
-    `state:` names, losing nothing; then every watcher can share it."""
+    """Copy this machine's SQLite state into the etcd that `state:` names.
+
+    The journal, generations, hosts and notices come along; nothing is lost, and an
+    interrupted run resumes on etcd. Refused when etcd already holds state there."""
 
     def go() -> int:
         from failover.state.migrate import Refused, migrate_config
 
         try:
-            doc = migrate_config(_load(config, state_dir), to)
+            doc = migrate_config(load(config, state_dir), to)
         except Refused as exc:
             raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
-        _show(as_json, doc, lambda: [doc["message"]])
+        show(as_json, doc, lambda: [doc["message"]])
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -662,18 +487,18 @@ def history(
     """The journal of deploys, moves, failovers and drills, newest first."""
 
     def go() -> int:
-        conf = _load(config, state_dir)
-        name = _services(conf, service)[0] if service else None
-        with _engine(conf, quiet=True) as engine:
+        conf = load(config, state_dir)
+        name = service_names(conf, service)[0] if service else None
+        with open_engine(conf, quiet=True) as engine:
             events = engine.history(name, limit)
-        _show(as_json, {"events": events}, lambda: output.history_lines(events))
+        show(as_json, {"events": events}, lambda: output.history_lines(events))
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 def _data_services(conf: Config, service: str | None) -> list[str]:
-    names = [n for n in _services(conf, service) if conf.services[n].data is not None]
+    names = [n for n in service_names(conf, service) if conf.services[n].data is not None]
     if not names:
         where = f"services.{service}.data" if service else "no service has a `data` section"
         raise Exit(ExitCode.USAGE, f"{where}: nothing to back up (see README, Data)")
@@ -692,16 +517,16 @@ def backup(
     def go() -> int:
         from failover.data.plane import take_backup
 
-        conf = _load(config, state_dir)
+        conf = load(config, state_dir)
         names = _data_services(conf, service)
         if len(names) > 1:
             raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
-        with _engine(conf, quiet=True) as engine:
+        with open_engine(conf, quiet=True) as engine:
             doc = take_backup(engine, names[0])
-        _show(as_json, doc, lambda: output.backup_lines(doc))
+        show(as_json, doc, lambda: output.backup_lines(doc))
         return ExitCode.of(all(v == "ok" for v in doc["stores"].values()))
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -716,14 +541,14 @@ def backups(
     def go() -> int:
         from failover.data.plane import catalog
 
-        conf = _load(config, state_dir)
-        with _engine(conf, quiet=True) as engine:
+        conf = load(config, state_dir)
+        with open_engine(conf, quiet=True) as engine:
             rows = [row for n in _data_services(conf, service) for row in catalog(engine, n)]
         rows.sort(key=lambda r: r["id"], reverse=True)
-        _show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
+        show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -736,13 +561,13 @@ def demo(
     def go() -> int:
         from failover.demo import run_demo
 
-        say = (lambda line: None) if as_json else (lambda line: _out(line))
+        say = (lambda line: None) if as_json else (lambda line: out(line))
         doc = run_demo(say, keep=keep)
         if as_json:
-            _json(doc)
+            emit_json(doc)
         return ExitCode.of(doc.get("recovered_after_s") is not None)
 
-    _run(go)
+    run(go)
 
 
 # --------------------------------------------------------------------------- operator's surface
@@ -756,7 +581,7 @@ def _version(value: bool) -> None:
             number = version("failover")
         except PackageNotFoundError:
             number = "unknown (not installed)"
-        _out(f"failover {number}")
+        out(f"failover {number}")
         raise typer.Exit(0)
 
 
@@ -772,7 +597,7 @@ def _options(
 ) -> None:
     """Keep a web service reachable when the company hosting it cuts it off."""
     # `failover -c FILE status` as well as `failover status -c FILE` (the latter wins).
-    _GLOBAL["config"] = config
+    GLOBAL["config"] = config
 
 
 notify_app = typer.Typer(
@@ -790,12 +615,12 @@ def notify_test(
     def go() -> int:
         from failover.delivery import Notifier
 
-        conf = _load(config, state_dir)
-        notifier = Notifier(conf, _err)
+        conf = load(config, state_dir)
+        notifier = Notifier(conf, err)
         if not notifier.targets:
             raise Exit(ExitCode.USAGE, f"{conf.path}: no `notify:` targets to test")
         results = notifier.test()
-        _show(
+        show(
             as_json,
             {"results": results},
             lambda: (
@@ -805,7 +630,7 @@ def notify_test(
         )
         return ExitCode.of(all(r["ok"] for r in results))
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -821,7 +646,7 @@ def destroy(
     def go() -> int:
         from failover.engine.destroy import destroy_service
 
-        conf, name = _one(config, state_dir, service)
+        conf, name = one_service(config, state_dir, service)
         if not yes:
             if not sys.stdin.isatty():
                 raise Exit(
@@ -829,7 +654,7 @@ def destroy(
                 )
             if not typer.confirm(f"destroy every host of {name} and forget it?"):
                 return ExitCode.FAILED
-        with _engine(conf, quiet=True) as engine:
+        with open_engine(conf, quiet=True) as engine:
             doc = destroy_service(engine, name)
         lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
         lines += [
@@ -841,10 +666,10 @@ def destroy(
             if doc["ok"]
             else f"{name}: {doc['why']}"
         )
-        _show(as_json, doc, lambda: lines)
+        show(as_json, doc, lambda: lines)
         return ExitCode.of(doc["ok"])
 
-    _run(go)
+    run(go)
 
 
 @app.command()
@@ -869,7 +694,7 @@ def systemd(
     def go() -> int:
         from failover import systemd as units
 
-        path = config or _GLOBAL["config"]
+        path = config or GLOBAL["config"]
         made = units.Units(
             units.executable(),
             config=str(path.resolve()) if path else "/etc/failover/failover.yaml",
@@ -879,13 +704,13 @@ def systemd(
         )
         if write is None:
             for name, text in made.files().items():
-                _out(f"# {name}\n{text}")
+                out(f"# {name}\n{text}")
             return ExitCode.SUCCESS
         for path in units.write(made, write):
-            _out(f"wrote {path}")
+            out(f"wrote {path}")
         return ExitCode.SUCCESS
 
-    _run(go)
+    run(go)
 
 
 def main() -> None:

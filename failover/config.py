@@ -325,79 +325,14 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         problems: list[tuple[tuple[Any, ...], str]] = []
-        settings: dict[str, ProviderSettings] = {}
-        for index, raw in enumerate(self.providers):
-            loc: tuple[Any, ...] = ("providers", index)
-            name = raw.get("name") if isinstance(raw, dict) else None
-            kind = raw.get("type") if isinstance(raw, dict) else None
-            if not isinstance(name, str) or not re.fullmatch(_NAME, name):
-                problems.append(
-                    (
-                        (*loc, "name"),
-                        "required: lowercase letters, digits and '-', starting with a letter",
-                    )
-                )
-                continue
-            if name in settings:
-                problems.append(((*loc, "name"), f"duplicate provider name {name!r}"))
-                continue
-            if not isinstance(kind, str):
-                problems.append(((*loc, "type"), f"required, one of: {', '.join(known_types())}"))
-                continue
-            try:
-                cls = provider_class(kind)
-            except UnknownType as exc:
-                problems.append(((*loc, "type"), str(exc)))
-                continue
-            try:
-                settings[name] = cls.Settings.model_validate(raw)
-            except ValidationError as exc:
-                problems.extend(((*loc, *err["loc"]), _message(err)) for err in exc.errors())
-        kind = self.dns.get("type") if isinstance(self.dns, dict) else None
-        dns_settings: DnsSettings | None = None
-        if not isinstance(kind, str):
-            problems.append((("dns", "type"), f"required, one of: {', '.join(known_types(True))}"))
-        else:
-            try:
-                dcls: type[DnsProvider] = dns_class(kind)
-                dns_settings = dcls.Settings.model_validate(self.dns)
-            except UnknownType as exc:
-                problems.append((("dns", "type"), str(exc)))
-            except ValidationError as exc:
-                problems.extend((("dns", *err["loc"]), _message(err)) for err in exc.errors())
+        settings = _provider_problems(self.providers, problems)
+        dns_settings = _dns_problems(self.dns, problems)
         if dns_settings is not None:
             problems.extend(
                 zone_problems(dns_settings, {n: s.domain for n, s in self.services.items()})
             )
         for sname, service in self.services.items():
-            if not re.fullmatch(_NAME, sname):
-                # Escaped: a name ending in a newline must not split its own message.
-                shown = sname.encode("unicode_escape").decode()
-                problems.append(
-                    (("services", shown), "service names use lowercase letters, digits and '-'")
-                )
-            problems.extend(env_problems(sname, service.run.env))
-            for i, pname in enumerate(service.policy.providers or []):
-                if pname not in settings and not any(
-                    isinstance(p, dict) and p.get("name") == pname for p in self.providers
-                ):
-                    problems.append(
-                        (
-                            ("services", sname, "policy", "providers", i),
-                            f"no provider named {pname!r} in `providers`",
-                        )
-                    )
-            if service.policy.providers is not None and len(set(service.policy.providers)) != len(
-                service.policy.providers
-            ):
-                problems.append(
-                    (("services", sname, "policy", "providers"), "lists a provider twice")
-                )
-            problems.extend(_data_problems(sname, service, self))
-            if service.health.timeout > service.health.interval:
-                problems.append(
-                    (("services", sname, "health", "timeout"), "must not exceed health.interval")
-                )
+            problems.extend(_service_problems(sname, service, self, settings))
         if problems:
             raise _Located(problems)
         self._provider_settings = settings
@@ -407,6 +342,82 @@ class Config(Model):
 
     _provider_settings: dict[str, ProviderSettings]
     _dns_settings: DnsSettings
+
+
+Problems = list[tuple[tuple[Any, ...], str]]
+
+
+def _provider_problems(providers: list[Any], problems: Problems) -> dict[str, ProviderSettings]:
+    """Each provider's settings, validated by its own type's model."""
+    settings: dict[str, ProviderSettings] = {}
+    for index, raw in enumerate(providers):
+        loc: tuple[Any, ...] = ("providers", index)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+            why = "required: lowercase letters, digits and '-', starting with a letter"
+            problems.append(((*loc, "name"), why))
+            continue
+        if name in settings:
+            problems.append(((*loc, "name"), f"duplicate provider name {name!r}"))
+            continue
+        if not isinstance(kind, str):
+            problems.append(((*loc, "type"), f"required, one of: {', '.join(known_types())}"))
+            continue
+        try:
+            cls = provider_class(kind)
+        except UnknownType as exc:
+            problems.append(((*loc, "type"), str(exc)))
+            continue
+        try:
+            settings[name] = cls.Settings.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(((*loc, *err["loc"]), _message(err)) for err in exc.errors())
+    return settings
+
+
+def _dns_problems(dns: Any, problems: Problems) -> DnsSettings | None:
+    """The DNS backend's settings, validated by its own type's model."""
+    kind = dns.get("type") if isinstance(dns, dict) else None
+    if not isinstance(kind, str):
+        problems.append((("dns", "type"), f"required, one of: {', '.join(known_types(True))}"))
+        return None
+    try:
+        dcls: type[DnsProvider] = dns_class(kind)
+        return dcls.Settings.model_validate(dns)
+    except UnknownType as exc:
+        problems.append((("dns", "type"), str(exc)))
+    except ValidationError as exc:
+        problems.extend((("dns", *err["loc"]), _message(err)) for err in exc.errors())
+    return None
+
+
+def _service_problems(
+    sname: str, service: ServiceConfig, config: Config, settings: dict[str, ProviderSettings]
+) -> Problems:
+    """What one service's section gets wrong against the rest of the file."""
+    problems: Problems = []
+    if not re.fullmatch(_NAME, sname):
+        # Escaped: a name ending in a newline must not split its own message.
+        shown = sname.encode("unicode_escape").decode()
+        problems.append(
+            (("services", shown), "service names use lowercase letters, digits and '-'")
+        )
+    problems.extend(env_problems(sname, service.run.env))
+    listed = service.policy.providers
+    named = [p.get("name") for p in config.providers if isinstance(p, dict)]
+    for i, pname in enumerate(listed or []):
+        if pname not in settings and pname not in named:
+            where = ("services", sname, "policy", "providers", i)
+            problems.append((where, f"no provider named {pname!r} in `providers`"))
+    if listed is not None and len(set(listed)) != len(listed):
+        problems.append((("services", sname, "policy", "providers"), "lists a provider twice"))
+    problems.extend(_data_problems(sname, service, config))
+    if service.health.timeout > service.health.interval:
+        problems.append(
+            (("services", sname, "health", "timeout"), "must not exceed health.interval")
+        )
+    return problems
 
 
 def _data_problems(

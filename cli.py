@@ -10,33 +10,34 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
+from typing import Annotated
+from typing import Any
 
 import typer
 
 from failover import output
-from failover.clikit import (
-    GLOBAL,
-    ConfigOpt,
-    Exit,
-    JsonOpt,
-    ServiceArg,
-    StateOpt,
-    check_provider,
-    emit_json,
-    err,
-    lines,
-    load,
-    one_service,
-    open_engine,
-    out,
-    report_outcome,
-    run,
-    service_names,
-    show,
-    tty,
-)
-from failover.exitcodes import CheckCode, ExitCode
+from failover.clikit import GLOBAL
+from failover.clikit import ConfigOpt
+from failover.clikit import Exit
+from failover.clikit import JsonOpt
+from failover.clikit import ServiceArg
+from failover.clikit import StateOpt
+from failover.clikit import check_provider
+from failover.clikit import emit_json
+from failover.clikit import err
+from failover.clikit import lines
+from failover.clikit import load
+from failover.clikit import one_service
+from failover.clikit import open_engine
+from failover.clikit import out
+from failover.clikit import report_outcome
+from failover.clikit import run
+from failover.clikit import service_names
+from failover.clikit import show
+from failover.clikit import tty
+from failover.exitcodes import CheckCode
+from failover.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from failover.config import Config
@@ -97,7 +98,8 @@ def validate(
 
     def go() -> int:
         from failover.config import ConfigError
-        from failover.render import TemplateError, host_spec
+        from failover.render import TemplateError
+        from failover.render import host_spec
 
         try:
             conf = load(config, state_dir)
@@ -464,7 +466,8 @@ def state_migrate(
     interrupted run resumes on etcd. Refused when etcd already holds state there."""
 
     def go() -> int:
-        from failover.state.migrate import Refused, migrate_config
+        from failover.state.migrate import Refused
+        from failover.state.migrate import migrate_config
 
         try:
             doc = migrate_config(load(config, state_dir), to)
@@ -575,7 +578,8 @@ def demo(
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version
 
         try:
             number = version("failover")

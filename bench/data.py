@@ -26,7 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
+from typing import BinaryIO
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +42,10 @@ def make_file(path: Path, size_mb: int) -> None:
 
 
 def child(phase: str, source: Path, store_dir: Path, key: str | None) -> dict[str, Any]:
-    from failover.data.backup import BackupReader, BackupWriter, Sealer, list_backups
+    from failover.data.backup import BackupReader
+    from failover.data.backup import BackupWriter
+    from failover.data.backup import Sealer
+    from failover.data.backup import list_backups
     from failover.data.settings import DirStoreSettings
     from failover.data.stores import open_store
     from providers.local import _stream

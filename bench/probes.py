@@ -37,14 +37,13 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from failover.config import HealthConfig, HttpProbe  # noqa: E402
-from failover.probes import (  # noqa: E402
-    Target,
-    _timed,
-    default_in_flight,
-    http_get,
-    probe_round,
-)
+from failover.config import HealthConfig  # noqa: E402
+from failover.config import HttpProbe  # noqa: E402
+from failover.probes import Target  # noqa: E402
+from failover.probes import _timed  # noqa: E402
+from failover.probes import default_in_flight  # noqa: E402
+from failover.probes import http_get  # noqa: E402
+from failover.probes import probe_round  # noqa: E402
 from tests.apps.counting import addresses  # noqa: E402
 
 EXPORTER_CONFIG = """modules:

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from failover import config as cfg  # noqa: E402
 from failover.engine import Engine  # noqa: E402
-from tests.etcd_server import NAMES, EtcdCluster  # noqa: E402
+from tests.etcd_server import NAMES  # noqa: E402
+from tests.etcd_server import EtcdCluster  # noqa: E402
 
 APP = "{python} -m failover.demo_app --port {port} --bind {address}"
 FAILOVER = str(Path(sys.executable).parent / "failover")

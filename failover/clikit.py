@@ -11,10 +11,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING
+from typing import Annotated
+from typing import Any
+from typing import NoReturn
 
 import typer
 
@@ -23,7 +28,8 @@ from failover.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from failover.config import Config
-    from failover.engine import Engine, Outcome
+    from failover.engine import Engine
+    from failover.engine import Outcome
 
 GLOBAL: dict[str, Path | None] = {"config": None}  # `failover -c FILE COMMAND`
 

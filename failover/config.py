@@ -9,35 +9,40 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import ValidationError
+from pydantic import field_validator
+from pydantic import model_validator
 
-from failover.checks import (
-    DuplicateKey,
-    NoDuplicateKeys,
-    canary_problem,
-    dns_name_problem,
-    env_problems,
-    node_path,
-    zone_problems,
-)
-from failover.data.settings import DataConfig, StoreSettings
+from failover.checks import DuplicateKey
+from failover.checks import NoDuplicateKeys
+from failover.checks import canary_problem
+from failover.checks import dns_name_problem
+from failover.checks import env_problems
+from failover.checks import node_path
+from failover.checks import zone_problems
+from failover.data.settings import DataConfig
+from failover.data.settings import StoreSettings
 from failover.notify import NotifyTarget
 from failover.redact import register_secret
-from providers.base import (
-    DnsProvider,
-    DnsSettings,
-    Duration,
-    ProviderSettings,
-    UnknownType,
-    dns_class,
-    known_types,
-    provider_class,
-)
-from providers.util import PLACEHOLDER_NAMES, is_secret_name, unknown_placeholders
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import Duration
+from providers.base import ProviderSettings
+from providers.base import UnknownType
+from providers.base import dns_class
+from providers.base import known_types
+from providers.base import provider_class
+from providers.util import PLACEHOLDER_NAMES
+from providers.util import is_secret_name
+from providers.util import unknown_placeholders
 
 DEFAULT_CONFIG = "failover.yaml"
 # Matched with fullmatch: `re.match` with `$` let "web\n" through, which then broke the

@@ -19,21 +19,23 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
-from failover.notify import (
-    INCIDENT,
-    TEST,
-    DeliveryFailed,
-    Notice,
-    PagerDutyTarget,
-    send,
-    wants,
-)
-from failover.redact import redact, register_secret
-from failover.state import now_iso, open_store
+from failover.notify import INCIDENT
+from failover.notify import TEST
+from failover.notify import DeliveryFailed
+from failover.notify import Notice
+from failover.notify import PagerDutyTarget
+from failover.notify import send
+from failover.notify import wants
+from failover.redact import redact
+from failover.redact import register_secret
+from failover.state import now_iso
+from failover.state import open_store
 
 if TYPE_CHECKING:
     from failover.config import Config

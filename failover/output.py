@@ -12,12 +12,14 @@ imports this module at start-up, which must stay as cheap as ``failover --help``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.exitcodes import CheckCode
 
 if TYPE_CHECKING:
-    from failover.engine import Outcome, ServiceCheck
+    from failover.engine import Outcome
+    from failover.engine import ServiceCheck
 
 Doc = dict[str, Any]
 

@@ -8,7 +8,8 @@ order, which were skipped and why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from providers.base import AccountReport

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.data.agent import host_config
 from failover.data.settings import StoreBase
-from providers.base import HostSpec, RunSpec
-from providers.util import fill_placeholders, image_placeholders
+from providers.base import HostSpec
+from providers.base import RunSpec
+from providers.util import fill_placeholders
+from providers.util import image_placeholders
 
 if TYPE_CHECKING:
     from failover.config import ServiceConfig
@@ -44,7 +47,8 @@ def _systemd_quote(value: str) -> str:
 
 @lru_cache(maxsize=1)
 def _environment() -> Any:
-    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2 import FileSystemLoader
+    from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
     env = SandboxedEnvironment(

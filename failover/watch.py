@@ -16,16 +16,22 @@ from typing import Any
 
 from failover.config import Config
 from failover.data import plane as data_plane
-from failover.engine import UNKNOWN, Engine, ServiceCheck
+from failover.engine import UNKNOWN
+from failover.engine import Engine
+from failover.engine import ServiceCheck
 from failover.redact import redact
-from failover.state import ServiceRow, StateError
+from failover.state import ServiceRow
+from failover.state import StateError
 
 
 class Metrics:
     """Prometheus metrics on their own registry (nothing from the process's globals)."""
 
     def __init__(self, port: int, address: str) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry
+        from prometheus_client import Counter
+        from prometheus_client import Gauge
+        from prometheus_client import start_http_server
 
         self.registry = CollectorRegistry()
         r = self.registry
@@ -80,7 +86,8 @@ class Metrics:
     def _placement_metrics(self, r: Any) -> None:
         """Where each service lives, its generation, the providers' states, the last
         good round and the notifications (issue 15)."""
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Counter
+        from prometheus_client import Gauge
 
         self.active = Gauge(
             "failover_active_provider_info",

@@ -25,26 +25,28 @@ import json
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
 
-from failover.state import StateError, now_iso
-from failover.state.gateway import (
-    KV,
-    b64,
-    created_at,
-    delete,
-    get_op,
-    modified_at,
-    put,
-    range_kvs,
-)
+from failover.state import StateError
+from failover.state import now_iso
+from failover.state.gateway import KV
+from failover.state.gateway import b64
+from failover.state.gateway import created_at
+from failover.state.gateway import delete
+from failover.state.gateway import get_op
+from failover.state.gateway import modified_at
+from failover.state.gateway import put
+from failover.state.gateway import range_kvs
 
 if TYPE_CHECKING:
     from failover.config import Config
     from failover.engine.health import ProviderWord
     from failover.probes import ProbeResult
-    from failover.state import ServiceRow, Store
+    from failover.state import ServiceRow
+    from failover.state import Store
     from failover.state.etcd import EtcdStore
 
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    NotFound,
-    ProviderError,
-    QuotaError,
-    TransientError,
-)
-from providers.retry import call_with_retries, retry_after_seconds
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import TransientError
+from providers.retry import call_with_retries
+from providers.retry import retry_after_seconds
 
 T = TypeVar("T")
 

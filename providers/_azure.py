@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import TypeVar
 
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ConflictError,
-    NotFound,
-    ProviderError,
-    QuotaError,
-    TransientError,
-)
-from providers.retry import call_with_retries, retry_after_seconds
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ConflictError
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import TransientError
+from providers.retry import call_with_retries
+from providers.retry import retry_after_seconds
 from providers.util import is_loopback_http
 
 T = TypeVar("T")
@@ -248,12 +249,10 @@ def map_error(
     scope: str | None = None,
 ) -> ProviderError:
     """One azure-core / azure-identity exception -> one taxonomy error (not raised)."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.exceptions import ServiceRequestError
+    from azure.core.exceptions import ServiceResponseError
 
     if isinstance(exc, ProviderError):
         return exc

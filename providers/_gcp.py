@@ -27,15 +27,13 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ConflictError,
-    NotFound,
-    ProviderError,
-    QuotaError,
-    TransientError,
-)
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ConflictError
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import TransientError
 from providers.retry import retry_after_seconds
 from providers.util import is_loopback_http
 

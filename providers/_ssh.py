@@ -11,12 +11,18 @@ import asyncio
 import re
 import shlex
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any
+from typing import BinaryIO
+from typing import TypeVar
 
-from providers.base import AccountBlocked, ProviderError, TransientError
+from providers.base import AccountBlocked
+from providers.base import ProviderError
+from providers.base import TransientError
 
 T = TypeVar("T")
 

@@ -25,31 +25,31 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
 from pydantic import Field
 
 from providers import _aws
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    CapacityError,
-    Check,
-    CloudSettings,
-    ComputeProvider,
-    Duration,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    ProviderSettings,
-    QuotaError,
-    TransientError,
-    as_settings,
-    try_zones,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import CapacityError
+from providers.base import Check
+from providers.base import CloudSettings
+from providers.base import ComputeProvider
+from providers.base import Duration
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import ProviderSettings
+from providers.base import QuotaError
+from providers.base import TransientError
+from providers.base import as_settings
+from providers.base import try_zones
 
 T = TypeVar("T")
 
@@ -103,12 +103,8 @@ class AwsSettings(CloudSettings):
     )
 
 
-class AwsProvider(ComputeProvider):
+class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws"):
     """EC2 instances through boto3."""
-
-    type = "aws"
-    vendor = "aws"
-    Settings = AwsSettings
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

@@ -20,29 +20,31 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
+from pydantic import field_validator
 
 from providers import _azure
-from providers._azure import as_json, dig
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    CapacityError,
-    Check,
-    CloudSettings,
-    ComputeProvider,
-    Duration,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    QuotaError,
-    try_zones,
-)
+from providers._azure import as_json
+from providers._azure import dig
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import CapacityError
+from providers.base import Check
+from providers.base import CloudSettings
+from providers.base import ComputeProvider
+from providers.base import Duration
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import try_zones
 
 T = TypeVar("T")
 
@@ -118,12 +120,8 @@ def _last_segment(resource_id: str | None) -> str | None:
     return resource_id.rstrip("/").rsplit("/", 1)[-1] or None
 
 
-class AzureProvider(ComputeProvider):
+class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendor="microsoft"):
     """Azure virtual machines through azure-mgmt-compute / azure-mgmt-network."""
-
-    type = "azure"
-    Settings = AzureSettings
-    vendor = "microsoft"
 
     settings: AzureSettings
 

@@ -13,14 +13,26 @@ from __future__ import annotations
 import enum
 import importlib
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from abc import ABC
+from abc import abstractmethod
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, ClassVar, NamedTuple, TypeVar
+from typing import Annotated
+from typing import Any
+from typing import BinaryIO
+from typing import ClassVar
+from typing import NamedTuple
+from typing import TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel
+from pydantic import BeforeValidator
+from pydantic import ConfigDict
+from pydantic import Field
 
 # --------------------------------------------------------------------------- errors
 
@@ -390,6 +402,22 @@ S = TypeVar("S", bound=ProviderSettings)
 M = TypeVar("M", bound=BaseModel)
 
 
+# Spelled out here: inside a provider class, ``type`` is the provider's kind.
+ProviderSettingsClass = type[ProviderSettings]
+DnsSettingsClass = type[DnsSettings]
+
+
+def _identify(
+    cls: Any, kind: str | None, settings: type[BaseModel] | None, vendor: str | None
+) -> None:
+    if kind is not None:
+        cls.type = kind
+    if settings is not None:
+        cls.Settings = settings
+    if vendor is not None:
+        cls.vendor = vendor
+
+
 def as_settings(model: type[M], settings: BaseModel) -> M:
     """``settings`` as the provider's own Settings model (a caller may hand the generic
     one, e.g. a plugin's or a test's)."""
@@ -406,6 +434,19 @@ class ComputeProvider(ABC):
     type: ClassVar[str] = ""
     # The company behind the platform, for doctor's shared-fate warning ("aws", "google").
     vendor: ClassVar[str] = ""
+
+    def __init_subclass__(
+        cls,
+        *,
+        kind: str | None = None,
+        settings: ProviderSettingsClass | None = None,
+        vendor: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # `class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, ...)`: the
+        # provider's identity on its class line. Plain class attributes work as well.
+        super().__init_subclass__(**kwargs)
+        _identify(cls, kind, settings, vendor)
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.settings = as_settings(self.Settings, settings)
@@ -520,6 +561,17 @@ class DnsProvider(ABC):
     Settings: ClassVar[type[DnsSettings]] = DnsSettings
     type: ClassVar[str] = ""
     vendor: ClassVar[str] = ""
+
+    def __init_subclass__(
+        cls,
+        *,
+        kind: str | None = None,
+        settings: DnsSettingsClass | None = None,
+        vendor: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        _identify(cls, kind, settings, vendor)
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         self.settings = as_settings(self.Settings, settings)

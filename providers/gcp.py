@@ -21,34 +21,36 @@ import re
 import shlex
 import time
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
+from pydantic import field_validator
+from pydantic import model_validator
 
 from providers import _gcp
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    CapacityError,
-    Check,
-    CloudSettings,
-    ComputeProvider,
-    ConflictError,
-    Duration,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    ProviderSettings,
-    QuotaError,
-    TransientError,
-    as_settings,
-    try_zones,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import CapacityError
+from providers.base import Check
+from providers.base import CloudSettings
+from providers.base import ComputeProvider
+from providers.base import ConflictError
+from providers.base import Duration
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import ProviderSettings
+from providers.base import QuotaError
+from providers.base import TransientError
+from providers.base import as_settings
+from providers.base import try_zones
 from providers.retry import call_with_retries
-from providers.util import fill_placeholders, image_placeholders
+from providers.util import fill_placeholders
+from providers.util import image_placeholders
 
 LABEL_SERVICE = "failover-service"
 LABEL_GENERATION = "failover-generation"
@@ -168,12 +170,8 @@ class GcpSettings(CloudSettings):
         return list(self.zones) if self.zones else [self.zone or ""]
 
 
-class GcpProvider(ComputeProvider):
+class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="google"):
     """Compute Engine VMs. Host ids are ``ZONE/INSTANCE_NAME``."""
-
-    type = "gcp"
-    Settings = GcpSettings
-    vendor = "google"
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

@@ -25,25 +25,29 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any
+from typing import BinaryIO
+from typing import Literal
 
 from pydantic import Field
 
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    Check,
-    ComputeProvider,
-    ExecResult,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderError,
-    ProviderSettings,
-    TransientError,
-)
-from providers.util import open_private, pid_alive, private_dir, run_script, write_private
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ComputeProvider
+from providers.base import ExecResult
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import ProviderSettings
+from providers.base import TransientError
+from providers.util import open_private
+from providers.util import pid_alive
+from providers.util import private_dir
+from providers.util import run_script
+from providers.util import write_private
 
 # What a host inherits from the watcher: enough to run programs and find Python, never
 # its credentials whatever they are called (a deny-list of names let DATABASE_URL,
@@ -85,11 +89,7 @@ def _write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> N
     write_private(path, json.dumps(data, indent=2), durable=durable)
 
 
-class LocalProvider(ComputeProvider):
-    type = "local"
-    Settings = LocalSettings
-    vendor = "local"
-
+class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendor="local"):
     def __init__(self, settings: ProviderSettings, context: Any) -> None:
         super().__init__(settings, context)
         assert isinstance(settings, LocalSettings)

@@ -20,44 +20,48 @@ import json
 import shlex
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO, Literal
+from collections.abc import Awaitable
+from collections.abc import Callable
+from typing import Any
+from typing import BinaryIO
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import field_validator
+from pydantic import model_validator
 
-from providers._ssh import (
-    HOST_KEY,
-    START,
-    STATUS,
-    STOP,
-    SUPERVISE,
-    Connections,
-    HostKeyMismatch,
-    Machine,
-    env_file,
-    parse_endpoint,
-    parse_status,
-    shell_path,
-    upload_script,
-)
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    CapacityError,
-    Check,
-    ComputeProvider,
-    Duration,
-    ExecResult,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    ProviderSettings,
-    TransientError,
-)
-from providers.util import answers, run_script
+from providers._ssh import HOST_KEY
+from providers._ssh import START
+from providers._ssh import STATUS
+from providers._ssh import STOP
+from providers._ssh import SUPERVISE
+from providers._ssh import Connections
+from providers._ssh import HostKeyMismatch
+from providers._ssh import Machine
+from providers._ssh import env_file
+from providers._ssh import parse_endpoint
+from providers._ssh import parse_status
+from providers._ssh import shell_path
+from providers._ssh import upload_script
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import CapacityError
+from providers.base import Check
+from providers.base import ComputeProvider
+from providers.base import Duration
+from providers.base import ExecResult
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import ProviderSettings
+from providers.base import TransientError
+from providers.util import answers
+from providers.util import run_script
 
 
 class SshMachine(BaseModel):
@@ -120,10 +124,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class SshProvider(ComputeProvider):
-    type = "ssh"
-    Settings = SshSettings
-
+class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         assert isinstance(settings, SshSettings)

@@ -17,24 +17,28 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import model_validator
 
-from providers.base import (
-    AccountReport,
-    CapacityError,
-    Check,
-    ComputeProvider,
-    Duration,
-    Host,
-    HostSpec,
-    HostState,
-    ProviderContext,
-    ProviderError,
-    ProviderSettings,
-)
-from providers.util import answers, private_dir, write_private
+from providers.base import AccountReport
+from providers.base import CapacityError
+from providers.base import Check
+from providers.base import ComputeProvider
+from providers.base import Duration
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import ProviderSettings
+from providers.util import answers
+from providers.util import private_dir
+from providers.util import write_private
 
 
 class StaticMachine(BaseModel):
@@ -58,10 +62,7 @@ class StaticSettings(ProviderSettings):
         return self
 
 
-class StaticProvider(ComputeProvider):
-    type = "static"
-    Settings = StaticSettings
-
+class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         assert isinstance(settings, StaticSettings)

@@ -13,13 +13,19 @@ import importlib.util
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from providers.base import HostSpec, HostState, ProviderContext, RunSpec
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import ProviderContext
+from providers.base import RunSpec
 from tests.conftest import need
-from tests.doubles.faultproxy import FaultProxy, ec2_error, json_error
+from tests.doubles.faultproxy import FaultProxy
+from tests.doubles.faultproxy import ec2_error
+from tests.doubles.faultproxy import json_error
 
 ATTEMPTS = 3
 GARBAGE = "\x00\x01<<<garbage>>> {{{ not-an-api-answer ]]"
@@ -69,7 +75,8 @@ def spec(name: str) -> HostSpec:
 def aws_cloud(stack: ExitStack, tmp: Path, moto: Any) -> Cloud:
     import boto3
 
-    from providers.aws import AwsProvider, AwsSettings
+    from providers.aws import AwsProvider
+    from providers.aws import AwsSettings
     from tests.doubles.moto_server import seed_ec2
 
     moto.set_auth(False)
@@ -125,7 +132,8 @@ def aws_cloud(stack: ExitStack, tmp: Path, moto: Any) -> Cloud:
 
 def gcp_cloud(stack: ExitStack, tmp: Path) -> Cloud:
     need(have("google.cloud.compute_v1"), "Google SDKs missing (pip install -e '.[gcp]')")
-    from providers.gcp import GcpProvider, GcpSettings
+    from providers.gcp import GcpProvider
+    from providers.gcp import GcpSettings
     from tests.doubles.gce import GceDouble
 
     gce = stack.enter_context(GceDouble())
@@ -178,7 +186,8 @@ def azure_cloud(stack: ExitStack, tmp: Path) -> Cloud:
         have("azure.mgmt.compute", "azure.mgmt.network", "azure.identity"),
         "Azure SDKs missing (pip install -e '.[azure]')",
     )
-    from providers.azure import AzureProvider, AzureSettings
+    from providers.azure import AzureProvider
+    from providers.azure import AzureSettings
     from tests.doubles.azure import AzureDouble
 
     az = stack.enter_context(AzureDouble())

@@ -11,7 +11,8 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
     import ipaddress
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
@@ -145,7 +147,8 @@ class Mailbox:
 def smtp_server(tmp: Path, user: str = "ops", password: str = "s3cret-pass") -> Iterator[Mailbox]:
     """aiosmtpd with STARTTLS required before AUTH (its default), one account."""
     from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult, LoginPassword
+    from aiosmtpd.smtp import AuthResult
+    from aiosmtpd.smtp import LoginPassword
 
     from tests.servers import free_port
 

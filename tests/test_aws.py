@@ -15,36 +15,35 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ConflictError,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    QuotaError,
-    RunSpec,
-    TransientError,
-    dns_class,
-    provider_class,
-)
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ConflictError
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import RunSpec
+from providers.base import TransientError
+from providers.base import dns_class
+from providers.base import provider_class
 from tests.conftest import ROOT
-from tests.doubles.faultproxy import FaultProxy, aws_error, ec2_error
-from tests.doubles.moto_server import (
-    AWS_TEST_ENV,
-    MotoServer,
-    free_port,
-    require_moto,
-    seed_ec2,
-)
+from tests.doubles.faultproxy import FaultProxy
+from tests.doubles.faultproxy import aws_error
+from tests.doubles.faultproxy import ec2_error
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import MotoServer
+from tests.doubles.moto_server import free_port
+from tests.doubles.moto_server import require_moto
+from tests.doubles.moto_server import seed_ec2
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,7 +84,8 @@ class World:
     logs: list[str] = field(default_factory=list)
 
     def provider(self, endpoint: str | None = None, **overrides: Any) -> Any:
-        from providers.aws import AwsProvider, AwsSettings
+        from providers.aws import AwsProvider
+        from providers.aws import AwsSettings
 
         values: dict[str, Any] = {
             "name": "aws",
@@ -154,8 +154,10 @@ def on_loopback(address: str | None, net: ipaddress.IPv4Network = NET_A) -> bool
 
 
 def test_registry_settings_and_lazy_import() -> None:
-    from providers.aws import AwsProvider, AwsSettings
-    from providers.dns.route53 import Route53Dns, Route53Settings
+    from providers.aws import AwsProvider
+    from providers.aws import AwsSettings
+    from providers.dns.route53 import Route53Dns
+    from providers.dns.route53 import Route53Settings
 
     assert provider_class("aws") is AwsProvider
     assert dns_class("route53") is Route53Dns
@@ -562,7 +564,8 @@ def zone(world: World) -> str:
 
 
 def route53(world: World, endpoint: str | None = None, **overrides: Any) -> Any:
-    from providers.dns.route53 import Route53Dns, Route53Settings
+    from providers.dns.route53 import Route53Dns
+    from providers.dns.route53 import Route53Settings
 
     values: dict[str, Any] = {
         "type": "route53",

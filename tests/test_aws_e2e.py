@@ -20,17 +20,18 @@ from typing import Any
 
 import pytest
 
-from tests.doubles.moto_server import AWS_TEST_ENV, MotoServer, require_moto, seed_ec2
-from tests.helpers import (
-    base_config,
-    cleanup,
-    dns_values,
-    failover,
-    failover_json,
-    kill_active,
-    live_hosts,
-    write_config,
-)
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import MotoServer
+from tests.doubles.moto_server import require_moto
+from tests.doubles.moto_server import seed_ec2
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import dns_values
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -20,23 +20,24 @@ from typing import Any
 
 import pytest
 
-from providers.azure import AzureProvider, AzureSettings, resource_names
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ConflictError,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    QuotaError,
-    RunSpec,
-    TransientError,
-    dns_class,
-    provider_class,
-)
-from providers.dns.azuredns import AzureDns, AzureDnsSettings
+from providers.azure import AzureProvider
+from providers.azure import AzureSettings
+from providers.azure import resource_names
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ConflictError
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import RunSpec
+from providers.base import TransientError
+from providers.base import dns_class
+from providers.base import provider_class
+from providers.dns.azuredns import AzureDns
+from providers.dns.azuredns import AzureDnsSettings
 from tests.conftest import need
 from tests.doubles.azure import AzureDouble
 

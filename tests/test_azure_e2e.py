@@ -17,15 +17,13 @@ import pytest
 
 from tests.conftest import need
 from tests.doubles.azure import AzureDouble
-from tests.helpers import (
-    base_config,
-    cleanup,
-    dns_values,
-    failover,
-    failover_json,
-    kill_active,
-    write_config,
-)
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import dns_values
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import write_config
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFailoverTestKeyOnlyNotARealKeyxxxxxxxxxxx test"
 

@@ -11,21 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    FAILOVER,
-    FLAKY,
-    base_config,
-    dns_values,
-    env_for,
-    failover,
-    failover_json,
-    host_records,
-    kill_active,
-    live_hosts,
-    state_dir,
-    wait_for,
-    write_config,
-)
+from tests.helpers import FAILOVER
+from tests.helpers import FLAKY
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import host_records
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 STEPS = [
     "lock",
@@ -549,8 +547,11 @@ def test_lost_state_is_rebuilt_from_the_providers(project: Path) -> None:
     assert failover("check", config=config).returncode == 1  # now on beta, generation 2
     before = failover_json("status", config=config)["services"][0]
     # A stray, older host of the service that the lost state knew nothing about.
-    from providers.base import HostSpec, ProviderContext, RunSpec
-    from providers.local import LocalProvider, LocalSettings
+    from providers.base import HostSpec
+    from providers.base import ProviderContext
+    from providers.base import RunSpec
+    from providers.local import LocalProvider
+    from providers.local import LocalSettings
 
     alpha = LocalProvider(
         LocalSettings(name="alpha", type="local"), ProviderContext(state_dir(config))

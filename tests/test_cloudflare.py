@@ -15,15 +15,14 @@ import pytest
 
 pytest.importorskip("cloudflare")
 
-from providers.base import (
-    AccountBlocked,
-    ConflictError,
-    ProviderContext,
-    ProviderError,
-    TransientError,
-    dns_class,
-)
-from providers.dns.cloudflare import CloudflareDns, CloudflareSettings
+from providers.base import AccountBlocked
+from providers.base import ConflictError
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import TransientError
+from providers.base import dns_class
+from providers.dns.cloudflare import CloudflareDns
+from providers.dns.cloudflare import CloudflareSettings
 from tests.conftest import ROOT
 from tests.doubles.cloudflare import CloudflareDouble
 

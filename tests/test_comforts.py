@@ -11,15 +11,13 @@ from pathlib import Path
 from failover import config as cfg
 from failover.engine import Engine
 from failover.watch import Metrics
-from tests.helpers import (
-    base_config,
-    env_for,
-    failover,
-    failover_json,
-    kill_active,
-    live_hosts,
-    write_config,
-)
+from tests.helpers import base_config
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import write_config
 from tests.servers import free_port
 
 

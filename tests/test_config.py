@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from failover.config import ConfigError, json_schema, parse
-from tests.helpers import base_config, failover, write_config
+from failover.config import ConfigError
+from failover.config import json_schema
+from failover.config import parse
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import write_config
 
 
 def problems(data: object) -> list[str]:

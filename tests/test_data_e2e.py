@@ -21,12 +21,21 @@ import pytest
 import yaml
 
 from failover import config as cfg
-from failover.data.backup import chunk_key, list_backups
-from failover.data.plane import plane, take_backup
+from failover.data.backup import chunk_key
+from failover.data.backup import list_backups
+from failover.data.plane import plane
+from failover.data.plane import take_backup
 from failover.engine import Engine
 from tests.conftest import need
-from tests.doubles.moto_server import AWS_TEST_ENV, moto_available, shared_moto
-from tests.helpers import APP, FAILOVER, base_config, cleanup, env_for, write_config
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import moto_available
+from tests.doubles.moto_server import shared_moto
+from tests.helpers import APP
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import env_for
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -200,7 +209,8 @@ def test_a_flipped_byte_is_refused_and_the_previous_backup_restored(
     assert f"restored backup {first['id']}" in detail
     assert f"refused first: backup {second['id']} in store offsite: chunk 0" in detail
     # The drill document reports the recovery point and the restore time.
-    from failover.output import drill_doc, junit_xml
+    from failover.output import drill_doc
+    from failover.output import junit_xml
 
     doc = drill_doc(outcome)
     assert doc["restore"]["backup"] == first["id"] and doc["restore"]["age_s"] >= 0

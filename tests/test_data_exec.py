@@ -6,14 +6,19 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
+from typing import cast
 
 import pytest
 
 from failover import config as cfg
 from failover.engine import Engine
-from providers.base import AccountBlocked, ProviderError, TransientError
-from tests.helpers import base_config, cleanup, write_config
+from providers.base import AccountBlocked
+from providers.base import ProviderError
+from providers.base import TransientError
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,13 +15,20 @@ import pytest
 import yaml
 
 from failover import config as cfg
-from failover.data.backup import BackupReader, Sealer, list_backups
-from failover.data.plane import plane, replicate
+from failover.data.backup import BackupReader
+from failover.data.backup import Sealer
+from failover.data.backup import list_backups
+from failover.data.plane import plane
+from failover.data.plane import replicate
 from failover.engine import Engine
 from failover.render import host_spec
 from tests.conftest import need
-from tests.doubles.moto_server import AWS_TEST_ENV, moto_available, shared_moto
-from tests.helpers import base_config, env_for, write_config
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import moto_available
+from tests.doubles.moto_server import shared_moto
+from tests.helpers import base_config
+from tests.helpers import env_for
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(120)
 

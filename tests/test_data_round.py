@@ -15,12 +15,20 @@ import yaml
 
 from failover import config as cfg
 from failover.data.backup import list_backups
-from failover.data.plane import FAILING_ROUNDS, plane, problems
-from failover.engine import OK, WARNING, Engine
+from failover.data.plane import FAILING_ROUNDS
+from failover.data.plane import plane
+from failover.data.plane import problems
+from failover.engine import OK
+from failover.engine import WARNING
+from failover.engine import Engine
 from failover.engine.views import warnings
 from tests.doubles.moto_server import free_port
-from tests.helpers import APP, base_config, cleanup, write_config
-from tests.test_data_e2e import BACKUP, RESTORE
+from tests.helpers import APP
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import write_config
+from tests.test_data_e2e import BACKUP
+from tests.test_data_e2e import RESTORE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,7 +210,8 @@ def test_the_backup_runs_in_the_hosts_folder_and_environment(project: Path) -> N
 
 
 def test_backups_list_newest_first_and_keep_holds(project: Path) -> None:
-    from failover.data.plane import catalog, take_backup
+    from failover.data.plane import catalog
+    from failover.data.plane import take_backup
 
     path = write_config(project, two_stores(project, keep=2))
     engine = Engine(cfg.load(path, project / ".failover"))

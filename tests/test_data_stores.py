@@ -14,34 +14,34 @@ from typing import Any
 
 import pytest
 
-from failover.data.backup import (
-    MANIFEST,
-    BackupReader,
-    BackupWriter,
-    Corrupt,
-    Sealer,
-    WrongKey,
-    chunk_key,
-    copy,
-    list_backups,
-    prune,
-)
-from failover.data.settings import (
-    AzureBlobStoreSettings,
-    DirStoreSettings,
-    GcsStoreSettings,
-    S3StoreSettings,
-)
-from failover.data.stores import Store, open_store
-from providers.base import NotFound, ProviderError
-from tests.conftest import ROOT, need, need_binary
-from tests.doubles.moto_server import AWS_TEST_ENV, moto_available, shared_moto
-from tests.doubles.storage import (
-    azurite_connection_string,
-    gcs_available,
-    shared_azurite,
-    shared_gcs,
-)
+from failover.data.backup import MANIFEST
+from failover.data.backup import BackupReader
+from failover.data.backup import BackupWriter
+from failover.data.backup import Corrupt
+from failover.data.backup import Sealer
+from failover.data.backup import WrongKey
+from failover.data.backup import chunk_key
+from failover.data.backup import copy
+from failover.data.backup import list_backups
+from failover.data.backup import prune
+from failover.data.settings import AzureBlobStoreSettings
+from failover.data.settings import DirStoreSettings
+from failover.data.settings import GcsStoreSettings
+from failover.data.settings import S3StoreSettings
+from failover.data.stores import Store
+from failover.data.stores import open_store
+from providers.base import NotFound
+from providers.base import ProviderError
+from tests.conftest import ROOT
+from tests.conftest import need
+from tests.conftest import need_binary
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import moto_available
+from tests.doubles.moto_server import shared_moto
+from tests.doubles.storage import azurite_connection_string
+from tests.doubles.storage import gcs_available
+from tests.doubles.storage import shared_azurite
+from tests.doubles.storage import shared_gcs
 
 pytestmark = pytest.mark.timeout(120)
 

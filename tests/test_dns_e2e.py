@@ -24,7 +24,8 @@ import pytest
 
 from providers.dns.rfc2136 import query_authoritative
 from tests.conftest import ROOT
-from tests.servers import bind_server, free_port
+from tests.servers import bind_server
+from tests.servers import free_port
 
 # Deliberately neutral variable names: the values must stay hidden because of the
 # fields they land in (key_secret, api_token), not because the name looks secret.

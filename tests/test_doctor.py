@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import base_config, failover, failover_json, write_config
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import write_config
 
 
 def test_ttl_longer_than_detection_is_warned(project: Path) -> None:

@@ -7,7 +7,10 @@ from pathlib import Path
 from failover import config as cfg
 from failover.engine import Engine
 from failover.probes import ProbeResult
-from tests.helpers import base_config, kill_active, live_hosts, write_config
+from tests.helpers import base_config
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import write_config
 
 
 def engine_for(project: Path, **service: object) -> tuple[Engine, Path]:

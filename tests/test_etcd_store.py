@@ -14,19 +14,23 @@ from typing import Any
 
 import pytest
 
-from failover.state import Lease, LeaseLost, RoundRecord, SqliteStore, Store
+from failover.state import Lease
+from failover.state import LeaseLost
+from failover.state import RoundRecord
+from failover.state import SqliteStore
+from failover.state import Store
 from failover.state.etcd import EtcdStore
-from failover.state.gateway import Gateway, StoreUnreachable
-from tests.etcd_server import EtcdCluster, etcd_state
-from tests.helpers import (
-    ROOT,
-    base_config,
-    failover,
-    failover_json,
-    kill_active,
-    wait_for,
-    write_config,
-)
+from failover.state.gateway import Gateway
+from failover.state.gateway import StoreUnreachable
+from tests.etcd_server import EtcdCluster
+from tests.etcd_server import etcd_state
+from tests.helpers import ROOT
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import wait_for
+from tests.helpers import write_config
 from tests.servers import free_port
 
 ACTIVE = {"provider": "alpha", "host_id": "h-1", "address": "127.77.0.1", "name": "web-g1"}
@@ -203,7 +207,8 @@ def watchers_on(cluster: EtcdCluster, *who: tuple[str, str]) -> list[Any]:
     import yaml
 
     from failover.config import parse
-    from failover.watchers import EtcdWatchers, Identity
+    from failover.watchers import EtcdWatchers
+    from failover.watchers import Identity
 
     data = base_config(health={"fall": 2})
     data["state"] = etcd_state(cluster)

@@ -16,17 +16,24 @@ import pytest
 
 from failover.state import StateError
 from failover.state.etcd import EtcdStore
-from failover.state.gateway import TLS, Gateway, StoreUnreachable
+from failover.state.gateway import TLS
+from failover.state.gateway import Gateway
+from failover.state.gateway import StoreUnreachable
 from tests.conftest import need_binary
-from tests.helpers import base_config, failover, failover_json, write_config
-from tests.servers import _stop, free_port
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import write_config
+from tests.servers import _stop
+from tests.servers import free_port
 
 PASSWORD = "etcd-test-password-9f2c"
 
 
 def _certs(base: Path) -> None:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 

@@ -23,20 +23,19 @@ from typing import Any
 import pytest
 
 from failover.engine.journal import STEPS
-from tests.etcd_server import EtcdCluster, etcd_state
-from tests.helpers import (
-    FAILOVER,
-    base_config,
-    dns_values,
-    env_for,
-    failover,
-    failover_json,
-    host_records,
-    kill_active,
-    live_hosts,
-    wait_for,
-    write_config,
-)
+from tests.etcd_server import EtcdCluster
+from tests.etcd_server import etcd_state
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import host_records
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(300)
 

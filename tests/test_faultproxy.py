@@ -9,13 +9,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.doubles.faultproxy import CONTROL, FaultProxy, ec2_error, json_error
+from tests.doubles.faultproxy import CONTROL
+from tests.doubles.faultproxy import FaultProxy
+from tests.doubles.faultproxy import ec2_error
+from tests.doubles.faultproxy import json_error
 from tests.doubles.moto_server import free_port
 
 pytestmark = pytest.mark.timeout(60)

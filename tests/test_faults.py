@@ -26,20 +26,20 @@ from typing import Any
 
 import pytest
 
-from providers.base import ProviderError, TransientError
+from providers.base import ProviderError
+from providers.base import TransientError
 from tests.conftest import need
-from tests.doubles.moto_server import AWS_TEST_ENV, require_moto
-from tests.fault_clouds import (
-    ATTEMPTS,
-    CLOUDS,
-    Cloud,
-    aws_cloud,
-    azure_cloud,
-    fault,
-    gcp_cloud,
-    have,
-    made_host,
-)
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import require_moto
+from tests.fault_clouds import ATTEMPTS
+from tests.fault_clouds import CLOUDS
+from tests.fault_clouds import Cloud
+from tests.fault_clouds import aws_cloud
+from tests.fault_clouds import azure_cloud
+from tests.fault_clouds import fault
+from tests.fault_clouds import gcp_cloud
+from tests.fault_clouds import have
+from tests.fault_clouds import made_host
 
 pytestmark = pytest.mark.timeout(120)
 

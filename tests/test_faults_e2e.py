@@ -29,31 +29,28 @@ import pytest
 
 from tests.conftest import need
 from tests.doubles.faultproxy import FaultProxy
-from tests.doubles.moto_server import AWS_TEST_ENV, require_moto
-from tests.fault_clouds import (
-    ATTEMPTS,
-    CLOUDS,
-    GARBAGE,
-    Cloud,
-    aws_cloud,
-    azure_cloud,
-    fault,
-    gcp_cloud,
-    have,
-)
-from tests.helpers import (
-    FAILOVER,
-    base_config,
-    cleanup,
-    env_for,
-    failover,
-    failover_json,
-    kill_active,
-    live_hosts,
-    state_dir,
-    wait_for,
-    write_config,
-)
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import require_moto
+from tests.fault_clouds import ATTEMPTS
+from tests.fault_clouds import CLOUDS
+from tests.fault_clouds import GARBAGE
+from tests.fault_clouds import Cloud
+from tests.fault_clouds import aws_cloud
+from tests.fault_clouds import azure_cloud
+from tests.fault_clouds import fault
+from tests.fault_clouds import gcp_cloud
+from tests.fault_clouds import have
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,11 +18,17 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from failover.config import Config, ConfigError, parse
-from tests.helpers import FAILOVER, base_config, env_for
+from failover.config import Config
+from failover.config import ConfigError
+from failover.config import parse
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import env_for
 
 pytestmark = pytest.mark.timeout(300)
 

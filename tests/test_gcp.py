@@ -15,22 +15,21 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ConflictError,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    QuotaError,
-    RunSpec,
-    TransientError,
-    dns_class,
-    provider_class,
-)
-from tests.doubles.gce import ERRORS, GceDouble
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ConflictError
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import RunSpec
+from providers.base import TransientError
+from providers.base import dns_class
+from providers.base import provider_class
+from tests.doubles.gce import ERRORS
+from tests.doubles.gce import GceDouble
 
 ZONES = ["us-central1-a", "us-central1-b", "europe-west1-b"]
 NAT = ipaddress.ip_network("127.78.0.0/16")
@@ -66,7 +65,8 @@ def logs() -> list[str]:
 
 
 def make(gce: GceDouble, logs: list[str] | None = None, **overrides: Any) -> Any:
-    from providers.gcp import GcpProvider, GcpSettings
+    from providers.gcp import GcpProvider
+    from providers.gcp import GcpSettings
 
     fields: dict[str, Any] = {
         "name": "gcp",
@@ -157,7 +157,8 @@ def test_registry_settings_and_lazy_import() -> None:
 
 
 def test_instance_names_follow_gce_rules() -> None:
-    from providers.gcp import instance_name, label_value
+    from providers.gcp import instance_name
+    from providers.gcp import label_value
 
     pattern = r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$"
     assert instance_name("web-g3-gcp") == "web-g3-gcp"
@@ -419,7 +420,8 @@ def test_suspended_project(gce: GceDouble) -> None:
 
 
 def test_unreachable_endpoint_is_transient() -> None:
-    from providers.gcp import GcpProvider, GcpSettings
+    from providers.gcp import GcpProvider
+    from providers.gcp import GcpSettings
 
     settings = GcpSettings(
         name="gcp",
@@ -437,7 +439,8 @@ def test_unreachable_endpoint_is_transient() -> None:
 
 
 def test_missing_credentials_file_blocks_without_any_network(tmp_path: Path) -> None:
-    from providers.gcp import GcpProvider, GcpSettings
+    from providers.gcp import GcpProvider
+    from providers.gcp import GcpSettings
 
     # (ADC is never exercised in tests: it may ask the metadata server, off loopback.)
     settings = GcpSettings(
@@ -482,7 +485,8 @@ def test_doctor_checks(gce: GceDouble) -> None:
 
 
 def make_dns(gce: GceDouble, **overrides: Any) -> Any:
-    from providers.dns.clouddns import CloudDns, CloudDnsSettings
+    from providers.dns.clouddns import CloudDns
+    from providers.dns.clouddns import CloudDnsSettings
 
     fields: dict[str, Any] = {
         "type": "clouddns",

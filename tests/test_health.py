@@ -9,14 +9,21 @@ failure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import yaml
 
 from failover.config import parse
-from failover.engine.health import CRITICAL, OK, UNKNOWN, WARNING, Judge, after_failover
+from failover.engine.health import CRITICAL
+from failover.engine.health import OK
+from failover.engine.health import UNKNOWN
+from failover.engine.health import WARNING
+from failover.engine.health import Judge
+from failover.engine.health import after_failover
 from failover.engine.journal import Outcome
 from failover.probes import ProbeResult
 from failover.state import ServiceRow

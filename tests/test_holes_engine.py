@@ -16,23 +16,24 @@ import pytest
 
 from failover import config as cfg
 from failover.engine import Engine
-from providers.base import HostSpec, ProviderContext, RunSpec
-from providers.local import LocalProvider, LocalSettings
-from tests.helpers import (
-    APP,
-    FAILOVER,
-    base_config,
-    dns_values,
-    env_for,
-    failover,
-    failover_json,
-    host_records,
-    kill_active,
-    live_hosts,
-    state_dir,
-    wait_for,
-    write_config,
-)
+from providers.base import HostSpec
+from providers.base import ProviderContext
+from providers.base import RunSpec
+from providers.local import LocalProvider
+from providers.local import LocalSettings
+from tests.helpers import APP
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import host_records
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
 from tests.test_plugins import install_plugin
 
 
@@ -244,7 +245,8 @@ def test_watch_options_out_of_range_or_taken_are_usage_errors(project: Path) -> 
 
 def test_a_full_disk_is_not_called_a_corrupt_journal(tmp_path: Path) -> None:
     """SQLite's own "database or disk is full", made real with max_page_count."""
-    from failover.state import SqliteStore, StateError
+    from failover.state import SqliteStore
+    from failover.state import StateError
 
     store = SqliteStore(tmp_path)
     try:

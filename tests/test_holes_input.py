@@ -16,20 +16,18 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import (
-    APP,
-    FAILOVER,
-    base_config,
-    dns_values,
-    env_for,
-    failover,
-    failover_json,
-    host_records,
-    live_hosts,
-    state_dir,
-    wait_for,
-    write_config,
-)
+from tests.helpers import APP
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import host_records
+from tests.helpers import live_hosts
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 
 def refused(data: dict[str, Any] | str, tmp: Path, *, command: str = "validate") -> str:
@@ -211,7 +209,9 @@ def test_duplicate_keys_are_refused_with_their_place(project: Path) -> None:
 
 @pytest.mark.parametrize("loader", ["SafeLoader", "CSafeLoader"])
 def test_duplicate_keys_are_found_by_either_yaml_loader(loader: str) -> None:
-    from failover.checks import DuplicateKey, NoDuplicateKeys, node_path
+    from failover.checks import DuplicateKey
+    from failover.checks import NoDuplicateKeys
+    from failover.checks import node_path
 
     base = getattr(yaml, loader, None)
     if base is None:
@@ -267,7 +267,9 @@ def test_json_output_and_journal_hide_a_secret_json_would_escape(project: Path) 
 
 
 def test_redact_doc_walks_keys_values_and_lists() -> None:
-    from failover.redact import _SECRETS, redact_doc, register_secret
+    from failover.redact import _SECRETS
+    from failover.redact import redact_doc
+    from failover.redact import register_secret
 
     register_secret(SECRET)
     try:

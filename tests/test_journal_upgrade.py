@@ -17,7 +17,10 @@ from pathlib import Path
 from failover import config as cfg
 from failover.engine import Engine
 from failover.render import host_spec
-from tests.helpers import base_config, failover, live_hosts, write_config
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import live_hosts
+from tests.helpers import write_config
 
 AFTER_PROVISION = (
     '{"expected_generation": 0, "to": null, "attempt": 0, "attempts": [], "candidates": '

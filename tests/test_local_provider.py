@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import (
-    AccountBlocked,
-    HostSpec,
-    HostState,
-    ProviderContext,
-    ProviderError,
-    RunSpec,
-)
-from providers.local import LocalProvider, LocalSettings
+from providers.base import AccountBlocked
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import RunSpec
+from providers.local import LocalProvider
+from providers.local import LocalSettings
 from providers.util import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,20 +44,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck
+from hypothesis import seed
+from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine
+from hypothesis.stateful import initialize
+from hypothesis.stateful import invariant
+from hypothesis.stateful import precondition
+from hypothesis.stateful import rule
+from hypothesis.stateful import run_state_machine_as_test
 
 from failover.config import parse
-from failover.engine import STEPS, Engine
-from tests.helpers import FAILOVER, base_config, env_for, pid_alive
+from failover.engine import STEPS
+from failover.engine import Engine
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import env_for
+from tests.helpers import pid_alive
 
 pytestmark = pytest.mark.timeout(600)
 

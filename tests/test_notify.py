@@ -12,9 +12,15 @@ import pytest
 from pydantic import TypeAdapter
 
 from failover import config as cfg
-from failover.notify import DeliveryFailed, Notice, NotifyTarget, send, signature
-from tests.helpers import base_config, write_config
-from tests.receivers import http_receiver, smtp_server
+from failover.notify import DeliveryFailed
+from failover.notify import Notice
+from failover.notify import NotifyTarget
+from failover.notify import send
+from failover.notify import signature
+from tests.helpers import base_config
+from tests.helpers import write_config
+from tests.receivers import http_receiver
+from tests.receivers import smtp_server
 
 ADAPTER: TypeAdapter[Any] = TypeAdapter(NotifyTarget)
 

@@ -14,8 +14,12 @@ import pytest
 
 from failover import config as cfg
 from failover.engine import Engine
-from tests.helpers import base_config, failover, kill_active, write_config
-from tests.receivers import http_receiver, smtp_server
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import kill_active
+from tests.helpers import write_config
+from tests.receivers import http_receiver
+from tests.receivers import smtp_server
 
 
 def engine_with(project: Path, notify: list[dict[str, Any]], **service: Any) -> Engine:

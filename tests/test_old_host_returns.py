@@ -30,20 +30,20 @@ from failover.config import load
 from failover.engine import Engine
 from failover.state import LeaseLost
 from failover.state import SqliteStore as Store
-from providers.base import ConflictError, ProviderContext
-from providers.dns.local import LocalDns, LocalDnsSettings
-from tests.helpers import (
-    base_config,
-    dns_values,
-    failover,
-    failover_json,
-    host_records,
-    live_hosts,
-    pid_alive,
-    state_dir,
-    wait_for,
-    write_config,
-)
+from providers.base import ConflictError
+from providers.base import ProviderContext
+from providers.dns.local import LocalDns
+from providers.dns.local import LocalDnsSettings
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import host_records
+from tests.helpers import live_hosts
+from tests.helpers import pid_alive
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from failover import output
-from failover.exitcodes import CheckCode, ExitCode
+from failover.exitcodes import CheckCode
+from failover.exitcodes import ExitCode
 
 
 def test_exit_codes_are_the_contract_numbers() -> None:

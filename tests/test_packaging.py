@@ -15,7 +15,8 @@ import yaml
 
 from cli import app
 from tests.conftest import need_binary
-from tests.helpers import ROOT, failover
+from tests.helpers import ROOT
+from tests.helpers import failover
 
 UNITS = ("failover-watch.service", "failover-check.service", "failover-check.timer")
 

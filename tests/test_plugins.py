@@ -6,7 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from tests.helpers import base_config, failover, failover_json, write_config
+from tests.helpers import base_config
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import write_config
 
 PLUGIN = '''
 from typing import Literal

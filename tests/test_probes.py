@@ -8,13 +8,21 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from failover.config import DnsProbe, HealthConfig, HttpProbe, TcpProbe, TlsProbe
-from failover.probes import Target, probe_all, probe_target, reach
+from failover.config import DnsProbe
+from failover.config import HealthConfig
+from failover.config import HttpProbe
+from failover.config import TcpProbe
+from failover.config import TlsProbe
+from failover.probes import Target
+from failover.probes import probe_all
+from failover.probes import probe_target
+from failover.probes import reach
 
 SEEN_HOSTS: list[str] = []
 
@@ -120,7 +128,8 @@ def test_dns_probe_with_resolver(server: tuple[str, int]) -> None:
 
 def _cert(tmp_path: Path, days: int) -> ssl.SSLContext:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from failover.render import TemplateError, render_user_data
-from providers.base import HostSpec, RunSpec
-from tests.helpers import base_config, write_config
+from failover.render import TemplateError
+from failover.render import render_user_data
+from providers.base import HostSpec
+from providers.base import RunSpec
+from tests.helpers import base_config
+from tests.helpers import write_config
 
 
 def spec(**run: object) -> HostSpec:

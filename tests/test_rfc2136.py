@@ -11,16 +11,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from providers.base import (
-    AccountBlocked,
-    ConflictError,
-    ProviderContext,
-    ProviderError,
-    TransientError,
-    dns_class,
-)
-from providers.dns.rfc2136 import Rfc2136Dns, Rfc2136Settings, query_authoritative, split_server
-from tests.servers import READONLY_KEY_NAME, READONLY_KEY_SECRET, bind_server, free_port
+from providers.base import AccountBlocked
+from providers.base import ConflictError
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import TransientError
+from providers.base import dns_class
+from providers.dns.rfc2136 import Rfc2136Dns
+from providers.dns.rfc2136 import Rfc2136Settings
+from providers.dns.rfc2136 import query_authoritative
+from providers.dns.rfc2136 import split_server
+from tests.servers import READONLY_KEY_NAME
+from tests.servers import READONLY_KEY_SECRET
+from tests.servers import bind_server
+from tests.servers import free_port
 
 
 @pytest.fixture

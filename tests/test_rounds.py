@@ -19,19 +19,20 @@ from typing import Any
 import pytest
 
 from failover import config as cfg
-from failover.config import HealthConfig, HttpProbe
+from failover.config import HealthConfig
+from failover.config import HttpProbe
 from failover.engine import Engine
-from failover.probes import Target, probe_round
-from failover.state import Lease, RoundRecord
-from tests.helpers import (
-    ROOT,
-    base_config,
-    dns_values,
-    host_records,
-    live_hosts,
-    pid_alive,
-    write_config,
-)
+from failover.probes import Target
+from failover.probes import probe_round
+from failover.state import Lease
+from failover.state import RoundRecord
+from tests.helpers import ROOT
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import host_records
+from tests.helpers import live_hosts
+from tests.helpers import pid_alive
+from tests.helpers import write_config
 from tests.servers import free_port
 
 

@@ -34,19 +34,20 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.doubles.moto_server import AWS_TEST_ENV, MotoServer, require_moto, seed_ec2
-from tests.helpers import (
-    APP,
-    FAILOVER,
-    base_config,
-    cleanup,
-    env_for,
-    host_records,
-    live_hosts,
-    pid_alive,
-    wait_for,
-    write_config,
-)
+from tests.doubles.moto_server import AWS_TEST_ENV
+from tests.doubles.moto_server import MotoServer
+from tests.doubles.moto_server import require_moto
+from tests.doubles.moto_server import seed_ec2
+from tests.helpers import APP
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import env_for
+from tests.helpers import host_records
+from tests.helpers import live_hosts
+from tests.helpers import pid_alive
+from tests.helpers import wait_for
+from tests.helpers import write_config
 from tests.servers import bind_server
 
 pytestmark = pytest.mark.timeout(240)

@@ -23,18 +23,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from providers.base import (
-    AccountBlocked,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    RunSpec,
-    TransientError,
-)
-from providers.ssh import SshProvider, SshSettings
-from tests.sshd import Sshd, keygen, make_sshd
+from providers.base import AccountBlocked
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import RunSpec
+from providers.base import TransientError
+from providers.ssh import SshProvider
+from providers.ssh import SshSettings
+from tests.sshd import Sshd
+from tests.sshd import keygen
+from tests.sshd import make_sshd
 
 APP = "{python} -m failover.demo_app --port {port} --bind {address}"
 NET = f"127.81.{random.randint(1, 250)}"

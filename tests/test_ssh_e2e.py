@@ -20,17 +20,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import (
-    base_config,
-    dns_values,
-    failover,
-    failover_json,
-    kill_active,
-    live_hosts,
-    wait_for,
-    write_config,
-)
-from tests.sshd import Sshd, keygen
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import wait_for
+from tests.helpers import write_config
+from tests.sshd import Sshd
+from tests.sshd import keygen
 
 STEPS = [
     "lock",

@@ -11,7 +11,12 @@ from typing import Any
 from failover import config as cfg
 from failover.engine import Engine
 from failover.engine import standby as warm
-from tests.helpers import base_config, dns_values, live_hosts, pid_alive, wait_for, write_config
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import live_hosts
+from tests.helpers import pid_alive
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 
 def engine_for(project: Path) -> tuple[Engine, Path]:

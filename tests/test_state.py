@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from failover.state import Lease, LeaseLost, StateError
+from failover.state import Lease
+from failover.state import LeaseLost
 from failover.state import SqliteStore as Store
+from failover.state import StateError
 
 
 def test_lease_is_exclusive_and_expires(tmp_path: Path) -> None:

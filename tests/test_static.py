@@ -12,26 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import (
-    CapacityError,
-    HostSpec,
-    HostState,
-    ProviderContext,
-    RunSpec,
-    Unsupported,
-)
-from providers.static import StaticProvider, StaticSettings
-from tests.helpers import (
-    base_config,
-    dns_values,
-    env_for,
-    failover,
-    failover_json,
-    kill_active,
-    live_hosts,
-    wait_for,
-    write_config,
-)
+from providers.base import CapacityError
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import ProviderContext
+from providers.base import RunSpec
+from providers.base import Unsupported
+from providers.static import StaticProvider
+from providers.static import StaticSettings
+from tests.helpers import base_config
+from tests.helpers import dns_values
+from tests.helpers import env_for
+from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import kill_active
+from tests.helpers import live_hosts
+from tests.helpers import wait_for
+from tests.helpers import write_config
 
 NET = f"127.83.{random.randint(1, 250)}"
 

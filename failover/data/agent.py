@@ -22,16 +22,17 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from failover.data.backup import (
-    BackupReader,
-    BackupWriter,
-    Manifest,
-    Sealer,
-    list_backups,
-    prune,
-)
-from failover.data.settings import DataConfig, StoreBase, StoreSettings
-from failover.data.stores import Store, open_store
+from failover.data.backup import BackupReader
+from failover.data.backup import BackupWriter
+from failover.data.backup import Manifest
+from failover.data.backup import Sealer
+from failover.data.backup import list_backups
+from failover.data.backup import prune
+from failover.data.settings import DataConfig
+from failover.data.settings import StoreBase
+from failover.data.settings import StoreSettings
+from failover.data.stores import Store
+from failover.data.stores import open_store
 from providers.base import ProviderError
 
 # Fields a host never gets: a connection string is a credential of the watcher's.

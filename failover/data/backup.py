@@ -23,11 +23,14 @@ import queue
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from failover.data.stores import Store
-from providers.base import NotFound, ProviderError
+from providers.base import NotFound
+from providers.base import ProviderError
 
 CHUNK = 4 * 1024 * 1024
 _NONCE = 12

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from failover.data.settings import (
-    AzureBlobStoreSettings,
-    GcsStoreSettings,
-    S3StoreSettings,
-    StoreBase,
-)
+from failover.data.settings import AzureBlobStoreSettings
+from failover.data.settings import GcsStoreSettings
+from failover.data.settings import S3StoreSettings
+from failover.data.settings import StoreBase
 from failover.data.stores import Store
-from providers.base import NotFound, ProviderError
+from providers.base import NotFound
+from providers.base import ProviderError
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "BlobNotFound"})
 
@@ -30,7 +29,8 @@ class S3Store(Store):
     def __init__(self, settings: StoreBase) -> None:
         super().__init__(settings)
         assert isinstance(settings, S3StoreSettings)
-        from providers._aws import client_config, make_session
+        from providers._aws import client_config
+        from providers._aws import make_session
 
         self.s = settings
         session = make_session(None, settings.region)

@@ -17,24 +17,30 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import BinaryIO
+from typing import Protocol
+from typing import cast
 
-from failover.data.backup import (
-    BackupReader,
-    BackupWriter,
-    Corrupt,
-    Manifest,
-    Sealer,
-    WrongKey,
-    copy,
-    iso,
-    list_backups,
-    prune,
-)
-from failover.data.settings import DataConfig, store_vendor
-from failover.data.stores import Store, open_store
+from failover.data.backup import BackupReader
+from failover.data.backup import BackupWriter
+from failover.data.backup import Corrupt
+from failover.data.backup import Manifest
+from failover.data.backup import Sealer
+from failover.data.backup import WrongKey
+from failover.data.backup import copy
+from failover.data.backup import iso
+from failover.data.backup import list_backups
+from failover.data.backup import prune
+from failover.data.settings import DataConfig
+from failover.data.settings import store_vendor
+from failover.data.stores import Store
+from failover.data.stores import open_store
 from failover.state import Store as StateStore
-from providers.base import ComputeProvider, ProviderError, Unsupported
+from providers.base import ComputeProvider
+from providers.base import ProviderError
+from providers.base import Unsupported
 from providers.util import fill_placeholders
 
 if TYPE_CHECKING:
@@ -394,7 +400,8 @@ def problems(engine: EngineLike, service: str) -> list[str]:
 
 
 def _judge(engine: EngineLike, service: str, verdict: Verdict) -> Verdict:
-    from failover.engine.health import OK, WARNING
+    from failover.engine.health import OK
+    from failover.engine.health import WARNING
 
     found = problems(engine, service)
     row = engine.store.service(service)

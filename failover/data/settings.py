@@ -7,9 +7,13 @@ fields is reported at ``stores[1].bukcet`` with the same words as everywhere els
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import field_validator
 
 from failover.redact import register_secret
 from providers.base import Duration

@@ -13,14 +13,21 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from abc import ABC, abstractmethod
+from abc import ABC
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 
-from failover.data.settings import DirStoreSettings, StoreBase, store_vendor
-from providers.base import NotFound, ProviderError, TransientError
+from failover.data.settings import DirStoreSettings
+from failover.data.settings import StoreBase
+from failover.data.settings import store_vendor
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import TransientError
 from providers.retry import call_with_retries
-from providers.util import private_dir, write_private
+from providers.util import private_dir
+from providers.util import write_private
 
 
 class Store(ABC):

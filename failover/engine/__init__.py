@@ -26,41 +26,49 @@ from typing import Any
 from failover.config import Config
 from failover.data.plane import data_round
 from failover.delivery import Notifier
-from failover.engine import rounds, standby, views
+from failover.engine import rounds
 from failover.engine import settle as _settle
-from failover.engine.health import (
-    CRITICAL,
-    OK,
-    UNKNOWN,
-    WARNING,
-    CheckCode,
-    EngineObserver,
-    Judge,
-    ProviderWord,
-    ServiceCheck,
-    Verdict,
-    after_failover,
-    not_deployed,
-)
-from failover.engine.journal import STEPS, Outcome, RunData
+from failover.engine import standby
+from failover.engine import views
+from failover.engine.health import CRITICAL
+from failover.engine.health import OK
+from failover.engine.health import UNKNOWN
+from failover.engine.health import WARNING
+from failover.engine.health import CheckCode
+from failover.engine.health import EngineObserver
+from failover.engine.health import Judge
+from failover.engine.health import ProviderWord
+from failover.engine.health import ServiceCheck
+from failover.engine.health import Verdict
+from failover.engine.health import after_failover
+from failover.engine.health import not_deployed
+from failover.engine.journal import STEPS
+from failover.engine.journal import Outcome
+from failover.engine.journal import RunData
 from failover.engine.runner import run_event
-from failover.planner import Selection, select
-from failover.probes import ProbeFailed, ProbeResult, Target, probe_target
+from failover.planner import Selection
+from failover.planner import select
+from failover.probes import ProbeFailed
+from failover.probes import ProbeResult
+from failover.probes import Target
+from failover.probes import probe_target
 from failover.redact import redact
-from failover.state import Lease, LeaseLost, ServiceRow, now_iso, open_store
+from failover.state import Lease
+from failover.state import LeaseLost
+from failover.state import ServiceRow
+from failover.state import now_iso
+from failover.state import open_store
 from failover.watchers import watchers_for
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    Check,
-    ComputeProvider,
-    DnsProvider,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    dns_class,
-    provider_class,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ComputeProvider
+from providers.base import DnsProvider
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import dns_class
+from providers.base import provider_class
 
 StepCallback = Callable[[str, str, str], None]
 

@@ -10,11 +10,14 @@ is the operator's, and a zone may hold it for other reasons.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.engine.journal import Role
-from failover.state import Lease, LeaseLost
-from providers.base import HostState, ProviderError
+from failover.state import Lease
+from failover.state import LeaseLost
+from providers.base import HostState
+from providers.base import ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Protocol
 
 from failover.config import ServiceConfig
 from failover.exitcodes import CheckCode as CheckCode
-from failover.probes import ProbeResult, reach
+from failover.probes import ProbeResult
+from failover.probes import reach
 from failover.state import ServiceRow
-from providers.base import AccountBlocked, ComputeProvider, Host, NotFound, ProviderError
+from providers.base import AccountBlocked
+from providers.base import ComputeProvider
+from providers.base import Host
+from providers.base import NotFound
+from providers.base import ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine

@@ -21,22 +21,28 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
+from typing import TypeVar
 
-from failover.engine.health import (
-    UNKNOWN,
-    EngineObserver,
-    Judge,
-    ProviderWord,
-    Verdict,
-    host_word,
-    provider_word,
-)
-from failover.probes import ProbeResult, Target, probe_round
-from failover.state import RoundRecord, ServiceRow, row_after
-from providers.base import AccountBlocked, ComputeProvider, ProviderError
+from failover.engine.health import UNKNOWN
+from failover.engine.health import EngineObserver
+from failover.engine.health import Judge
+from failover.engine.health import ProviderWord
+from failover.engine.health import Verdict
+from failover.engine.health import host_word
+from failover.engine.health import provider_word
+from failover.probes import ProbeResult
+from failover.probes import Target
+from failover.probes import probe_round
+from failover.state import RoundRecord
+from failover.state import ServiceRow
+from failover.state import row_after
+from providers.base import AccountBlocked
+from providers.base import ComputeProvider
+from providers.base import ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine

@@ -20,42 +20,43 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.config import ServiceConfig
 from failover.engine import standby
-from failover.engine.journal import (
-    CANDIDATE_STEPS,
-    DRILL_STEPS,
-    STANDBY_STEPS,
-    STEPS,
-    Attempt,
-    CandidateFailed,
-    Event,
-    HostRecord,
-    Outcome,
-    Role,
-    StepFailed,
-)
-from failover.probes import probe_target, reach
+from failover.engine.journal import CANDIDATE_STEPS
+from failover.engine.journal import DRILL_STEPS
+from failover.engine.journal import STANDBY_STEPS
+from failover.engine.journal import STEPS
+from failover.engine.journal import Attempt
+from failover.engine.journal import CandidateFailed
+from failover.engine.journal import Event
+from failover.engine.journal import HostRecord
+from failover.engine.journal import Outcome
+from failover.engine.journal import Role
+from failover.engine.journal import StepFailed
+from failover.probes import probe_target
+from failover.probes import reach
 from failover.redact import redact
-from failover.render import TemplateError, host_spec
-from failover.state import Lease, LeaseLost
-from providers.base import (
-    AccountBlocked,
-    CapacityError,
-    ComputeProvider,
-    ConflictError,
-    Host,
-    HostSpec,
-    HostState,
-    NotFound,
-    ProviderError,
-    QuotaError,
-    Record,
-    TransientError,
-)
+from failover.render import TemplateError
+from failover.render import host_spec
+from failover.state import Lease
+from failover.state import LeaseLost
+from providers.base import AccountBlocked
+from providers.base import CapacityError
+from providers.base import ComputeProvider
+from providers.base import ConflictError
+from providers.base import Host
+from providers.base import HostSpec
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderError
+from providers.base import QuotaError
+from providers.base import Record
+from providers.base import TransientError
 
 if TYPE_CHECKING:
     from failover.engine import Engine
@@ -524,7 +525,8 @@ class Run:
         while its data sits in a store is worse than one that did not move."""
         if self.svc.data is None:
             return ""
-        from failover.data.plane import DataUnavailable, restore
+        from failover.data.plane import DataUnavailable
+        from failover.data.plane import restore
 
         host = self.host()
         try:

@@ -4,10 +4,14 @@ the hosts the providers still run for a service (found by their tags)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
-from failover.engine.journal import Event, Role
-from providers.base import Host, HostState, ProviderError
+from failover.engine.journal import Event
+from failover.engine.journal import Role
+from providers.base import Host
+from providers.base import HostState
+from providers.base import ProviderError
 from providers.util import pid_alive
 
 if TYPE_CHECKING:

@@ -16,15 +16,22 @@ failover never overlap; a failover due meanwhile waits for the next round ("busy
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.config import TcpProbe
 from failover.engine.health import Verdict
-from failover.engine.journal import HostRecord, Outcome, Role
+from failover.engine.journal import HostRecord
+from failover.engine.journal import Outcome
+from failover.engine.journal import Role
 from failover.planner import select
-from failover.probes import ProbeResult, Target
+from failover.probes import ProbeResult
+from failover.probes import Target
 from failover.state import ServiceRow
-from providers.base import AccountReport, HostState, NotFound, ProviderError
+from providers.base import AccountReport
+from providers.base import HostState
+from providers.base import NotFound
+from providers.base import ProviderError
 
 if TYPE_CHECKING:
     from failover.engine import Engine

@@ -7,12 +7,17 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from failover.data import plane as data_plane
 from failover.probes import reach
 from failover.render import host_name
-from providers.base import AccountReport, Check, ProviderError, dns_class, provider_class
+from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ProviderError
+from providers.base import dns_class
+from providers.base import provider_class
 
 if TYPE_CHECKING:
     from failover.engine import Engine

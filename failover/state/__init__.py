@@ -4,19 +4,19 @@ picks the one ``state.backend`` names."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Protocol
 
-from failover.state.sqlite import (
-    Lease,
-    LeaseLost,
-    RoundRecord,
-    ServiceRow,
-    SqliteStore,
-    StateError,
-    counters_after,
-    now_iso,
-    row_after,
-)
+from failover.state.sqlite import Lease
+from failover.state.sqlite import LeaseLost
+from failover.state.sqlite import RoundRecord
+from failover.state.sqlite import ServiceRow
+from failover.state.sqlite import SqliteStore
+from failover.state.sqlite import StateError
+from failover.state.sqlite import counters_after
+from failover.state.sqlite import now_iso
+from failover.state.sqlite import row_after
 
 if TYPE_CHECKING:
     from failover.config import Config

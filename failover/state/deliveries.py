@@ -13,7 +13,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from failover.redact import redact, redact_doc
+from failover.redact import redact
+from failover.redact import redact_doc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (

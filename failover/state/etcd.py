@@ -26,31 +26,28 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from failover.redact import redact, redact_doc
+from failover.redact import redact
+from failover.redact import redact_doc
 from failover.state.etcd_side import EtcdSide
-from failover.state.gateway import (
-    KV,
-    TLS,
-    Gateway,
-    StoreUnreachable,
-    b64,
-    created_at,
-    delete,
-    get_op,
-    modified_at,
-    put,
-    range_kvs,
-)
-from failover.state.sqlite import (
-    SCHEMA_VERSION,
-    Lease,
-    LeaseLost,
-    RoundRecord,
-    ServiceRow,
-    StateError,
-    counters_after,
-    now_iso,
-)
+from failover.state.gateway import KV
+from failover.state.gateway import TLS
+from failover.state.gateway import Gateway
+from failover.state.gateway import StoreUnreachable
+from failover.state.gateway import b64
+from failover.state.gateway import created_at
+from failover.state.gateway import delete
+from failover.state.gateway import get_op
+from failover.state.gateway import modified_at
+from failover.state.gateway import put
+from failover.state.gateway import range_kvs
+from failover.state.sqlite import SCHEMA_VERSION
+from failover.state.sqlite import Lease
+from failover.state.sqlite import LeaseLost
+from failover.state.sqlite import RoundRecord
+from failover.state.sqlite import ServiceRow
+from failover.state.sqlite import StateError
+from failover.state.sqlite import counters_after
+from failover.state.sqlite import now_iso
 from providers.util import pid_alive
 
 _RETRIES = 50  # compare-and-set rounds before giving up on a key others keep writing

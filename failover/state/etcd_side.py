@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from failover.redact import redact, redact_doc
+from failover.redact import redact
+from failover.redact import redact_doc
 from failover.state.gateway import Gateway
-from failover.state.sqlite import Lease, now_iso
+from failover.state.sqlite import Lease
+from failover.state.sqlite import now_iso
 
 
 def _part(text: str) -> str:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
-from failover.state.etcd import EtcdStore, etcd_store
+from failover.state.etcd import EtcdStore
+from failover.state.etcd import etcd_store
 from failover.state.etcd_side import _part
-from failover.state.gateway import created_at, put
-from failover.state.sqlite import SqliteStore, StateError
+from failover.state.gateway import created_at
+from failover.state.gateway import put
+from failover.state.sqlite import SqliteStore
+from failover.state.sqlite import StateError
 
 if TYPE_CHECKING:
     from failover.config import Config

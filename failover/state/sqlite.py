@@ -17,14 +17,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from failover.redact import redact, redact_doc
+from failover.redact import redact
+from failover.redact import redact_doc
 from failover.state.deliveries import SCHEMA as DELIVERIES_SCHEMA
 from failover.state.deliveries import SqliteDeliveries
-from providers.util import open_private, pid_alive, private_dir
+from providers.util import open_private
+from providers.util import pid_alive
+from providers.util import private_dir
 
 SCHEMA_VERSION = 1
 

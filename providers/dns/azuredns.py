@@ -14,25 +14,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
 from pydantic import Field
 
 from providers import _azure
-from providers._azure import as_json, dig
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    ApiDnsSettings,
-    Check,
-    ConflictError,
-    DnsProvider,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-)
+from providers._azure import as_json
+from providers._azure import dig
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import ApiDnsSettings
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
 
 T = TypeVar("T")
 
@@ -52,12 +53,8 @@ class AzureDnsSettings(ApiDnsSettings):
     resource_group: str = Field(description="resource group of the DNS zone")
 
 
-class AzureDns(DnsProvider):
+class AzureDns(DnsProvider, kind="azuredns", settings=AzureDnsSettings, vendor="microsoft"):
     """Record sets in an Azure DNS zone through azure-mgmt-dns."""
-
-    type = "azuredns"
-    Settings = AzureDnsSettings
-    vendor = "microsoft"
 
     settings: AzureDnsSettings
 

@@ -20,28 +20,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
+from pydantic import field_validator
 
 from providers import _gcp
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    ApiDnsSettings,
-    Check,
-    ConflictError,
-    DnsProvider,
-    DnsSettings,
-    Duration,
-    NotFound,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-    TransientError,
-    as_settings,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import ApiDnsSettings
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import Duration
+from providers.base import NotFound
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+from providers.base import TransientError
+from providers.base import as_settings
 from providers.retry import call_with_retries
 
 T = TypeVar("T")
@@ -76,11 +77,7 @@ def _fqdn(name: str) -> str:
     return name.rstrip(".").lower() + "."
 
 
-class CloudDns(DnsProvider):
-    type = "clouddns"
-    Settings = CloudDnsSettings
-    vendor = "google"
-
+class CloudDns(DnsProvider, kind="clouddns", settings=CloudDnsSettings, vendor="google"):
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.cfg = as_settings(CloudDnsSettings, settings)

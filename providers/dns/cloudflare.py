@@ -20,27 +20,29 @@ retried here with the bounds in the settings, honouring ``Retry-After``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
+from pydantic import SecretStr
 
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    ApiDnsSettings,
-    Check,
-    ConflictError,
-    DnsProvider,
-    DnsSettings,
-    Duration,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-    TransientError,
-    as_settings,
-)
-from providers.retry import call_with_retries, retry_after_seconds
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import ApiDnsSettings
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import Duration
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+from providers.base import TransientError
+from providers.base import as_settings
+from providers.retry import call_with_retries
+from providers.retry import retry_after_seconds
 
 T = TypeVar("T")
 
@@ -83,12 +85,10 @@ def _ttl(value: Any) -> int:
     return AUTO_TTL_SECONDS if ttl == AUTO_TTL else ttl
 
 
-class CloudflareDns(DnsProvider):
+class CloudflareDns(
+    DnsProvider, kind="cloudflare", settings=CloudflareSettings, vendor="cloudflare"
+):
     """A zone at Cloudflare, changed through its v4 API."""
-
-    type = "cloudflare"
-    Settings = CloudflareSettings
-    vendor = "cloudflare"
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

@@ -11,31 +11,28 @@ import fcntl
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
-from providers.base import (
-    AccountReport,
-    Check,
-    ConflictError,
-    DnsProvider,
-    DnsSettings,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-)
-from providers.util import open_private, private_dir, write_private
+from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+from providers.util import open_private
+from providers.util import private_dir
+from providers.util import write_private
 
 
 class LocalDnsSettings(DnsSettings):
     type: Literal["local"]
 
 
-class LocalDns(DnsProvider):
-    type = "local"
-    Settings = LocalDnsSettings
-    vendor = "local"
-
+class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="local"):
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"

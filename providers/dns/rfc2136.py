@@ -22,27 +22,32 @@ import base64
 import binascii
 import socket
 import time
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Annotated
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, WithJsonSchema, field_validator
+from pydantic import Field
+from pydantic import SecretStr
+from pydantic import WithJsonSchema
+from pydantic import field_validator
 
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    Check,
-    ConflictError,
-    DnsProvider,
-    DnsSettings,
-    Duration,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-    RetryingDnsSettings,
-    TransientError,
-    as_settings,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import Duration
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+from providers.base import RetryingDnsSettings
+from providers.base import TransientError
+from providers.base import as_settings
 from providers.retry import call_with_retries
 
 T = TypeVar("T")
@@ -305,12 +310,8 @@ def query_authoritative(
 # --------------------------------------------------------------------------- provider
 
 
-class Rfc2136Dns(DnsProvider):
+class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor=""):
     """A zone on a server you run (or rent), changed with TSIG-signed RFC 2136 updates."""
-
-    type = "rfc2136"
-    Settings = Rfc2136Settings
-    vendor = ""
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

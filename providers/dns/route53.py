@@ -21,27 +21,28 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
 from pydantic import Field
 
 from providers import _aws
-from providers.base import (
-    AccountBlocked,
-    AccountReport,
-    ApiDnsSettings,
-    Check,
-    ConflictError,
-    DnsProvider,
-    DnsSettings,
-    Duration,
-    ProviderContext,
-    ProviderError,
-    Record,
-    RecordChange,
-    as_settings,
-)
+from providers.base import AccountBlocked
+from providers.base import AccountReport
+from providers.base import ApiDnsSettings
+from providers.base import Check
+from providers.base import ConflictError
+from providers.base import DnsProvider
+from providers.base import DnsSettings
+from providers.base import Duration
+from providers.base import ProviderContext
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+from providers.base import as_settings
 
 T = TypeVar("T")
 
@@ -81,12 +82,8 @@ def _bare(name: str) -> str:
     return _unescape(name).rstrip(".").lower()
 
 
-class Route53Dns(DnsProvider):
+class Route53Dns(DnsProvider, kind="route53", settings=Route53Settings, vendor="aws"):
     """Route 53 records through boto3."""
-
-    type = "route53"
-    vendor = "aws"
-    Settings = Route53Settings
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

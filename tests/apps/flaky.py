@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import HTTPServer
 
 counter = itertools.count()
 

@@ -56,9 +56,11 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-00000000fa11"
 DEFAULT_RESOURCE_GROUP = "failover-rg"

@@ -35,6 +35,7 @@ from tests.helpers import FAILOVER
 from tests.helpers import base_config
 from tests.helpers import cleanup
 from tests.helpers import env_for
+from tests.helpers import wait_for
 from tests.helpers import write_config
 
 pytestmark = pytest.mark.timeout(180)
@@ -254,10 +255,11 @@ def test_an_upload_killed_halfway_is_never_restored(world: Any, project: Path) -
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while len(list((project / "offsite").rglob("chunk-*"))) < 3:
-            assert time.monotonic() < deadline, "the upload never started"
-            time.sleep(0.05)
+        wait_for(
+            lambda: len(list((project / "offsite").rglob("chunk-*"))) >= 3,
+            timeout=30,
+            what="the upload to start",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

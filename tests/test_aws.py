@@ -39,11 +39,11 @@ from tests.conftest import ROOT
 from tests.doubles.faultproxy import FaultProxy
 from tests.doubles.faultproxy import aws_error
 from tests.doubles.faultproxy import ec2_error
-from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import MotoServer
 from tests.doubles.moto_server import free_port
 from tests.doubles.moto_server import require_moto
 from tests.doubles.moto_server import seed_ec2
+from tests.doubles.moto_server import use_test_credentials
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,11 +65,7 @@ def moto() -> MotoServer:
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import MotoServer
 from tests.doubles.moto_server import require_moto
 from tests.doubles.moto_server import seed_ec2
+from tests.doubles.moto_server import use_test_credentials
 from tests.helpers import base_config
 from tests.helpers import cleanup
 from tests.helpers import dns_values
@@ -46,11 +46,7 @@ def moto() -> MotoServer:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # tests.helpers.env_for copies os.environ into every CLI run.
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 @pytest.fixture

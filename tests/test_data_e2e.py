@@ -27,9 +27,9 @@ from failover.data.plane import plane
 from failover.data.plane import take_backup
 from failover.engine import Engine
 from tests.conftest import need
-from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import moto_available
 from tests.doubles.moto_server import shared_moto
+from tests.doubles.moto_server import use_test_credentials
 from tests.helpers import APP
 from tests.helpers import FAILOVER
 from tests.helpers import base_config
@@ -46,11 +46,7 @@ RESTORE = "{python} -m failover.demo_app load data/app.db"
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 @pytest.fixture

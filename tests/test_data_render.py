@@ -26,6 +26,7 @@ from tests.conftest import need
 from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import moto_available
 from tests.doubles.moto_server import shared_moto
+from tests.doubles.moto_server import use_test_credentials
 from tests.helpers import base_config
 from tests.helpers import env_for
 from tests.helpers import write_config
@@ -35,11 +36,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 def config(

@@ -35,9 +35,9 @@ from providers.base import ProviderError
 from tests.conftest import ROOT
 from tests.conftest import need
 from tests.conftest import need_binary
-from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import moto_available
 from tests.doubles.moto_server import shared_moto
+from tests.doubles.moto_server import use_test_credentials
 from tests.doubles.storage import azurite_connection_string
 from tests.doubles.storage import gcs_available
 from tests.doubles.storage import shared_azurite
@@ -48,11 +48,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 def make_store(kind: str, tmp: Path) -> Store:

@@ -29,8 +29,8 @@ import pytest
 from providers.base import ProviderError
 from providers.base import TransientError
 from tests.conftest import need
-from tests.doubles.moto_server import AWS_TEST_ENV
 from tests.doubles.moto_server import require_moto
+from tests.doubles.moto_server import use_test_credentials
 from tests.fault_clouds import ATTEMPTS
 from tests.fault_clouds import CLOUDS
 from tests.fault_clouds import Cloud
@@ -48,12 +48,7 @@ TRANSIENT = ["503", "500", "429", "reset", "hang"]
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials for boto3 (the CLI runs copy this environment)."""
-    for key, value in AWS_TEST_ENV.items():
-        if value:
-            monkeypatch.setenv(key, value)
-        else:
-            monkeypatch.delenv(key, raising=False)
+    use_test_credentials(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 # Environment for boto3 clients pointed at moto: fake credentials, no real config files,
 # no instance-metadata lookups.
@@ -182,3 +186,13 @@ def require_moto() -> MotoServer:
 
     need(moto_available(), "moto[server] is not installed (pip install 'moto[server]')")
     return shared_moto()
+
+
+def use_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials for boto3, and none of the machine's (the CLI runs copy this
+    environment)."""
+    for key, value in AWS_TEST_ENV.items():
+        if value:
+            monkeypatch.setenv(key, value)
+        else:
+            monkeypatch.delenv(key, raising=False)

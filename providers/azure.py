@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable
@@ -112,6 +113,14 @@ def resource_names(host_name: str) -> dict[str, str]:
         "pip": f"{base}-pip",
         "disk": f"{base}-osdisk",
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listed:
+    """A resource group's NICs and public IPs, by lower-cased name, for a batch."""
+
+    nics: dict[str, dict[str, Any]]
+    pips: dict[str, dict[str, Any]]
 
 
 def _last_segment(resource_id: str | None) -> str | None:
@@ -355,6 +364,49 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         vm = self._get_vm(host_id)
         return None if vm is None else self._host(vm)
 
+    batches_lookups = True
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        """Four list calls whatever the number of ids, where :meth:`get_host` makes three
+        per host: the group's VMs, the subscription's VM status (``statusOnly``: a group's
+        list takes ``$expand=instanceView`` only with a scale-set filter), the group's NICs
+        and public IPs. ARM names are case-insensitive, as a ``get`` by name is; a VM not
+        listed is gone."""
+        if not host_ids:
+            return {}
+        compute, network = self._clients()
+        rg = self.settings.resource_group
+        vms = self._listed(lambda: compute.virtual_machines.list(rg), f"list VMs in {rg}")
+        wanted = {h: vms.get(h.lower()) for h in host_ids}
+        if not any(wanted.values()):
+            return {h: None for h in host_ids}
+        statuses = self._call(
+            lambda: {
+                str(vm.get("id") or "").lower(): vm
+                for vm in map(as_json, compute.virtual_machines.list_all(status_only="true"))
+            },
+            "list VM status",
+        )
+        listed = _Listed(
+            self._listed(lambda: network.network_interfaces.list(rg), f"list NICs in {rg}"),
+            self._listed(lambda: network.public_ip_addresses.list(rg), f"list public IPs in {rg}"),
+        )
+        out: dict[str, Host | None] = {}
+        for host_id, vm in wanted.items():
+            if vm is None:
+                out[host_id] = None
+                continue
+            view = dig(statuses.get(str(vm.get("id") or "").lower()), "properties", "instanceView")
+            vm = {**vm, "properties": {**(vm.get("properties") or {}), "instanceView": view}}
+            out[host_id] = self._to_host(vm, *self._nic_and_pip(vm, listed))
+        return out
+
+    def _listed(self, pages: Callable[[], Any], action: str) -> dict[str, dict[str, Any]]:
+        """Every resource of one list call, by lower-cased name."""
+        return self._call(
+            lambda: {str(r.get("name") or "").lower(): r for r in map(as_json, pages())}, action
+        )
+
     def list_hosts(self, service: str) -> list[Host]:
         compute, _ = self._clients()
         rg = self.settings.resource_group
@@ -371,21 +423,27 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         return hosts
 
     def _nic_and_pip(
-        self, vm: dict[str, Any]
+        self, vm: dict[str, Any], listed: _Listed | None = None
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The VM's NIC and public IP: read one by one, or looked up in ``listed``."""
         _, network = self._clients()
         rg = self.settings.resource_group
         nic_id = dig(vm, "properties", "networkProfile", "networkInterfaces", 0, "id")
         nic_name = _last_segment(nic_id) or resource_names(str(vm.get("name")))["nic"]
-        nic = self._get_or_none(
-            lambda: network.network_interfaces.get(rg, nic_name), f"read NIC {nic_name}"
-        )
+        if listed is not None:
+            nic = listed.nics.get(nic_name.lower())
+        else:
+            nic = self._get_or_none(
+                lambda: network.network_interfaces.get(rg, nic_name), f"read NIC {nic_name}"
+            )
         pip_id = dig(
             nic, "properties", "ipConfigurations", 0, "properties", "publicIPAddress", "id"
         )
         pip_name = _last_segment(pip_id)
         pip = None
-        if pip_name:
+        if pip_name and listed is not None:
+            pip = listed.pips.get(pip_name.lower())
+        elif pip_name:
             pip = self._get_or_none(
                 lambda: network.public_ip_addresses.get(rg, pip_name), f"read public IP {pip_name}"
             )
@@ -402,6 +460,11 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
             found_nic, found_pip = self._nic_and_pip(vm)
             nic = nic or found_nic
             pip = pip or found_pip
+        return self._to_host(vm, nic, pip)
+
+    def _to_host(
+        self, vm: dict[str, Any], nic: dict[str, Any] | None, pip: dict[str, Any] | None
+    ) -> Host:
         props = vm.get("properties") or {}
         tags = vm.get("tags") or {}
         provisioning = str(props.get("provisioningState") or "")

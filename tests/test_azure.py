@@ -218,6 +218,50 @@ def test_create_get_list_stop_destroy(az: AzureDouble, provider: AzureProvider) 
     provider.stop_host(host.id)  # and stopping it too
 
 
+def reads(az: AzureDouble) -> list[tuple[str, dict[str, str]]]:
+    """Every GET the double saw, as (path after the subscription, query)."""
+    prefix = f"/subscriptions/{az.subscription}"
+    return [
+        (r["path"].removeprefix(prefix), r["query"])
+        for r in az.snapshot()["requests"]
+        if r["method"] == "GET"
+    ]
+
+
+def test_get_hosts_is_four_lists_and_says_what_get_host_says(
+    az: AzureDouble, provider: AzureProvider
+) -> None:
+    running = provider.create_host(spec()).id
+    stopped = provider.create_host(spec("api-g1-az", service="api")).id
+    provider.stop_host(stopped)
+    ids = [running, stopped, "never-made", "WEB-G1-AZ"]  # ARM names ignore case
+    one_by_one = {host_id: provider.get_host(host_id) for host_id in ids}
+    seen = len(reads(az))
+    batched = provider.get_hosts(ids)
+    assert batched == one_by_one
+    assert batched[running].state is HostState.RUNNING  # type: ignore[union-attr]
+    assert batched[running].address  # type: ignore[union-attr]
+    assert batched[stopped].raw_state == "Succeeded/deallocated"  # type: ignore[union-attr]
+    assert batched["never-made"] is None
+    rg = f"/resourceGroups/{az.resource_group}/providers"
+    assert [path for path, _ in reads(az)[seen:]] == [
+        f"{rg}/Microsoft.Compute/virtualMachines",
+        "/providers/Microsoft.Compute/virtualMachines",
+        f"{rg}/Microsoft.Network/networkInterfaces",
+        f"{rg}/Microsoft.Network/publicIPAddresses",
+    ]
+    assert reads(az)[seen + 1][1]["statusOnly"] == "true"
+    # Nothing asked for exists: one list, no more.
+    seen = len(reads(az))
+    assert provider.get_hosts(["never-made", "gone"]) == {"never-made": None, "gone": None}
+    assert len(reads(az)) == seen + 1
+    assert provider.get_hosts([]) == {} and len(reads(az)) == seen + 1
+    az.fail("AuthorizationFailed", method="GET", path="/virtualMachines")
+    with pytest.raises(AccountBlocked) as info:
+        provider.get_hosts(ids)  # a refusal of the whole batch stays a refusal
+    assert info.value.code == "AuthorizationFailed"
+
+
 def test_create_is_idempotent_on_name(az: AzureDouble, provider: AzureProvider) -> None:
     first = provider.create_host(spec())
     again = provider.create_host(spec())

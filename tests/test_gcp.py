@@ -248,6 +248,50 @@ def test_insert_answer_lost_then_409_fetches_the_existing_vm(gce: GceDouble) -> 
     assert len(inserts) == 2  # the retry got 409 alreadyExists and fetched the VM
 
 
+def test_get_hosts_is_one_aggregated_list_and_says_what_get_host_says(gce: GceDouble) -> None:
+    provider = make(gce)
+    running = wait_running(provider, provider.create_host(spec()).id)
+    stopped = provider.create_host(spec("api-g1-gcp", service="api")).id
+    provider.stop_host(stopped)
+    ids = [
+        running.id,
+        stopped,
+        "us-central1-b/never-made",
+        "us-central1-b/web-g1-gcp",  # the name exists, in another zone
+        "europe-west1-b/api-g1-gcp",
+    ]
+    one_by_one = {host_id: provider.get_host(host_id) for host_id in ids}
+    lists = len(gce.calls("compute.instances.aggregatedList"))
+    gets = len(gce.calls("compute.instances.get"))
+    batched = provider.get_hosts(ids)
+    assert batched == one_by_one
+    assert batched[stopped].state == HostState.STOPPED  # type: ignore[union-attr]
+    assert batched[running.id].state == HostState.RUNNING  # type: ignore[union-attr]
+    assert [k for k, v in batched.items() if v is None] == ids[2:]
+    calls = gce.calls("compute.instances.aggregatedList")[lists:]
+    assert len(calls) == 1 and len(gce.calls("compute.instances.get")) == gets
+    assert calls[0]["query"]["filter"] == 'name eq "(api-g1-gcp|never-made|web-g1-gcp)"'
+    before = len(gce.calls())
+    assert provider.get_hosts([]) == {} and len(gce.calls()) == before
+    with pytest.raises(ProviderError):
+        provider.get_hosts([running.id, "no-slash"])
+    gce.suspend()
+    with pytest.raises(AccountBlocked) as info:
+        provider.get_hosts(ids)
+    assert info.value.code == "CONSUMER_SUSPENDED"
+
+
+def test_get_hosts_splits_a_large_batch_into_lists_of_100(gce: GceDouble) -> None:
+    provider = make(gce)
+    host = wait_running(provider, provider.create_host(spec()).id)
+    ids = [host.id] + [f"us-central1-a/gone-{n}" for n in range(150)]
+    lists = len(gce.calls("compute.instances.aggregatedList"))
+    found = provider.get_hosts(ids)
+    assert found[host.id] == provider.get_host(host.id)
+    assert sum(v is None for v in found.values()) == 150
+    assert len(gce.calls("compute.instances.aggregatedList")) - lists == 2
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -6,8 +6,9 @@ backend use, as the public REST specifications (Azure/azure-rest-api-specs) and 
 ``examples/`` show them:
 
 * ``Microsoft.Compute/virtualMachines`` (PUT, GET with ``$expand=instanceView``, list,
-  DELETE, POST ``deallocate``), ``Microsoft.Compute/disks`` (GET, list, DELETE; OS disks
-  appear when a VM is created), ``Microsoft.Compute/skus`` (resource SKUs of a location);
+  the subscription's list with ``statusOnly=true``, DELETE, POST ``deallocate``),
+  ``Microsoft.Compute/disks`` (GET, list, DELETE; OS disks appear when a VM is created),
+  ``Microsoft.Compute/skus`` (resource SKUs of a location);
 * ``Microsoft.Network/networkInterfaces`` and ``publicIPAddresses`` (PUT, GET, list, DELETE);
 * ``/subscriptions/{id}`` and ``/subscriptions/{id}/resourcegroups/{name}`` (GET, PUT for
   resource groups);
@@ -138,6 +139,7 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         ("operation", _SUB + _LOC + r"/operations/(?P<op>[^/]+)"),
         ("opresult", _SUB + _LOC + r"/operationresults/(?P<op>[^/]+)"),
         ("skus", _SUB + r"/providers/microsoft\.compute/skus"),
+        ("vms_all", _SUB + r"/providers/microsoft\.compute/virtualmachines"),
         ("subscription", _SUB),
         ("resourcegroup", _RG),
         ("vm_action", _VM + r"/(?P<action>deallocate|start|poweroff)"),
@@ -580,6 +582,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "method": method,
                     "path": path,
+                    "query": dict(query),
                     "if_match": self.headers.get("If-Match"),
                     "if_none_match": self.headers.get("If-None-Match"),
                 }
@@ -637,6 +640,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._subscription(method)
         if route == "skus":
             return self._skus(query)
+        if route == "vms_all":
+            return self._list_all_vms(query)
         rg_name = groups["rg"]
         if route == "resourcegroup":
             return self._resource_group(method, rg_name, body)
@@ -784,6 +789,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self._view(r, {})
                 for key, r in st.resources.items()
                 if key.startswith(prefix) and r["type"] == KIND_TYPES[kind]
+            ]
+        return Reply(200, {"value": value})
+
+    def _list_all_vms(self, query: dict[str, str]) -> Reply:
+        """The subscription's VMs; with ``statusOnly=true`` only their run-time status (id,
+        name, ``properties.instanceView``), as ARM answers it: no tags, no profiles."""
+        st = self.state
+        with st.lock:
+            vms = [r for r in st.resources.values() if r["type"] == KIND_TYPES["vm"]]
+            if query.get("statusOnly", "").lower() != "true":
+                return Reply(200, {"value": [self._view(vm, {}) for vm in vms]})
+            value = [
+                {
+                    "id": vm["id"],
+                    "name": vm["name"],
+                    "type": vm["type"],
+                    "location": vm["location"],
+                    "properties": {
+                        "vmId": vm["properties"].get("vmId"),
+                        "instanceView": self._instance_view(vm),
+                    },
+                }
+                for vm in vms
             ]
         return Reply(200, {"value": value})
 

@@ -14,10 +14,7 @@ DNS) for N services, against 1 service measured in the same run, for each
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -29,10 +26,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _local import APP  # noqa: E402  (bench/ is on sys.path when a bench runs)
+from _local import kill_all  # noqa: E402
+
 from failover import config as cfg  # noqa: E402
 from failover.engine import Engine  # noqa: E402
-
-APP = "{python} -m failover.demo_app --port {port} --bind {address}"
 
 
 def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
@@ -59,14 +57,6 @@ def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
     path = workdir / "failover.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def kill_all(state: Path) -> None:
-    for meta in state.glob("local/*/hosts/*/host.json"):
-        pid = yaml.safe_load(meta.read_text()).get("pid")
-        if pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(pid), signal.SIGKILL)
 
 
 def cutoff(count: int, moves: int, delay: bool) -> float:

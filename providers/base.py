@@ -252,6 +252,32 @@ class Host:
     purpose: str = "serve"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_record(
+        cls,
+        record: dict[str, Any],
+        provider: str,
+        state: HostState,
+        raw_state: str,
+        reason: str | None,
+        **more: Any,
+    ) -> Host:
+        """A host from the record a provider keeps beside it (local, ssh and static hosts):
+        the record holds the host's tags, the caller says what it observed."""
+        return cls(
+            id=str(record["id"]),
+            provider=provider,
+            name=str(record["name"]),
+            service=str(record["service"]),
+            generation=int(record["generation"]),
+            state=state,
+            raw_state=raw_state,
+            reason=reason,
+            created_at=record.get("created_at"),
+            purpose=str(record.get("purpose", "serve")),
+            **more,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -127,19 +127,14 @@ class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendo
     def _host(self, meta: dict[str, Any]) -> Host:
         host_dir = self.hosts_dir / meta["id"]
         state, raw, reason = self._observe(meta, host_dir)
-        return Host(
-            id=meta["id"],
-            provider=self.name,
-            name=meta["name"],
-            service=meta["service"],
-            generation=int(meta["generation"]),
-            state=state,
-            raw_state=raw,
-            reason=reason,
+        return Host.from_record(
+            meta,
+            self.name,
+            state,
+            raw,
+            reason,
             address=meta["address"],
             zone="loopback",
-            created_at=meta["created_at"],
-            purpose=meta.get("purpose", "serve"),
             extra={"log": str(host_dir / "log"), "pid": self._pid(meta)},
         )
 

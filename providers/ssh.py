@@ -211,19 +211,14 @@ class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
         state, raw, reason = _observe(
             info, f"{machine.dir}/{meta['service']}/log on {machine.name}"
         )
-        return Host(
-            id=meta["id"],
-            provider=self.name,
-            name=meta["name"],
-            service=meta["service"],
-            generation=int(meta["generation"]),
-            state=state,
-            raw_state=raw,
-            reason=reason,
+        return Host.from_record(
+            meta,
+            self.name,
+            state,
+            raw,
+            reason,
             address=machine.address,
             zone=machine.name,
-            created_at=meta.get("created_at"),
-            purpose=meta.get("purpose", "serve"),
             extra={"machine": machine.name, "ssh": str(machine.endpoint), "pid": info.get("pid")},
         )
 

@@ -101,19 +101,14 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         else:
             state, raw = HostState.UNKNOWN, "not answering"
             reason = f"nothing answers on {address}:{record['port']}"
-        return Host(
-            id=record["id"],
-            provider=self.name,
-            name=record["name"],
-            service=record["service"],
-            generation=int(record["generation"]),
-            state=state,
-            raw_state=raw,
-            reason=reason,
+        return Host.from_record(
+            record,
+            self.name,
+            state,
+            raw,
+            reason,
             address=address,
             zone=self._label(address),
-            created_at=record.get("created_at"),
-            purpose=record.get("purpose", "serve"),
         )
 
     # ----------------------------------------------------------------- interface

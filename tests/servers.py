@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import need_binary
 
@@ -138,10 +139,10 @@ def bind_server(tmp_path: Path) -> Iterator[tuple[str, int, str, str, str]]:
             try:
                 yield host, port, KEY_NAME, secret, ZONE
             finally:
-                _stop(proc)
+                stop_process(proc)
                 log.close()
             return
-        _stop(proc)
+        stop_process(proc)
         log.close()
         last_log = (base / "named.log").read_text(errors="replace")
         if "address in use" not in last_log.lower():
@@ -149,7 +150,8 @@ def bind_server(tmp_path: Path) -> Iterator[tuple[str, int, str, str, str]]:
     raise RuntimeError(f"named did not start; its log:\n{last_log[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """End a server started in its own session: SIGTERM, then SIGKILL after 5 s."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

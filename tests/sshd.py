@@ -13,10 +13,8 @@ that stop it must start it again (``Sshd.start``).
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -29,6 +27,7 @@ import pytest
 
 from tests.conftest import need_binary
 from tests.servers import free_port
+from tests.servers import stop_process
 
 CONFIG = """\
 Port {port}
@@ -111,16 +110,8 @@ class Sshd:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        if proc is not None:
+            stop_process(proc)
 
     def logins(self) -> int:
         """How many logins sshd accepted so far (its log)."""

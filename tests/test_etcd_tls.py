@@ -24,7 +24,7 @@ from tests.helpers import base_config
 from tests.helpers import failover
 from tests.helpers import failover_json
 from tests.helpers import write_config
-from tests.servers import _stop
+from tests.servers import stop_process
 from tests.servers import free_port
 
 PASSWORD = "etcd-test-password-9f2c"
@@ -129,7 +129,7 @@ def secure_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             _call(url, path, body, base)
         yield url, base
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 

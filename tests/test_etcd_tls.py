@@ -24,8 +24,8 @@ from tests.helpers import base_config
 from tests.helpers import failover
 from tests.helpers import failover_json
 from tests.helpers import write_config
-from tests.servers import stop_process
 from tests.servers import free_port
+from tests.servers import stop_process
 
 PASSWORD = "etcd-test-password-9f2c"
 

@@ -1,6 +1,6 @@
 """A provider cuts off many services at once: how long until all are healthy elsewhere.
 
-    .venv/bin/python bench/cutoff.py [--services 50] [--moves 8,50]
+    .venv/bin/python bench/cutoff.py [--services 50] [--moves 16,64]
 
 On the local provider: N services deployed on ``alpha``; then alpha's account is
 suspended and every host killed, and one ``Engine.check`` fails all of them over to
@@ -9,12 +9,20 @@ time from the cut to the check's return (every service verified healthy on beta 
 DNS) for N services, against 1 service measured in the same run, for each
 ``watcher.parallel_moves`` given; then the same with a simulated 1 s provisioning delay
 (``run.setup: sleep 1`` on every new host). Nothing is asserted; it prints.
+
+Without the delay, the time is mostly this machine starting N Python apps at once, so
+the bench also prints that floor: N apps started side by side without failover, against
+one (the same ratio the engine cannot beat on the same cores). It prints how many DNS
+requests carried the N cutovers, too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +67,41 @@ def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
     return path
 
 
-def cutoff(count: int, moves: int, delay: bool) -> float:
+def apps_alone(count: int) -> float:
+    """The floor: ``count`` sample apps started at once, until every one answers."""
+    ports = [free_port() for _ in range(count)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            APP.format(python=sys.executable, port=port, address="127.0.0.1").split(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        for port in ports
+    ]
+    try:
+        waiting = set(ports)
+        while waiting:
+            for port in list(waiting):
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    waiting.discard(port)
+            time.sleep(0.005)
+        return time.perf_counter() - start
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cutoff(count: int, moves: int, delay: bool) -> tuple[float, int]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-cutoff-"))
     path = config(workdir, count, moves, delay)
     engine = Engine(cfg.load(path))
@@ -71,12 +113,13 @@ def cutoff(count: int, moves: int, delay: bool) -> float:
         state = workdir / ".failover"
         (state / "local" / "alpha" / "SUSPENDED").write_text("")
         kill_all(state)
+        before = engine.zone().requests
         start = time.perf_counter()
         verdicts = engine.check(names)
         took = time.perf_counter() - start
         moved = sum("moved from alpha to beta" in v.message for v in verdicts)
         assert moved == count, [v.message for v in verdicts if "moved" not in v.message][:3]
-        return took
+        return took, engine.zone().requests - before
     finally:
         engine.close()
         kill_all(workdir / ".failover")
@@ -86,16 +129,25 @@ def cutoff(count: int, moves: int, delay: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=50)
-    parser.add_argument("--moves", default="8,50", help="watcher.parallel_moves values")
+    parser.add_argument("--moves", default="16,64", help="watcher.parallel_moves values")
     args = parser.parse_args()
+    n = args.services
+    alone_one, alone_many = apps_alone(1), apps_alone(n)
+    print(
+        f"{'floor: apps started alone':<32} {'':<17} 1 app     {alone_one:6.2f}s, "
+        f"{n} apps     {alone_many:6.2f}s: {alone_many / alone_one:5.2f}x"
+    )
+    default = cfg.WatcherConfig().parallel_moves
     for delay in (False, True):
         label = "with a 1 s provisioning delay" if delay else "no delay"
         for moves in (int(m) for m in args.moves.split(",")):
-            one = cutoff(1, moves, delay)
-            many = cutoff(args.services, moves, delay)
+            one, _ = cutoff(1, moves, delay)
+            many, requests = cutoff(n, moves, delay)
+            mark = " (default)" if moves == default else ""
             print(
                 f"{label:<32} parallel_moves={moves:<3} 1 service {one:6.2f}s, "
-                f"{args.services} services {many:6.2f}s: {many / one:5.2f}x"
+                f"{n} services {many:6.2f}s: {many / one:5.2f}x; "
+                f"{n} cutovers in {requests} DNS requests{mark}"
             )
 
 

@@ -152,8 +152,10 @@ def test_flaky_host_is_never_moved_with_fall_2(project: Path) -> None:
 
 def test_24_concurrent_checks_make_exactly_one_failover(project: Path) -> None:
     # fall: 1 makes any failed round a failover; the timeout is generous because 24
-    # interpreters starting at once on two cores can starve a probe's event loop.
-    config = deployed(project, health={"fall": 1, "interval": "2s", "timeout": "2s"})
+    # interpreters starting at once on two cores can starve a probe's event loop for
+    # seconds (2 s once failed the new host's probe under a load average of 17). The
+    # old host is killed, so its probes are refused at once: the timeout costs nothing.
+    config = deployed(project, health={"fall": 1, "interval": "5s", "timeout": "5s"})
     kill_active(config)
     procs = [
         subprocess.Popen(

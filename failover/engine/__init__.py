@@ -46,6 +46,7 @@ from failover.engine.journal import STEPS
 from failover.engine.journal import Outcome
 from failover.engine.journal import RunData
 from failover.engine.runner import run_event
+from failover.engine.zone import ZoneWriter
 from failover.planner import Selection
 from failover.planner import select
 from failover.probes import ProbeFailed
@@ -67,6 +68,8 @@ from providers.base import DnsProvider
 from providers.base import NotFound
 from providers.base import ProviderContext
 from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
 from providers.base import dns_class
 from providers.base import provider_class
 
@@ -114,6 +117,12 @@ class Engine:
         self.on_step = on_step or (lambda step, status, detail: None)
         self._providers: dict[str, ComputeProvider] = {}
         self._dns: DnsProvider | None = None
+        # A sibling (one of a round's parallel moves) borrows its parent's thread-safe
+        # providers and zone writer instead of building clients of its own.
+        self._parent: Engine | None = None
+        self._borrowed: dict[str, ComputeProvider] = {}
+        self._making = threading.Lock()
+        self._zone: ZoneWriter | None = None
         self._accounts: dict[str, AccountReport] = {}
         # Shared with the siblings that run a round's failovers; renewed every round.
         self.blocklist = rounds.RoundBlocklist()
@@ -141,17 +150,50 @@ class Engine:
     # ----------------------------------------------------------------- providers
 
     def provider(self, name: str) -> ComputeProvider:
-        """The provider called ``name``, made once per engine."""
-        if name not in self._providers:
-            settings = self.config.provider_settings()[name]
-            self._providers[name] = provider_class(settings.type)(settings, self.context)
+        """The provider called ``name``, made once per engine (once per round for the
+        siblings when its instances may be shared across threads)."""
+        made = self._providers.get(name) or self._borrowed.get(name)
+        if made is not None:
+            return made
+        settings = self.config.provider_settings()[name]
+        cls = provider_class(settings.type)
+        if self._parent is not None and cls.shared_across_threads:
+            self._borrowed[name] = self._parent.provider(name)
+            return self._borrowed[name]
+        with self._making:  # siblings may ask their parent at the same moment
+            if name not in self._providers:
+                self._providers[name] = cls(settings, self.context)
         return self._providers[name]
 
     def dns(self) -> DnsProvider:
         if self._dns is None:
             settings = self.config.dns_settings()
-            self._dns = dns_class(settings.type)(settings, self.context)
+            cls = dns_class(settings.type)
+            if self._parent is not None and cls.shared_across_threads:
+                return self._parent.dns()
+            with self._making:
+                if self._dns is None:
+                    self._dns = cls(settings, self.context)
         return self._dns
+
+    def zone(self) -> ZoneWriter:
+        """The round's writer of the zone, shared by the siblings: it gathers their
+        cutovers into batches when the DNS backend can send several in one request."""
+        if self._parent is not None:
+            return self._parent.zone()
+        if self._zone is None:
+            dns = self.dns()
+            with self._making:
+                if self._zone is None:
+                    self._zone = ZoneWriter(dns)
+        return self._zone
+
+    def write_record(self, change: RecordChange) -> tuple[Record, int]:
+        """``change`` sent to the DNS backend (:meth:`DnsProvider.set_record`'s contract),
+        with how many changes went in the same request."""
+        if not self.dns().batches_changes:
+            return self.dns().replace_record(change), 1
+        return self.zone().write(change)
 
     def account(self, name: str, *, fresh: bool = False) -> AccountReport:
         """The provider's account state, asked once per engine (or again with fresh)."""
@@ -218,6 +260,7 @@ class Engine:
         )
         other.blocklist = self.blocklist
         other.notifier = self.notifier
+        other._parent = self
         return other
 
     def announce(self, event: str, service: str, **fields: Any) -> None:

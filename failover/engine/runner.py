@@ -56,6 +56,7 @@ from providers.base import NotFound
 from providers.base import ProviderError
 from providers.base import QuotaError
 from providers.base import Record
+from providers.base import RecordChange
 from providers.base import TransientError
 
 if TYPE_CHECKING:
@@ -562,8 +563,9 @@ class Run:
                 raise self.timed_out(f"probes not passing ({last})")
             time.sleep(min(self.svc.health.interval, 0.25))
 
-    def point_dns(self, address: str) -> Record:
-        """The record moved from the old host to ``address``, or an error saying why not.
+    def point_dns(self, address: str) -> tuple[Record, int]:
+        """The record moved from the old host to ``address`` (and how many cutovers went
+        in the same DNS request), or an error saying why not.
 
         Every write is conditional on the record still pointing at the old host: when
         someone else moved it (another watcher with its own state, a person), this run
@@ -571,12 +573,13 @@ class Run:
         svc, dns = self.svc, self.e.dns()
         ttl = self.e.config.dns_settings().ttl
         old = [self.origin.address] if self.origin and self.origin.address else None
+        change = RecordChange(svc.domain, svc.record_type.upper(), [address], ttl, old)
         try:
-            return dns.set_record(svc.domain, svc.record_type, [address], ttl, expect=old)
+            return self.e.write_record(change)
         except ConflictError:
             current = dns.get_record(svc.domain, svc.record_type)
             if current is not None and sorted(current.values) == [address]:
-                return current  # ours already: a resumed cutover
+                return current, 1  # ours already: a resumed cutover
             row = self.store.service(self.service)
             if row.generation != self.data.expected_generation:
                 raise LeaseLost(
@@ -595,7 +598,7 @@ class Run:
     def step_cutover(self) -> str:
         host = self.host()
         assert host.address is not None
-        record = self.point_dns(host.address)
+        record, together = self.point_dns(host.address)
         if sorted(record.values) != [host.address]:
             raise StepFailed(f"DNS answers {record.values} after the update, not {host.address}")
         generation = self.store.cutover(
@@ -610,9 +613,10 @@ class Run:
         self.remember(host, Role.ACTIVE, generation=generation)
         if self.origin:
             self.remember_origin(Role.FENCE, address=self.origin.address)
+        batch = f"; one DNS change with {together - 1} other cutovers" if together > 1 else ""
         return (
-            f"{self.svc.domain} {self.svc.record_type} -> {host.address} (ttl {record.ttl}); "
-            f"generation {generation}"
+            f"{self.svc.domain} {self.svc.record_type} -> {host.address} (ttl {record.ttl}"
+            f"{batch}); generation {generation}"
         )
 
     def remember_origin(self, role: Role, *, address: str | None = None, note: str = "") -> None:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from typing import Literal
@@ -33,6 +34,9 @@ class LocalDnsSettings(DnsSettings):
 
 
 class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="local"):
+    batches_changes = True
+    shared_across_threads = True  # a path and a file lock: nothing held between calls
+
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"
@@ -80,23 +84,39 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
         return Record(name, rtype, list(entry["values"]), int(entry["ttl"]))
 
     def replace_record(self, change: RecordChange) -> Record:
-        name, rtype, values, ttl, expect = change
+        (result,) = self.replace_records([change])
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    def replace_records(self, changes: Sequence[RecordChange]) -> list[Record | ProviderError]:
+        # One read-modify-write of the zone file under its lock, one serial: the lock
+        # makes each change's condition exact, so a conflict fails that change alone.
+        out: list[Record | ProviderError] = []
         with self._locked():
             zone = self._load()
-            key = self._key(name, rtype)
-            current = sorted(zone["records"].get(key, {}).get("values", []))
-            if expect is not None and current not in (sorted(expect), sorted(values)):
-                raise ConflictError(
-                    f"{name} {rtype} is {current}, expected {sorted(expect)}: "
-                    "someone else changed the record",
-                    provider=self.name,
-                )
-            zone["records"][key] = {"values": list(values), "ttl": ttl}
-            zone["serial"] = int(zone.get("serial", 0)) + 1
-            write_private(self.path, json.dumps(zone, indent=2))
-        record = self.get_record(name, rtype)
-        assert record is not None
-        return record
+            for name, rtype, values, ttl, expect in changes:
+                key = self._key(name, rtype)
+                current = sorted(zone["records"].get(key, {}).get("values", []))
+                if expect is not None and current not in (sorted(expect), sorted(values)):
+                    out.append(
+                        ConflictError(
+                            f"{name} {rtype} is {current}, expected {sorted(expect)}: "
+                            "someone else changed the record",
+                            provider=self.name,
+                        )
+                    )
+                    continue
+                zone["records"][key] = {"values": list(values), "ttl": ttl}
+                out.append(Record(name, rtype, list(values), ttl))
+            if any(isinstance(result, Record) for result in out):
+                zone["serial"] = int(zone.get("serial", 0)) + 1
+                write_private(self.path, json.dumps(zone, indent=2))
+        return out
+
+    def serial(self) -> int:
+        """The zone's serial: one more for every write (a request that changed anything)."""
+        return int(self._load().get("serial", 0))
 
     def check(self) -> AccountReport:
         try:

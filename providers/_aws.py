@@ -10,6 +10,7 @@ botocore's own retries are switched off so that the bounds in the config are the
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
@@ -76,6 +77,11 @@ def scrub(text: str) -> str:
 
 
 _LOADER: Any = None
+# boto3 sessions are not thread-safe, its clients are ("Multithreading or
+# multiprocessing with clients", boto3 guide; boto/boto3#1592): sessions and the clients
+# made from them are built under this one lock, which also guards the shared loader.
+# Building happens once per provider and service, so the lock is never contended for long.
+BUILD_LOCK = threading.RLock()
 
 
 def make_session(profile: str | None, region: str | None) -> Any:
@@ -89,14 +95,29 @@ def make_session(profile: str | None, region: str | None) -> Any:
     import botocore.loaders
     import botocore.session
 
-    if _LOADER is None:
-        _LOADER = botocore.loaders.create_loader()
-    core = botocore.session.Session(profile=profile or None)
-    core.register_component("data_loader", _LOADER)
-    session = boto3.session.Session(botocore_session=core, region_name=region or None)
-    paths = _LOADER.search_paths
-    paths[:] = list(dict.fromkeys(paths))  # boto3 appends its data path per session
-    return session
+    with BUILD_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.loaders.create_loader()
+        core = botocore.session.Session(profile=profile or None)
+        core.register_component("data_loader", _LOADER)
+        session = boto3.session.Session(botocore_session=core, region_name=region or None)
+        paths = _LOADER.search_paths
+        paths[:] = list(dict.fromkeys(paths))  # boto3 appends its data path per session
+        return session
+
+
+def make_client(
+    session: Any, service: str, *, region: str, endpoint: str | None, timeout: float
+) -> Any:
+    """A client of ``session`` (botocore retries off), built under the session lock: the
+    client may then be used from any number of threads at once."""
+    with BUILD_LOCK:
+        return session.client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint or None,
+            config=client_config(timeout),
+        )
 
 
 def client_config(timeout: float) -> Any:

@@ -144,6 +144,23 @@ def client_kwargs(endpoint: str | None, polling_interval: float | None) -> dict[
     return kwargs
 
 
+def opened(client: Any) -> Any:
+    """``client`` with its HTTP session open, for a caller that makes it under its lock.
+
+    A management client may then take calls from several threads at once. Microsoft
+    states its SDK clients are thread-safe (learn.microsoft.com/dotnet/azure/sdk/
+    thread-safety) and the Python guidelines make them immutable (python-client-immutable,
+    azure.github.io/azure-sdk/python_design.html); the caveat is azure-core's
+    ``RequestsTransport``, which opens its ``requests.Session`` on first use without a
+    lock (two threads would make two, one never closed) and says it is not to be
+    considered thread-safe because of that one session. Opening it here removes the
+    race; what remains is one ``requests.Session`` sending from several threads over
+    urllib3's thread-safe pools, as google-auth's ``AuthorizedSession`` does.
+    """
+    client.__enter__()
+    return client
+
+
 # --------------------------------------------------------------------------- models
 
 

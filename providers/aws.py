@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,11 +105,20 @@ class AwsSettings(CloudSettings):
 
 
 class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws"):
-    """EC2 instances through boto3."""
+    """EC2 instances through boto3.
+
+    One instance serves the parallel moves of a round: its session and clients are made
+    once, under ``_lock`` (boto3 clients are thread-safe, sessions are not), and the
+    caches below only ever gain entries that any thread would compute alike (one dict
+    operation each, atomic under the GIL), so a lost race costs one extra API call.
+    """
+
+    shared_across_threads = True
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.cfg = as_settings(AwsSettings, settings)
+        self._lock = threading.Lock()
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self._subnets: dict[str, dict[str, Any]] = {}
@@ -118,20 +128,27 @@ class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws
     # ------------------------------------------------------------------ plumbing
 
     def _client(self, service: str) -> Any:
-        if service not in self._clients:
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = _aws.once(lambda: self._new_client(service), self.name)
+                self._clients[service] = client
+            return client
 
-            def make() -> Any:
-                if self._session is None:
-                    self._session = _aws.make_session(self.cfg.profile, self.cfg.region)
-                return self._session.client(
-                    service,
-                    region_name=self.cfg.region,
-                    endpoint_url=self.cfg.endpoint or None,
-                    config=_aws.client_config(self.cfg.request_timeout),
-                )
-
-            self._clients[service] = _aws.once(make, self.name)
-        return self._clients[service]
+    def _new_client(self, service: str) -> Any:
+        """Called with ``_lock`` held: the one session, and a client of it."""
+        if self._session is None:
+            self._session = _aws.make_session(self.cfg.profile, self.cfg.region)
+        return _aws.make_client(
+            self._session,
+            service,
+            region=self.cfg.region,
+            endpoint=self.cfg.endpoint,
+            timeout=self.cfg.request_timeout,
+        )
 
     @property
     def _ec2(self) -> Any:
@@ -413,7 +430,8 @@ class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws
 
     def _delete_on_termination(self) -> list[dict[str, Any]]:
         """Block device overrides so every EBS volume of the image dies with the instance."""
-        if self._image is None:
+        image = self._image
+        if image is None:
             resp = self._once(lambda: self._ec2.describe_images(ImageIds=[self.cfg.image]))
             images = resp.get("Images") or []
             if not images:
@@ -423,9 +441,9 @@ class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws
                     code="InvalidAMIID.NotFound",
                     hint="check `image` (AMI ids are per region)",
                 )
-            self._image = images[0]
+            image = self._image = images[0]
         mappings = []
-        for m in self._image.get("BlockDeviceMappings") or []:
+        for m in image.get("BlockDeviceMappings") or []:
             if not (m.get("Ebs") and m.get("DeviceName")):
                 continue
             ebs: dict[str, Any] = {"DeleteOnTermination": True}
@@ -436,15 +454,16 @@ class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws
         return mappings
 
     def _subnet_info(self, subnet_id: str) -> dict[str, Any]:
-        if subnet_id not in self._subnets:
+        info = self._subnets.get(subnet_id)
+        if info is None:
             resp = self._call(lambda: self._ec2.describe_subnets(SubnetIds=[subnet_id]))
             subnets = resp.get("Subnets") or []
             if not subnets:
                 raise ProviderError(
                     f"subnet {subnet_id} not found", provider=self.name, hint="check `subnet`"
                 )
-            self._subnets[subnet_id] = subnets[0]
-        return self._subnets[subnet_id]
+            info = self._subnets[subnet_id] = subnets[0]
+        return info
 
     def _subnet_for(self, zone: str | None) -> str | None:
         if not self.cfg.subnet:
@@ -705,11 +724,13 @@ class AwsProvider(ComputeProvider, kind="aws", settings=AwsSettings, vendor="aws
         )
 
     def close(self) -> None:
-        for client in self._clients.values():
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
             close = getattr(client, "close", None)
             if callable(close):
                 close()
-        self._clients.clear()
 
 
 class _NoSubnet(Exception):

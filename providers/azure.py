@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import hashlib
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 from typing import Literal
@@ -130,37 +131,51 @@ def _last_segment(resource_id: str | None) -> str | None:
 
 
 class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendor="microsoft"):
-    """Azure virtual machines through azure-mgmt-compute / azure-mgmt-network."""
+    """Azure virtual machines through azure-mgmt-compute / azure-mgmt-network.
+
+    One instance serves the parallel moves of a round: the credential and both clients
+    are made together under ``_lock`` and published as one pair (a thread never sees the
+    compute client without the network one), with their sessions open (see
+    :func:`providers._azure.opened`). The instance keeps no other state between calls.
+    """
 
     settings: AzureSettings
+    shared_across_threads = True
 
     def __init__(self, settings: AzureSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        self._compute: Any = None
-        self._network: Any = None
+        self._lock = threading.Lock()
+        self._pair: tuple[Any, Any] | None = None
         self._credential: Any = None
 
     # ----------------------------------------------------------------- clients
 
     def _clients(self) -> tuple[Any, Any]:
-        if self._compute is None:
-            from azure.mgmt.compute import ComputeManagementClient
-            from azure.mgmt.network import NetworkManagementClient
+        pair = self._pair
+        if pair is not None:
+            return pair
+        with self._lock:
+            if self._pair is None:
+                from azure.mgmt.compute import ComputeManagementClient
+                from azure.mgmt.network import NetworkManagementClient
 
-            s = self.settings
-            self._credential = _azure.make_credential(s.endpoint)
-            kwargs = _azure.client_kwargs(s.endpoint, s.polling_interval)
-            self._compute = ComputeManagementClient(self._credential, s.subscription_id, **kwargs)
-            self._network = NetworkManagementClient(self._credential, s.subscription_id, **kwargs)
-        return self._compute, self._network
+                s = self.settings
+                self._credential = _azure.make_credential(s.endpoint)
+                kwargs = _azure.client_kwargs(s.endpoint, s.polling_interval)
+                compute = ComputeManagementClient(self._credential, s.subscription_id, **kwargs)
+                network = NetworkManagementClient(self._credential, s.subscription_id, **kwargs)
+                self._pair = (_azure.opened(compute), _azure.opened(network))
+            return self._pair
 
     def close(self) -> None:
-        for client in (self._compute, self._network, self._credential):
+        with self._lock:
+            pair, credential = self._pair, self._credential
+            self._pair = self._credential = None
+        for client in (*(pair or ()), credential):
             closer = getattr(client, "close", None)
             if callable(closer):
                 with contextlib.suppress(Exception):
                     closer()
-        self._compute = self._network = self._credential = None
 
     def _call(self, fn: Callable[[], T], action: str, scope: str | None = None) -> T:
         return _azure.guarded(

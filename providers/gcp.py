@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import re
 import shlex
+import threading
 import time
 from functools import cached_property
 from typing import Any
@@ -171,11 +172,24 @@ class GcpSettings(CloudSettings):
 
 
 class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="google"):
-    """Compute Engine VMs. Host ids are ``ZONE/INSTANCE_NAME``."""
+    """Compute Engine VMs. Host ids are ``ZONE/INSTANCE_NAME``.
+
+    One instance serves the parallel moves of a round. Its credentials and clients are
+    made once, under ``_lock``; the clients then take concurrent calls: the REST
+    transport sends through google-auth's ``AuthorizedSession``, written for use from
+    several threads (per-request state passed as arguments "to maintain thread-safety",
+    adapters swapped by copy so that threads iterating them are unaffected:
+    google/auth/transport/requests.py), over urllib3's thread-safe connection pools.
+    Two threads refreshing an expired token at once both fetch one, which is harmless.
+    """
+
+    shared_across_threads = True
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.cfg = as_settings(GcpSettings, settings)
+        self._lock = threading.RLock()  # re-entered: a client is made with the credentials
+        self._creds: Any = None
         self._clients: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- clients
@@ -186,25 +200,42 @@ class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="goo
 
         return compute_v1
 
-    @cached_property
+    @property
     def _credentials(self) -> Any:
-        return _gcp.load_credentials(self.cfg.credentials_file, self.cfg.endpoint, self.name)
+        creds = self._creds
+        if creds is None:
+            with self._lock:
+                if self._creds is None:
+                    self._creds = _gcp.load_credentials(
+                        self.cfg.credentials_file, self.cfg.endpoint, self.name
+                    )
+                creds = self._creds
+        return creds
 
     def _client(self, kind: str) -> Any:
         """``InstancesClient``, ``ZoneOperationsClient``... with our endpoint and credentials."""
         client = self._clients.get(kind)
-        if client is None:
-            cls = getattr(self._compute, kind)
-            options = {"api_endpoint": self.cfg.endpoint} if self.cfg.endpoint else None
-            client = cls(credentials=self._credentials, transport="rest", client_options=options)
-            self._clients[kind] = client
-        return client
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(kind)
+            if client is None:
+                client = self._clients[kind] = self._new_client(kind)
+            return client
+
+    def _new_client(self, kind: str) -> Any:
+        """Called with ``_lock`` held."""
+        cls = getattr(self._compute, kind)
+        options = {"api_endpoint": self.cfg.endpoint} if self.cfg.endpoint else None
+        return cls(credentials=self._credentials, transport="rest", client_options=options)
 
     def close(self) -> None:
-        for client in self._clients.values():
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
             with contextlib.suppress(Exception):
                 client.transport.close()
-        self._clients.clear()
 
     # ---------------------------------------------------------------- plumbing
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from typing import BinaryIO
@@ -43,6 +41,7 @@ from providers.base import NotFound
 from providers.base import ProviderError
 from providers.base import ProviderSettings
 from providers.base import TransientError
+from providers.util import locked
 from providers.util import open_private
 from providers.util import pid_alive
 from providers.util import private_dir
@@ -74,22 +73,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    private_dir(path.parent)
-    with open(open_private(path), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
     write_private(path, json.dumps(data, indent=2), durable=durable)
 
 
 class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendor="local"):
+    # Everything that changes lives in files, never on the instance (three paths and a
+    # network prefix, set once): separate instances in one process would race exactly
+    # as threads sharing one do. Files are replaced atomically (write_private), and the
+    # read-modify-writes (creates, the address table) hold flock locks, which exclude
+    # threads too because each holder opens the lock file itself.
+    shared_across_threads = True
+
     def __init__(self, settings: ProviderSettings, context: Any) -> None:
         super().__init__(settings, context)
         assert isinstance(settings, LocalSettings)
@@ -170,7 +165,7 @@ class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendo
         """One loopback address per host, unique within this state directory, and not
         already bound on ``port`` by anything else on the machine."""
         table = Path(self.context.state_dir) / "local" / "addresses.json"
-        with _locked(table.with_suffix(".lock")):
+        with locked(table.with_suffix(".lock")):
             try:
                 used: dict[str, str] = json.loads(table.read_text())
             except (FileNotFoundError, ValueError):
@@ -208,7 +203,7 @@ class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendo
 
     def _free_address(self, address: str) -> None:
         table = Path(self.context.state_dir) / "local" / "addresses.json"
-        with _locked(table.with_suffix(".lock")):
+        with locked(table.with_suffix(".lock")):
             try:
                 used: dict[str, str] = json.loads(table.read_text())
             except (FileNotFoundError, ValueError):
@@ -221,7 +216,7 @@ class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendo
     def create_host(self, spec: HostSpec) -> Host:
         self._guard()
         private_dir(self.hosts_dir)
-        with _locked(self.root / "create.lock"):
+        with locked(self.root / "create.lock"):
             for existing in self._all():
                 if existing["name"] != spec.name or existing.get("destroyed"):
                     continue
@@ -387,7 +382,7 @@ class LocalProvider(ComputeProvider, kind="local", settings=LocalSettings, vendo
         meta = self._read(host_dir)
         if meta is not None and meta.get("state") == "creating":
             # Its creator may still be at work: wait for it to record what it started.
-            with _locked(self.root / "create.lock"):
+            with locked(self.root / "create.lock"):
                 meta = self._read(host_dir)
         if meta is None or meta.get("destroyed"):
             return None

@@ -37,6 +37,7 @@ from providers.base import ProviderContext
 from providers.base import ProviderError
 from providers.base import ProviderSettings
 from providers.util import answers
+from providers.util import locked
 from providers.util import private_dir
 from providers.util import write_private
 
@@ -63,11 +64,16 @@ class StaticSettings(ProviderSettings):
 
 
 class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
+    # The records file is the only thing that changes, and every read-modify-write of
+    # it holds its flock (parallel moves of one round adopt and release at once).
+    shared_across_threads = True
+
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         assert isinstance(settings, StaticSettings)
         self.s = settings
         self.path = Path(context.state_dir) / "static" / f"{self.name}.json"
+        self._lock_path = self.path.with_suffix(".lock")
 
     # ----------------------------------------------------------------- records
 
@@ -114,6 +120,10 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
     # ----------------------------------------------------------------- interface
 
     def create_host(self, spec: HostSpec) -> Host:
+        with locked(self._lock_path):  # two adoptions at once would lose one record
+            return self._adopt(spec)
+
+    def _adopt(self, spec: HostSpec) -> Host:
         records = self._records()
         for record in records.values():
             if record["name"] == spec.name and not record.get("released"):
@@ -163,6 +173,10 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         ]
 
     def _release(self, host_id: str) -> None:
+        with locked(self._lock_path):
+            self._unrecord(host_id)
+
+    def _unrecord(self, host_id: str) -> None:
         records = self._records()
         record = records.get(host_id)
         if record is None or record.get("released"):

@@ -7,11 +7,15 @@ import ``failover``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import re
 import shlex
 import socket
+import threading
+from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,20 +182,42 @@ def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     return fd
 
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (made private if missing) for a
+    read-modify-write of the files it guards. It excludes other processes and other
+    threads of this one alike: every holder opens the file itself, and flock locks
+    belong to the open file, not to the process."""
+    private_dir(path.parent)
+    with open(open_private(path), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def write_private(path: Path, data: str | bytes, *, durable: bool = False) -> None:
     """Replace ``path`` atomically with ``data``, readable by its owner only. ``durable``:
     on disk (file and folder entry) before returning, to survive a crash or power cut."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Per thread as well as per process: two threads writing one file must not share
+    # (and truncate) one temporary file.
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        view = memoryview(data.encode() if isinstance(data, str) else data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data.encode() if isinstance(data, str) else data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk leaves no half-written temporary behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     if durable:
         folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

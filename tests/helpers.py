@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from providers.base import ProviderError
+from providers.base import Record
+from providers.base import RecordChange
+
 ROOT = Path(__file__).resolve().parent.parent
 FAILOVER = str(Path(sys.executable).parent / "failover")
 
@@ -159,3 +163,13 @@ def cleanup(config: Path) -> None:
         if host.get("pid") and pid_alive(int(host["pid"])):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(host["pid"]), signal.SIGKILL)
+
+
+def dns_moves(prefix: str, old: str | None, new: str, n: int = 10) -> list[RecordChange]:
+    """``n`` changes ``prefix0``... from ``old`` (None: no condition) to ``new`` + index."""
+    expect = None if old is None else [old]
+    return [RecordChange(f"{prefix}{i}", "A", [f"{new}{i}"], 30, expect) for i in range(n)]
+
+
+def result_values(results: list[Record | ProviderError]) -> list[list[str] | str]:
+    return [r.values if isinstance(r, Record) else type(r).__name__ for r in results]

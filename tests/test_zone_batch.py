@@ -233,7 +233,9 @@ def test_siblings_borrow_thread_safe_backends_and_leave_them_open(project: Path)
         sibling = engine.sibling()
         assert sibling.dns() is engine.dns()  # LocalDns may be shared across threads
         assert sibling.zone() is engine.zone()
+        assert sibling.provider("alpha") is engine.provider("alpha")  # local: shareable
         sibling.close()
         assert engine.dns().get_record("www.example.test") is None  # still usable
+        assert engine.provider("alpha").list_hosts("web") == []
     finally:
         engine.close()

@@ -107,14 +107,11 @@ class DirStore(Store):
 
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
             # A backup is the service's data: readable by the owner only, whatever the umask.
             private_dir(path.parent)
             write_private(path, data, durable=True)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self.error(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def _get(self, key: str) -> bytes:

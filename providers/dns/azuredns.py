@@ -13,6 +13,7 @@ Credentials and the error mapping are shared with the compute provider
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 from typing import Literal
@@ -57,32 +58,42 @@ class AzureDns(DnsProvider, kind="azuredns", settings=AzureDnsSettings, vendor="
     """Record sets in an Azure DNS zone through azure-mgmt-dns."""
 
     settings: AzureDnsSettings
+    # One client, made under a lock with its session open (providers._azure.opened).
+    shared_across_threads = True
 
     def __init__(self, settings: AzureDnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
+        self._lock = threading.Lock()
         self._client: Any = None
         self._credential: Any = None
 
     # ----------------------------------------------------------------- plumbing
 
     def _dns(self) -> Any:
-        if self._client is None:
-            from azure.mgmt.dns import DnsManagementClient
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                from azure.mgmt.dns import DnsManagementClient
 
-            s = self.settings
-            self._credential = _azure.make_credential(s.endpoint)
-            kwargs = _azure.client_kwargs(s.endpoint, None)
-            kwargs.pop("polling_interval", None)  # record sets are not long-running
-            self._client = DnsManagementClient(self._credential, s.subscription_id, **kwargs)
-        return self._client
+                s = self.settings
+                self._credential = _azure.make_credential(s.endpoint)
+                kwargs = _azure.client_kwargs(s.endpoint, None)
+                kwargs.pop("polling_interval", None)  # record sets are not long-running
+                made = DnsManagementClient(self._credential, s.subscription_id, **kwargs)
+                self._client = _azure.opened(made)
+            return self._client
 
     def close(self) -> None:
-        for obj in (self._client, self._credential):
+        with self._lock:
+            objs = (self._client, self._credential)
+            self._client = self._credential = None
+        for obj in objs:
             closer = getattr(obj, "close", None)
             if callable(closer):
                 with contextlib.suppress(Exception):
                     closer()
-        self._client = self._credential = None
 
     def _call(self, fn: Callable[[], T], action: str) -> T:
         return _azure.guarded(

@@ -2,12 +2,15 @@
 
 A cutover is one Cloud DNS *change*: the current record set as a deletion and the new
 one as an addition, applied atomically by Cloud DNS (never a delete followed by a
-create). Cloud DNS itself refuses a change whose deletion does not match the current set
-exactly (412 ``conditionNotMet``), so the write is a real compare-and-set: with
-``expect`` the backend first checks the current values (``ConflictError`` when they
-differ), and a concurrent writer that slips in between makes Cloud DNS refuse the change
-(also ``ConflictError``). The backend then waits, bounded by ``change_timeout``, until the
-change is ``done`` and returns the record as Cloud DNS now reports it.
+create); the cutovers of a round's parallel moves go in one change
+(:meth:`replace_records`, see :mod:`providers.dns._batch`). Cloud DNS itself refuses a
+change whose deletion does not match the current set exactly (412 ``conditionNotMet``),
+so the write is a real compare-and-set: with ``expect`` the backend first checks the
+current values (``ConflictError`` when they differ), and a concurrent writer that slips
+in between makes Cloud DNS refuse the change; the changes of a refused batch are then
+sent one by one, so only the change whose record moved fails (``ConflictError``). The
+backend then waits, bounded by ``change_timeout``, until the change is ``done`` and
+returns the records as Cloud DNS now reports them.
 
 The managed zone is ``managed_zone`` when set, else the project's zone whose DNS name is
 ``zone``. ``google-cloud-dns`` takes ``client_options={"api_endpoint": ...}``, so the
@@ -17,9 +20,11 @@ The SDK is imported only when the backend is used.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable
-from functools import cached_property
+from collections.abc import Sequence
 from typing import Any
 from typing import Literal
 from typing import TypeVar
@@ -33,7 +38,6 @@ from providers.base import AccountReport
 from providers.base import ApiDnsSettings
 from providers.base import Check
 from providers.base import ConflictError
-from providers.base import DnsProvider
 from providers.base import DnsSettings
 from providers.base import Duration
 from providers.base import NotFound
@@ -43,6 +47,7 @@ from providers.base import Record
 from providers.base import RecordChange
 from providers.base import TransientError
 from providers.base import as_settings
+from providers.dns._batch import BatchingDns
 from providers.retry import call_with_retries
 
 T = TypeVar("T")
@@ -77,24 +82,41 @@ def _fqdn(name: str) -> str:
     return name.rstrip(".").lower() + "."
 
 
-class CloudDns(DnsProvider, kind="clouddns", settings=CloudDnsSettings, vendor="google"):
+class CloudDns(BatchingDns, kind="clouddns", settings=CloudDnsSettings, vendor="google"):
+    conflict_code = "conditionNotMet"
+
+    # One client made under a lock with its AuthorizedSession (made lazily, without a
+    # lock, by google.cloud.client) created there too; see GcpProvider on sharing it.
+    # The managed-zone cache is one idempotent assignment.
+    shared_across_threads = True
+
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
         self.cfg = as_settings(CloudDnsSettings, settings)
         self._zone: Any = None
+        self._lock = threading.Lock()
+        self._made: Any = None
 
     # ---------------------------------------------------------------- plumbing
 
-    @cached_property
+    @property
     def _client(self) -> Any:
         def make() -> Any:
             from google.cloud import dns
 
             creds = _gcp.load_credentials(self.cfg.credentials_file, self.cfg.endpoint, self.name)
             options = {"api_endpoint": self.cfg.endpoint} if self.cfg.endpoint else None
-            return dns.Client(project=self.cfg.project, credentials=creds, client_options=options)
+            client = dns.Client(project=self.cfg.project, credentials=creds, client_options=options)
+            client._http  # noqa: B018 - its session, made here under the lock
+            return client
 
-        return self._once(make)
+        made = self._made
+        if made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = self._once(make)
+                made = self._made
+        return made
 
     def _once(self, fn: Callable[[], T], what: str = "") -> T:
         try:
@@ -180,33 +202,47 @@ class CloudDns(DnsProvider, kind="clouddns", settings=CloudDnsSettings, vendor="
         rr = self._rrset(name, rtype)
         return self._record(name, rr) if rr is not None else None
 
-    def replace_record(self, change: RecordChange) -> Record:
-        name, rtype, values, ttl, expect = change
-        rtype = rtype.upper()
-        wanted = sorted(values)
+    def _zone_sets(
+        self, keys: set[tuple[str, str]], max_pages: int
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], bool]:
+        """The zone's sets among ``keys``, listing at most ``max_pages`` pages; and whether
+        the listing reached the zone's end (a key not found is then absent)."""
+        zone = self._managed_zone()
+        path = f"/projects/{self.cfg.project}/managedZones/{zone.name}/rrsets"
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        query: dict[str, str] = {}
+        for _ in range(max_pages):
+            page = functools.partial(self._api, "GET", path, query_params=dict(query))
+            data = self._call(page, "list record sets")
+            for rr in data.get("rrsets") or []:
+                key = (str(rr.get("name", "")).lower(), str(rr.get("type", "")))
+                if key in keys:
+                    found[key] = dict(rr)
+            if not data.get("nextPageToken") or len(found) == len(keys):
+                return found, True
+            query = {"pageToken": str(data["nextPageToken"])}
+        return found, False
 
-        def landed(rr: dict[str, Any] | None) -> bool:
-            if rr is None:
-                return not wanted
-            return sorted(rr.get("rrdatas") or []) == wanted and int(rr.get("ttl", -1)) == ttl
+    def _read_sets(self, changes: Sequence[RecordChange]) -> list[dict[str, Any] | None]:
+        keys = [(_fqdn(c.name), c.rtype.upper()) for c in changes]
+        if len(keys) == 1:
+            return [self._rrset(*keys[0])]
+        # One listing of the zone instead of a request per record; in a zone so large
+        # that the listing would cost more, the sets it did not reach are read singly.
+        found, complete = self._zone_sets(set(keys), max_pages=max(1, len(keys) // 2))
+        return [found.get(k) if complete or k in found else self._rrset(*k) for k in keys]
 
-        def attempt() -> None:
-            # Each attempt re-reads the set: after an answer was lost, a retry sees that
-            # the change landed and stops instead of failing the deletion precondition.
-            current = self._rrset(name, rtype)
-            now = sorted(current.get("rrdatas") or []) if current else []
-            if expect is not None and now not in (sorted(expect), wanted):
-                raise ConflictError(
-                    f"{name} {rtype} is {now}, expected {sorted(expect)}: "
-                    "someone else changed the record",
-                    provider=self.name,
-                    code="conditionNotMet",
-                    hint="another watcher cut over first; re-read the state",
-                )
-            if landed(current):
-                return
-            zone = self._managed_zone()
-            changes = zone.changes()
+    def _as_record(self, change: RecordChange, raw: dict[str, Any] | None) -> Record:
+        if raw is None:
+            return Record(change.name.rstrip("."), change.rtype.upper(), [], change.ttl)
+        return self._record(change.name, raw)
+
+    def _send(self, pending: Sequence[tuple[RecordChange, dict[str, Any] | None]]) -> None:
+        # One Cloud DNS change: every deletion must match its current set exactly, and
+        # the whole change is applied or refused as one.
+        zone = self._managed_zone()
+        changes = zone.changes()
+        for change, current in pending:
             if current is not None:
                 changes.delete_record_set(
                     zone.resource_record_set(
@@ -216,24 +252,28 @@ class CloudDns(DnsProvider, kind="clouddns", settings=CloudDnsSettings, vendor="
                         list(current["rrdatas"]),
                     )
                 )
-            if wanted:
+            if change.values:
                 changes.add_record_set(
-                    zone.resource_record_set(_fqdn(name), rtype, ttl, list(values))
+                    zone.resource_record_set(
+                        _fqdn(change.name), change.rtype.upper(), change.ttl, list(change.values)
+                    )
                 )
-            try:
-                self._once(lambda: changes.create(), f"change {name} {rtype}")
-            except ConflictError:
-                # Cloud DNS refused the deletion or addition: the set changed under us.
-                if landed(self._rrset(name, rtype)):
-                    return
-                raise
-            self._wait(changes, name)
+        first = pending[0][0]
+        what = f"{first.name} {first.rtype}" if len(pending) == 1 else f"{len(pending)} sets"
+        self._once(lambda: changes.create(), f"change {what}")
+        self._wait(changes, what)
 
-        call_with_retries(
+    def _refused(self, exc: ProviderError) -> bool:
+        # 412 conditionNotMet (a deletion that no longer matches), 409 alreadyExists
+        # (an addition over a set made since), 404 (a deleted set gone since).
+        return isinstance(exc, ConflictError | NotFound)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        # The change itself is sent once per attempt (a lost answer is seen by the next
+        # attempt's read, not by blindly sending it again).
+        return call_with_retries(
             attempt, attempts=self.cfg.retry_attempts, max_time=self.cfg.retry_max_time
         )
-        record = self.get_record(name, rtype)
-        return record if record is not None else Record(name.rstrip("."), rtype, [], ttl)
 
     def _wait(self, changes: Any, name: str) -> None:
         deadline = time.monotonic() + float(self.cfg.change_timeout)

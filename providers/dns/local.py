@@ -7,9 +7,7 @@ and the tests use; nothing outside this machine can query it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,7 @@ from providers.base import ProviderContext
 from providers.base import ProviderError
 from providers.base import Record
 from providers.base import RecordChange
-from providers.util import open_private
-from providers.util import private_dir
+from providers.util import locked
 from providers.util import write_private
 
 
@@ -41,15 +38,8 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
         super().__init__(settings, context)
         self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        private_dir(self.path.parent)
-        with open(open_private(self.path.with_suffix(".lock")), "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path.with_suffix(".lock"))
 
     def _load(self) -> dict[str, Any]:
         try:

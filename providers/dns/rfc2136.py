@@ -12,6 +12,11 @@ that was paused while another one moved the service gets NXRRSET instead of undo
 newer cutover. After the update, the server itself (never the system resolver, whose
 cache would lie) is asked until it answers the new values, within a bound.
 
+Several changes (the cutovers of one round) go in one message, each with its own
+prerequisite. The server checks every prerequisite before it changes anything, so one
+stale condition refuses the whole message: then each set is read, and the changes whose
+conditions hold are sent again together, while the stale one gets its ConflictError.
+
 dnspython is a core dependency, but it is still imported inside the functions, so that
 loading a config that names this backend costs nothing.
 """
@@ -48,6 +53,11 @@ from providers.base import RecordChange
 from providers.base import RetryingDnsSettings
 from providers.base import TransientError
 from providers.base import as_settings
+from providers.dns._rfc2136 import Change
+from providers.dns._rfc2136 import absolute
+from providers.dns._rfc2136 import canonical
+from providers.dns._rfc2136 import rdata_values
+from providers.dns._rfc2136 import update_message
 from providers.retry import call_with_retries
 
 T = TypeVar("T")
@@ -183,42 +193,6 @@ def _address(host: str, port: int) -> str:
     return str(infos[0][4][0])
 
 
-def _absolute(name: str, zone: str) -> str:
-    """``www`` / ``www.example.test`` / ``www.example.test.`` -> ``www.example.test.``"""
-    name = name.strip()
-    zone = zone.strip().rstrip(".")
-    if name.endswith("."):
-        return name
-    if name in ("@", ""):
-        return zone + "."
-    lowered = name.lower()
-    if lowered == zone.lower() or lowered.endswith("." + zone.lower()):
-        return name + "."
-    return f"{name}.{zone}."
-
-
-def _values(rrset: Any) -> list[str]:
-    return sorted(rdata.to_text() for rdata in rrset)
-
-
-def _canonical(rtype: str, values: Sequence[str], provider: str = "") -> list[str]:
-    """Values in the server's text form, so ``expect`` compares like with like."""
-    import dns.rdata
-    import dns.rdataclass
-    import dns.rdatatype
-
-    out = []
-    for value in values:
-        try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), value)
-        except Exception as exc:  # dnspython raises several syntax errors
-            raise ProviderError(
-                f"{value!r} is not a valid {rtype} value: {exc}", provider=provider
-            ) from None
-        out.append(rdata.to_text())
-    return sorted(out)
-
-
 class _Rejected(Exception):
     """The server answered, and refused us (key or policy)."""
 
@@ -226,6 +200,16 @@ class _Rejected(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+class _Unsettled(TransientError):
+    """The server took the update but does not answer every new value yet. Retried as a
+    whole like any TransientError; ``results`` is what each change came to (its record,
+    or its own ``propagation`` error) for when the retries run out."""
+
+    def __init__(self, message: str, results: list[Record | ProviderError], **kw: Any) -> None:
+        super().__init__(message, code="propagation", **kw)
+        self.results = results
 
 
 def _exchange(message: Any, address: str, port: int, timeout: float, *, tcp: bool) -> Any:
@@ -238,6 +222,8 @@ def _exchange(message: Any, address: str, port: int, timeout: float, *, tcp: boo
             return dns.query.tcp(message, address, port=port, timeout=timeout)
         response, _ = dns.query.udp_with_fallback(message, address, port=port, timeout=timeout)
         return response
+    except EOFError:  # closed before it answered: to every caller, a connection failure
+        raise ConnectionAbortedError("the server closed the connection without answering") from None
     except dns.tsig.PeerBadKey:
         raise _Rejected("BADKEY", "the server does not know this key name/algorithm") from None
     except dns.tsig.PeerBadSignature:
@@ -303,7 +289,7 @@ def query_authoritative(
     rdtype = dns.rdatatype.from_text(rtype)
     for rrset in response.answer:
         if rrset.rdtype == rdtype and rrset.name == dns.name.from_text(qname):
-            return _values(rrset), int(rrset.ttl)
+            return rdata_values(rrset), int(rrset.ttl)
     return [], 0
 
 
@@ -312,6 +298,9 @@ def query_authoritative(
 
 class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor=""):
     """A zone on a server you run (or rent), changed with TSIG-signed RFC 2136 updates."""
+
+    # One UPDATE message carries many record sets (up to 64 KiB over TCP).
+    batches_changes = True
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
@@ -332,7 +321,7 @@ class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor="
         return {name: dns.tsig.Key(name, secret, algorithm)}, name, algorithm
 
     def _zone(self) -> str:
-        return _absolute(self.cfg.zone, self.cfg.zone)
+        return absolute(self.cfg.zone, self.cfg.zone)
 
     def _rejected(self, server: str, code: str, detail: str) -> AccountBlocked:
         return AccountBlocked(
@@ -414,7 +403,7 @@ class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor="
         wanted = dns.name.from_text(fqdn)
         for rrset in response.answer:
             if rrset.rdtype == rdtype and rrset.name == wanted:
-                return Record(fqdn.rstrip("."), rtype, _values(rrset), int(rrset.ttl))
+                return Record(fqdn.rstrip("."), rtype, rdata_values(rrset), int(rrset.ttl))
         return None
 
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -425,7 +414,7 @@ class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor="
     # ----------------------------------------------------------------- interface
 
     def get_record(self, name: str, rtype: str = "A") -> Record | None:
-        fqdn = _absolute(name, self.cfg.zone)
+        fqdn = absolute(name, self.cfg.zone)
         rtype = rtype.upper()
         return self._retry(
             lambda: self._on_servers(
@@ -435,51 +424,97 @@ class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor="
         )
 
     def replace_record(self, change: RecordChange) -> Record:
+        (result,) = self.replace_records([change])
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    def replace_records(self, changes: Sequence[RecordChange]) -> list[Record | ProviderError]:
+        """Up to ``max_batch`` changes in one UPDATE message, each with its own
+        prerequisite; a change the server refuses the message over fails alone."""
+        out: list[Record | ProviderError] = []
+        for start in range(0, len(changes), self.max_batch):
+            out.extend(self._replace_batch(changes[start : start + self.max_batch]))
+        return out
+
+    def _replace_batch(self, changes: Sequence[RecordChange]) -> list[Record | ProviderError]:
+        results: list[Record | ProviderError | None] = [None] * len(changes)
+        batch: dict[int, Change] = {}
+        for i, change in enumerate(changes):
+            try:
+                batch[i] = self._plan(change)
+            except ProviderError as exc:  # a value that is no address: never sent
+                results[i] = exc
+        if len({(c.fqdn.lower(), c.rtype) for c in batch.values()}) < len(batch):
+            # One message would judge both changes of a set against its old values; in
+            # order, each sees the one before.
+            return self.one_by_one(changes)
+        if batch:
+            for i, result in zip(batch, self._send_batch(list(batch.values())), strict=True):
+                results[i] = result
+        # None: the server refused the message over a change its answer does not name
+        # (NOTZONE, a race on a prerequisite): alone, each gets its own answer.
+        alone = [i for i, result in enumerate(results) if result is None]
+        for i, result in zip(alone, self.one_by_one([changes[i] for i in alone]), strict=True):
+            results[i] = result
+        return [result for result in results if result is not None]
+
+    def _plan(self, change: RecordChange) -> Change:
         name, rtype, values, ttl, expect = change
-        fqdn = _absolute(name, self.cfg.zone)
         rtype = rtype.upper()
-        wanted = _canonical(rtype, values, self.name)
-        expected = None if expect is None else _canonical(rtype, expect, self.name)
-        return self._retry(
-            lambda: self._on_servers(
-                f"an update of {fqdn} {rtype}",
-                lambda server, address, port: self._update(
-                    server, address, port, fqdn, rtype, wanted, int(ttl), expected
-                ),
+        expected = None if expect is None else canonical(rtype, expect, self.name)
+        wanted = canonical(rtype, values, self.name)
+        return Change(absolute(name, self.cfg.zone), rtype, wanted, int(ttl), expected)
+
+    def _send_batch(self, batch: list[Change]) -> list[Record | ProviderError | None]:
+        what = f"an update of {batch[0].label}" if len(batch) == 1 else "an update"
+        if len(batch) > 1:
+            what += f" of {len(batch)} record sets"
+        try:
+            return self._retry(
+                lambda: self._on_servers(
+                    what, lambda server, address, port: self._apply(server, address, port, batch)
+                )
             )
+        except _Unsettled as exc:  # the late ones have their error, the others are done
+            return list(exc.results)
+        except ProviderError as exc:  # blocked, unreachable: the whole message failed
+            return [exc] * len(batch)
+
+    def _apply(
+        self, server: str, address: str, port: int, batch: list[Change], *, again: bool = True
+    ) -> list[Record | ProviderError | None]:
+        """Send ``batch`` to ``server`` as one UPDATE and wait until it answers the new
+        values. A failed prerequisite is sorted out set by set (:meth:`_sort_out`);
+        ``again`` allows one more message for the changes whose prerequisites hold."""
+        import dns.rcode
+
+        rcode = self._send(server, address, port, batch)
+        if rcode == dns.rcode.NOERROR:
+            moves = "; ".join(f"{c.fqdn} {c.rtype} -> {c.wanted or 'removed'}" for c in batch)
+            many = f"{len(batch)} changes in one update: " if len(batch) > 1 else ""
+            self.context.log(f"dns: {server} accepted {many}{moves}")
+            return list(self._settle(server, address, port, batch))
+        if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
+            return self._sort_out(server, address, port, batch, again=again)
+        if len(batch) > 1:
+            return [None] * len(batch)
+        code = dns.rcode.to_text(rcode)
+        raise ProviderError(
+            f"{server} answered {code} to an update of {batch[0].label}",
+            provider=self.name,
+            code=code,
         )
 
-    def _update(
-        self,
-        server: str,
-        address: str,
-        port: int,
-        fqdn: str,
-        rtype: str,
-        wanted: list[str],
-        ttl: int,
-        expected: list[str] | None,
-    ) -> Record:
+    def _send(self, server: str, address: str, port: int, batch: list[Change]) -> Any:
+        """One UPDATE with every change of ``batch``: the server's rcode, unless the answer
+        stops the whole message (key refused, SERVFAIL): that is raised."""
         import dns.exception
         import dns.rcode
-        import dns.rdataset
-        import dns.update
 
-        keyring, keyname, algorithm = self._keyring()
-        update = dns.update.UpdateMessage(
-            self._zone(), keyring=keyring, keyname=keyname, keyalgorithm=algorithm
-        )
-        if expected is not None:
-            if expected:
-                # "RRset exists (value dependent)": the whole set must be exactly this.
-                update.present(fqdn, dns.rdataset.from_text("IN", rtype, 0, *expected))
-            else:
-                update.absent(fqdn, rtype)
-        update.delete(fqdn, rtype)
-        if wanted:
-            update.add(fqdn, dns.rdataset.from_text("IN", rtype, ttl, *wanted))
+        message = update_message(self._zone(), self._keyring(), batch)
         try:
-            response = _exchange(update, address, port, self.cfg.timeout, tcp=True)
+            response = _exchange(message, address, port, self.cfg.timeout, tcp=True)
         except _Rejected as exc:
             raise self._rejected(server, exc.code, exc.detail) from None
         except dns.exception.Timeout:
@@ -489,63 +524,111 @@ class Rfc2136Dns(DnsProvider, kind="rfc2136", settings=Rfc2136Settings, vendor="
                 f"{server}: bad answer to an update: {exc}", provider=self.name
             ) from None
         rcode = response.rcode()
-        if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
-            current = self._read(server, address, port, fqdn, rtype)
-            now = current.values if current else []
-            if now == wanted:
-                # Our own earlier attempt landed (its answer was lost): nothing to do.
-                return self._settled(server, address, port, fqdn, rtype, wanted)
-            raise ConflictError(
-                f"someone else changed the record {fqdn.rstrip('.')} {rtype}: expected "
-                f"{expected or 'no record'}, the server has {now or 'no record'}",
-                provider=self.name,
-                code=dns.rcode.to_text(rcode),
-                hint="re-read the record and decide again",
-            )
         if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
             code = dns.rcode.to_text(rcode)
             raise self._rejected(server, code, f"the server answered {code}")
         if rcode == dns.rcode.SERVFAIL:
             raise TransientError(
-                f"{server} answered SERVFAIL to an update of {fqdn}",
+                f"{server} answered SERVFAIL to an update of {batch[0].label}"
+                + (f" and {len(batch) - 1} more" if len(batch) > 1 else ""),
                 provider=self.name,
                 code="SERVFAIL",
             )
-        if rcode != dns.rcode.NOERROR:
-            code = dns.rcode.to_text(rcode)
-            raise ProviderError(
-                f"{server} answered {code} to an update of {fqdn} {rtype}",
-                provider=self.name,
-                code=code,
-            )
-        self.context.log(f"dns: {server} accepted {fqdn} {rtype} -> {wanted or 'removed'}")
-        return self._settled(server, address, port, fqdn, rtype, wanted)
+        return rcode
 
-    def _settled(
-        self, server: str, address: str, port: int, fqdn: str, rtype: str, wanted: list[str]
-    ) -> Record:
-        """Ask the server that took the update until it answers ``wanted`` (bounded)."""
+    def _sort_out(
+        self, server: str, address: str, port: int, batch: list[Change], *, again: bool
+    ) -> list[Record | ProviderError | None]:
+        """A prerequisite failed and the server changed nothing; its answer does not say
+        whose. Each set is read: one already holding its new values is done (an earlier
+        attempt landed, its answer lost), one whose values are not ``expected`` has its
+        conflict, the others go again together (once) or, after that, each alone."""
+        results: list[Record | ProviderError | None] = [None] * len(batch)
+        rest: list[int] = []
+        for i, change in enumerate(batch):
+            current = self._read(server, address, port, change.fqdn, change.rtype)
+            now = current.values if current else []
+            if now == change.wanted:
+                results[i] = change.record(current)
+            elif change.expected is not None and now != change.expected:
+                results[i] = self._conflict(change, now)
+            else:
+                rest.append(i)
+        if rest and again:
+            try:
+                retried = self._apply(server, address, port, [batch[i] for i in rest], again=False)
+            except _Unsettled as exc:  # its results must answer for the whole batch
+                for i, came_to in zip(rest, exc.results, strict=True):
+                    results[i] = came_to
+                exc.results = [r for r in results if r is not None]
+                raise
+            for i, result in zip(rest, retried, strict=True):
+                results[i] = result
+        elif rest and len(batch) == 1:
+            # Refused twice, yet it reads as expected: someone writes this set right now.
+            results[0] = self._conflict(batch[0], batch[0].expected or [])
+        return results
+
+    def _conflict(self, change: Change, now: list[str]) -> ConflictError:
+        return ConflictError(
+            f"someone else changed the record {change.label}: expected "
+            f"{change.expected or 'no record'}, the server has {now or 'no record'}",
+            provider=self.name,
+            code="YXRRSET" if change.expected == [] else "NXRRSET",
+            hint="re-read the record and decide again",
+        )
+
+    def _settle(self, server: str, address: str, port: int, batch: list[Change]) -> list[Record]:
+        """Ask the server that took the update until it answers every change's new
+        values (bounded): one read per set, then again only for the late ones."""
         import dns.exception
 
         deadline = time.monotonic() + self.cfg.propagation_timeout
-        last: Record | None = None
+        found: dict[int, Record] = {}
+        last: dict[int, Record | None] = {}
         while True:
-            try:
-                last = self._read(server, address, port, fqdn, rtype)
-            except (dns.exception.Timeout, OSError):
-                last = None
-            if (last.values if last else []) == wanted:
-                return last or Record(fqdn.rstrip("."), rtype, [], 0)
+            for i, change in enumerate(batch):
+                if i in found:
+                    continue
+                try:
+                    record = self._read(server, address, port, change.fqdn, change.rtype)
+                except (dns.exception.Timeout, OSError):
+                    continue  # no answer is not "removed"
+                last[i] = record
+                if (record.values if record else []) == change.wanted:
+                    found[i] = change.record(record)
+            if len(found) == len(batch):
+                return [found[i] for i in range(len(batch))]
             if time.monotonic() >= deadline:
-                raise TransientError(
-                    f"{server} accepted the update of {fqdn.rstrip('.')} {rtype} but still "
-                    f"answers {last.values if last else 'nothing'} after "
+                raise self._unsettled(server, batch, found, last)
+            time.sleep(self.cfg.poll_interval)
+
+    def _unsettled(
+        self,
+        server: str,
+        batch: list[Change],
+        found: dict[int, Record],
+        last: dict[int, Record | None],
+    ) -> _Unsettled:
+        results: list[Record | ProviderError] = []
+        for i, change in enumerate(batch):
+            if i in found:
+                results.append(found[i])
+                continue
+            seen = last.get(i)
+            results.append(
+                TransientError(
+                    f"{server} accepted the update of {change.label} but still answers "
+                    f"{seen.values if seen else 'nothing'} after "
                     f"{self.cfg.propagation_timeout:g}s",
                     provider=self.name,
                     code="propagation",
                     hint="the server may be slow to apply updates; the update will be retried",
                 )
-            time.sleep(self.cfg.poll_interval)
+            )
+        late = [r for r in results if isinstance(r, TransientError)]
+        more = f" (and {len(late) - 1} more record sets)" if len(late) > 1 else ""
+        return _Unsettled(late[0].message + more, results, provider=self.name, hint=late[0].hint)
 
     def check(self) -> AccountReport:
         import dns.exception

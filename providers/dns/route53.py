@@ -1,17 +1,22 @@
 """Amazon Route 53 as the DNS backend (``dns: {type: route53}``).
 
 The hosted zone is found by name (``zone``; ``zone_id`` pins one when several zones share
-a name). A cutover is one ``UPSERT`` change batch, atomic on Route 53's side, never a
-delete followed by a create; the backend then waits, bounded by ``change_timeout``, for the
-change to reach ``INSYNC`` (every Route 53 name server answers it) and returns the record
-as Route 53 now reports it. ``Throttling`` and ``PriorRequestNotComplete`` (another change
-of the zone still pending) are retried with backoff within ``retry_attempts`` and
-``retry_max_time``.
+a name). A cutover is one change batch, atomic on Route 53's side, never a delete in one
+request followed by a create in another; the cutovers of a round's parallel moves go in
+one batch (:meth:`replace_records`, see :mod:`providers.dns._batch`). The backend then
+waits, bounded by ``change_timeout``, for the batch to reach ``INSYNC`` (every Route 53
+name server answers it) and returns the records as Route 53 now reports them.
+``Throttling`` and ``PriorRequestNotComplete`` (another change of the zone still pending)
+are retried with backoff within ``retry_attempts`` and ``retry_max_time``.
 
 With ``expect`` the write is conditional: when the record's current values are not
 ``expect`` (somebody else cut over in between) it raises ``ConflictError`` and changes
-nothing. Route 53 has no compare-and-set, so the check reads then writes; the window is one
-API round trip, and the engine's generation number guards the rest.
+nothing. The backend reads the sets first, then sends a conditional change as a DELETE of
+exactly the set it read and a CREATE of the new one (``expect == []``: a CREATE alone).
+Route 53 refuses the whole batch with ``InvalidChangeBatch`` when a DELETE no longer
+matches or a CREATE meets an existing set; the changes are then sent one by one, so only
+the change whose record moved fails. A batch carries at most ``max_batch`` (100) changes,
+well under Route 53's 1,000 records and 32,000 characters per batch.
 
 boto3 is imported only when the backend is used (see :mod:`providers._aws`).
 """
@@ -34,8 +39,6 @@ from providers.base import AccountBlocked
 from providers.base import AccountReport
 from providers.base import ApiDnsSettings
 from providers.base import Check
-from providers.base import ConflictError
-from providers.base import DnsProvider
 from providers.base import DnsSettings
 from providers.base import Duration
 from providers.base import ProviderContext
@@ -43,6 +46,7 @@ from providers.base import ProviderError
 from providers.base import Record
 from providers.base import RecordChange
 from providers.base import as_settings
+from providers.dns._batch import BatchingDns
 
 T = TypeVar("T")
 
@@ -82,8 +86,13 @@ def _bare(name: str) -> str:
     return _unescape(name).rstrip(".").lower()
 
 
-class Route53Dns(DnsProvider, kind="route53", settings=Route53Settings, vendor="aws"):
+class Route53Dns(BatchingDns, kind="route53", settings=Route53Settings, vendor="aws"):
     """Route 53 records through boto3."""
+
+    conflict_code = "PreconditionFailed"
+
+    # One client made under a lock; the zone id cache is one idempotent assignment.
+    shared_across_threads = True
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
@@ -95,19 +104,27 @@ class Route53Dns(DnsProvider, kind="route53", settings=Route53Settings, vendor="
 
     @property
     def _r53(self) -> Any:
-        if self._client_obj is None:
+        # Made once under the lock boto3 sessions need (see providers._aws.BUILD_LOCK);
+        # the client itself is thread-safe, so one instance serves parallel moves.
+        client = self._client_obj
+        if client is not None:
+            return client
+        with _aws.BUILD_LOCK:
+            if self._client_obj is None:
 
-            def make() -> Any:
-                session = _aws.make_session(self.cfg.profile, self.cfg.region or "us-east-1")
-                return session.client(
-                    "route53",
-                    region_name=self.cfg.region or "us-east-1",
-                    endpoint_url=self.cfg.endpoint or None,
-                    config=_aws.client_config(self.cfg.request_timeout),
-                )
+                def make() -> Any:
+                    region = self.cfg.region or "us-east-1"
+                    session = _aws.make_session(self.cfg.profile, region)
+                    return _aws.make_client(
+                        session,
+                        "route53",
+                        region=region,
+                        endpoint=self.cfg.endpoint,
+                        timeout=self.cfg.request_timeout,
+                    )
 
-            self._client_obj = _aws.once(make, self.name)
-        return self._client_obj
+                self._client_obj = _aws.once(make, self.name)
+            return self._client_obj
 
     def _call(self, fn: Callable[[], T]) -> T:
         return _aws.call(
@@ -210,9 +227,7 @@ class Route53Dns(DnsProvider, kind="route53", settings=Route53Settings, vendor="
             out.append(value)
         return sorted(out)
 
-    def get_record(self, name: str, rtype: str = "A") -> Record | None:
-        rtype = rtype.upper()
-        fqdn = self.fqdn(name)
+    def _get_raw(self, fqdn: str, rtype: str) -> dict[str, Any] | None:
         zid = self._zone_id()
         resp = self._call(
             lambda: self._r53.list_resource_record_sets(
@@ -220,70 +235,101 @@ class Route53Dns(DnsProvider, kind="route53", settings=Route53Settings, vendor="
             )
         )
         for rrset in resp.get("ResourceRecordSets") or []:
-            if _bare(str(rrset.get("Name", ""))) != fqdn or rrset.get("Type") != rtype:
-                continue
-            if "AliasTarget" in rrset:
-                target = str(rrset["AliasTarget"].get("DNSName", "")).rstrip(".")
-                return Record(name=fqdn, type=rtype, values=[f"ALIAS {target}"], ttl=0)
-            values = [
-                self._from_wire(rtype, str(r.get("Value", "")))
-                for r in rrset.get("ResourceRecords") or []
-            ]
-            return Record(name=fqdn, type=rtype, values=values, ttl=int(rrset.get("TTL", 0)))
+            if _bare(str(rrset.get("Name", ""))) == fqdn and rrset.get("Type") == rtype:
+                return dict(rrset)
         return None
 
-    def replace_record(self, wanted_change: RecordChange) -> Record:
-        name, rtype, values, ttl, expect = wanted_change
-        rtype = rtype.upper()
-        fqdn = self.fqdn(name)
+    def _list_sets(
+        self, keys: set[tuple[str, str]], max_pages: int
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], bool]:
+        """The zone's sets among ``keys``, listing at most ``max_pages`` pages; and whether
+        the listing reached the zone's end (a key not found is then absent)."""
         zid = self._zone_id()
-        wanted = self._normal(rtype, values)
-        current = self.get_record(fqdn, rtype)
-        if expect is not None:
-            have = self._normal(rtype, current.values) if current else []
-            if current is not None and have == wanted and current.ttl == ttl:
-                return current  # already done (a resumed or repeated cutover)
-            if have != self._normal(rtype, expect):
-                raise ConflictError(
-                    f"{fqdn} {rtype} is {have or 'absent'}, expected {sorted(expect) or 'absent'}; "
-                    "not changed",
-                    provider=self.name,
-                    code="PreconditionFailed",
-                    hint="another watcher or a person changed the record since; re-read the "
-                    "state before retrying",
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        start: dict[str, str] = {}
+        for _ in range(max_pages):
+            resp = self._call(
+                functools.partial(
+                    self._r53.list_resource_record_sets, HostedZoneId=zid, MaxItems="300", **start
                 )
-        if not values:
-            if current is None:
-                return Record(name=fqdn, type=rtype, values=[], ttl=ttl)
-            change: dict[str, Any] = {
-                "Action": "DELETE",
-                "ResourceRecordSet": {
-                    "Name": fqdn + ".",
-                    "Type": rtype,
-                    "TTL": current.ttl,
-                    "ResourceRecords": [{"Value": self._to_wire(rtype, v)} for v in current.values],
-                },
-            }
-        else:
-            change = {
-                "Action": "UPSERT",
-                "ResourceRecordSet": {
-                    "Name": fqdn + ".",
-                    "Type": rtype,
-                    "TTL": int(ttl),
-                    "ResourceRecords": [{"Value": self._to_wire(rtype, v)} for v in values],
-                },
-            }
-        batch = {"Comment": f"failover: {fqdn} {rtype}", "Changes": [change]}
+            )
+            for rrset in resp.get("ResourceRecordSets") or []:
+                key = (_bare(str(rrset.get("Name", ""))), str(rrset.get("Type", "")))
+                if key in keys:
+                    found.setdefault(key, dict(rrset))
+            if not resp.get("IsTruncated") or len(found) == len(keys):
+                return found, True
+            start = {"StartRecordName": str(resp.get("NextRecordName", ""))}
+            start["StartRecordType"] = str(resp.get("NextRecordType", ""))
+            if resp.get("NextRecordIdentifier"):
+                start["StartRecordIdentifier"] = str(resp["NextRecordIdentifier"])
+        return found, False
+
+    def _read_sets(self, changes: Sequence[RecordChange]) -> list[dict[str, Any] | None]:
+        keys = [(self.fqdn(c.name), c.rtype.upper()) for c in changes]
+        if len(keys) == 1:
+            return [self._get_raw(*keys[0])]
+        # One listing of the zone instead of a request per record; in a zone so large
+        # that the listing would cost more, the sets it did not reach are read singly.
+        found, complete = self._list_sets(set(keys), max_pages=max(1, len(keys) // 2))
+        return [found.get(k) if complete or k in found else self._get_raw(*k) for k in keys]
+
+    def _as_record(self, change: RecordChange, raw: dict[str, Any] | None) -> Record:
+        fqdn, rtype = self.fqdn(change.name), change.rtype.upper()
+        if raw is None:
+            return Record(name=fqdn, type=rtype, values=[], ttl=change.ttl)
+        if "AliasTarget" in raw:
+            target = str(raw["AliasTarget"].get("DNSName", "")).rstrip(".")
+            return Record(name=fqdn, type=rtype, values=[f"ALIAS {target}"], ttl=0)
+        wire = raw.get("ResourceRecords") or []
+        values = [self._from_wire(rtype, str(r.get("Value", ""))) for r in wire]
+        return Record(name=fqdn, type=rtype, values=values, ttl=int(raw.get("TTL", 0)))
+
+    def get_record(self, name: str, rtype: str = "A") -> Record | None:
+        change = RecordChange(name, rtype.upper(), [], 0, None)
+        raw = self._get_raw(self.fqdn(name), change.rtype)
+        return None if raw is None else self._as_record(change, raw)
+
+    def _wire(self, change: RecordChange, current: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The actions of one change. Conditional changes name the exact set they replace
+        (DELETE it, CREATE the new one): Route 53 refuses the whole batch when a DELETE
+        does not match the set it holds, so a record moved since the read is not undone."""
+        rtype = change.rtype.upper()
+        new = {
+            "Name": self.fqdn(change.name) + ".",
+            "Type": rtype,
+            "TTL": int(change.ttl),
+            "ResourceRecords": [{"Value": self._to_wire(rtype, v)} for v in change.values],
+        }
+        if not change.values:
+            return [{"Action": "DELETE", "ResourceRecordSet": current}]
+        if change.expect is None:
+            return [{"Action": "UPSERT", "ResourceRecordSet": new}]
+        if current is None:
+            return [{"Action": "CREATE", "ResourceRecordSet": new}]
+        return [
+            {"Action": "DELETE", "ResourceRecordSet": current},
+            {"Action": "CREATE", "ResourceRecordSet": new},
+        ]
+
+    def _send(self, pending: Sequence[tuple[RecordChange, dict[str, Any] | None]]) -> None:
+        zid = self._zone_id()
+        actions = [a for change, current in pending for a in self._wire(change, current)]
+        first = pending[0][0]
+        what = f"{self.fqdn(first.name)} {first.rtype.upper()}"
+        if len(pending) > 1:
+            what = f"{len(pending)} record sets"
+        batch = {"Comment": f"failover: {what}", "Changes": actions}
         resp = self._call(
             lambda: self._r53.change_resource_record_sets(HostedZoneId=zid, ChangeBatch=batch)
         )
         info = resp.get("ChangeInfo") or {}
         self._wait_insync(str(info.get("Id", "")), str(info.get("Status", "")))
-        record = self.get_record(fqdn, rtype)
-        if record is None:
-            return Record(name=fqdn, type=rtype, values=[], ttl=ttl)
-        return record
+
+    def _refused(self, exc: ProviderError) -> bool:
+        # InvalidChangeBatch: a DELETE that does not match, a CREATE over an existing
+        # set; moto answers InvalidInput for the former.
+        return exc.code in ("InvalidChangeBatch", "InvalidInput")
 
     def _wait_insync(self, change_id: str, status: str) -> None:
         """Poll GetChange until INSYNC, bounded by ``change_timeout``."""

@@ -13,13 +13,16 @@ DNS) for N services, against 1 service measured in the same run, for each
 Without the delay, the time is mostly this machine starting N Python apps at once, so
 the bench also prints that floor: N apps started side by side without failover, against
 one (the same ratio the engine cannot beat on the same cores). It prints how many DNS
-requests carried the N cutovers, too.
+requests carried the N cutovers, too: with ``--dns bind`` those are RFC 2136 UPDATE
+messages to a real BIND (as the tests start it), where the round's cutovers queue behind
+the message in flight and go together in the next.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +43,9 @@ from _local import kill_all  # noqa: E402
 from failover import config as cfg  # noqa: E402
 from failover.engine import Engine  # noqa: E402
 
+# The zone the cutovers go to: the local zone file, or a real BIND (``--dns bind``).
+DNS: dict[str, Any] = {"type": "local", "zone": "bench.test", "ttl": 5}
+
 
 def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
     run: dict[str, Any] = {"command": APP}
@@ -47,7 +53,7 @@ def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
         run["setup"] = ["sleep 1"]
     services = {
         f"s{i}": {
-            "domain": f"s{i}.bench.test",
+            "domain": f"s{i}.{DNS['zone']}",
             "port": 8080,
             "run": run,
             "health": {"interval": "500ms", "timeout": "400ms", "fall": 1, "rise": 1},
@@ -58,7 +64,7 @@ def config(workdir: Path, count: int, moves: int, delay: bool) -> Path:
     data = {
         "version": 1,
         "watcher": {"parallel_moves": moves},
-        "dns": {"type": "local", "zone": "bench.test", "ttl": 5},
+        "dns": DNS,
         "providers": [{"name": "alpha", "type": "local"}, {"name": "beta", "type": "local"}],
         "services": services,
     }
@@ -130,7 +136,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--moves", default="16,64", help="watcher.parallel_moves values")
+    parser.add_argument("--dns", choices=["local", "bind"], default="local")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.dns == "bind":
+            from tests.servers import bind_server
+
+            host, port, key, secret, zone = stack.enter_context(
+                bind_server(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            )
+            DNS.clear()
+            DNS.update(type="rfc2136", zone=zone, ttl=5, server=f"{host}:{port}", key_name=key)
+            # The config names the secret's variable, as an operator's would.
+            os.environ["BENCH_TSIG_SECRET"] = secret
+            DNS["key_secret"] = "${BENCH_TSIG_SECRET}"
+            print(f"DNS: RFC 2136 updates to BIND on {host}:{port}")
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     n = args.services
     alone_one, alone_many = apps_alone(1), apps_alone(n)
     print(

@@ -322,3 +322,30 @@ def test_the_demo_shows_the_data_following_the_service(project: Path) -> None:
     assert doc["to"] == "beta"
     assert doc["data"]["visits_before"] == 3 and doc["data"]["visits_after"] == 3
     assert any(f"restored backup {doc['data']['backup']} from store offsite" in x for x in lines)
+
+
+def test_a_warm_standby_takes_the_newest_backup_at_failover(world: Any, project: Path) -> None:
+    """The standby was restored when it was made; the failover onto it restores the
+    backup taken since, so it serves what the service held at the last backup."""
+    conf = data_config(project, None)
+    conf["services"]["web"]["health"]["fall"] = 1
+    conf["services"]["web"]["policy"]["standby"] = "warm"
+    engine = world(conf)
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    assert visit(engine, 3) == 3
+    first = take_backup(engine, "web")
+    (verdict,) = engine.check(["web"])  # makes the standby on beta, from the first backup
+    made = next(e for e in engine.store.events("web", limit=5) if e["kind"] == "standby")
+    assert made["status"] == "succeeded", verdict.message
+    assert f"restored backup {first['id']}" in step(engine, "standby")
+    assert visit(engine, 2) == 5
+    second = take_backup(engine, "web")
+
+    cut_off(engine, "alpha")
+    verdict = fail_over(engine)
+    assert "beta" in verdict.message
+    assert visits(engine) == 5  # the newest backup, not the one the standby was made from
+    detail = step(engine, "failover")
+    assert f"restored backup {second['id']} from store offsite" in detail
+    provision = step(engine, "failover", "provision")
+    assert "warm standby" in provision

@@ -38,8 +38,8 @@ from tests.servers import free_port
 # against its journal of earlier writes), so the refusal of a batch whose DELETE no longer
 # matches is Route 53's answer served by the proxy; the read check is moto-checked.
 
-R53_CHANGE = {"method": "POST", "path": "/rrset"}
-R53_LIST = {"method": "GET", "path": "/rrset"}
+R53_CHANGE: dict[str, Any] = {"method": "POST", "path": "/rrset"}
+R53_LIST: dict[str, Any] = {"method": "GET", "path": "/rrset"}
 
 
 @dataclass

@@ -191,8 +191,10 @@ class Engine:
     def write_record(self, change: RecordChange) -> tuple[Record, int]:
         """``change`` sent to the DNS backend (:meth:`DnsProvider.set_record`'s contract),
         with how many changes went in the same request."""
-        if not self.dns().batches_changes:
-            return self.dns().replace_record(change), 1
+        dns = self.dns()
+        if not dns.batches_changes:
+            name, rtype, values, ttl, expect = change
+            return dns.set_record(name, rtype, values, ttl, expect=expect), 1
         return self.zone().write(change)
 
     def account(self, name: str, *, fresh: bool = False) -> AccountReport:

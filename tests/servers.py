@@ -25,9 +25,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 from tests.conftest import need_binary
+
+if TYPE_CHECKING:
+    from providers.dns.rfc2136 import Rfc2136Dns
 
 ZONE = "example.test"
 KEY_NAME = "failover-test-key"
@@ -162,3 +166,29 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+def rfc2136_backend(
+    bind: tuple[str, int, str, str, str], state_dir: Path, **overrides: Any
+) -> Rfc2136Dns:
+    """An ``Rfc2136Dns`` on the BIND of ``bind_server``, with short test timeouts."""
+    from providers.base import ProviderContext
+    from providers.dns.rfc2136 import Rfc2136Dns
+    from providers.dns.rfc2136 import Rfc2136Settings
+
+    host, port, key_name, secret, zone = bind
+    raw: dict[str, Any] = {
+        "type": "rfc2136",
+        "zone": zone,
+        "server": f"{host}:{port}",
+        "key_name": key_name,
+        "key_secret": secret,
+        "timeout": 1,
+        "propagation_timeout": 5,
+        "poll_interval": 0,
+        "retry_attempts": 2,
+        "retry_max_time": 5,
+    }
+    raw.update(overrides)
+    settings = Rfc2136Settings.model_validate(raw)
+    return Rfc2136Dns(settings, ProviderContext(state_dir=state_dir))

@@ -20,13 +20,11 @@ import pytest
 
 from providers.base import AccountBlocked
 from providers.base import ConflictError
-from providers.base import ProviderContext
 from providers.base import ProviderError
 from providers.base import Record
 from providers.base import RecordChange
 from providers.base import TransientError
 from providers.dns.rfc2136 import Rfc2136Dns
-from providers.dns.rfc2136 import Rfc2136Settings
 from providers.dns.rfc2136 import query_authoritative
 from tests.helpers import dns_moves as _moves
 from tests.helpers import result_values as _values
@@ -34,6 +32,7 @@ from tests.servers import READONLY_KEY_NAME
 from tests.servers import READONLY_KEY_SECRET
 from tests.servers import bind_server
 from tests.servers import free_port
+from tests.servers import rfc2136_backend as _rfc2136
 
 # --------------------------------------------------------------------------- rfc2136
 # One BIND for the section; each test uses its own names, so the tests do not see each
@@ -47,24 +46,6 @@ Bind = tuple[str, int, str, str, str]
 def rfc2136_bind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind]:
     with bind_server(tmp_path_factory.mktemp("rfc2136-batch")) as server:
         yield server
-
-
-def _rfc2136(bind: Bind, tmp_path: Path, **overrides: Any) -> Rfc2136Dns:
-    host, port, key_name, secret, zone = bind
-    raw: dict[str, Any] = {
-        "type": "rfc2136",
-        "zone": zone,
-        "server": f"{host}:{port}",
-        "key_name": key_name,
-        "key_secret": secret,
-        "timeout": 1,
-        "propagation_timeout": 5,
-        "poll_interval": 0,
-        "retry_attempts": 2,
-        "retry_max_time": 5,
-    }
-    raw.update(overrides)
-    return Rfc2136Dns(Rfc2136Settings.model_validate(raw), ProviderContext(state_dir=tmp_path))
 
 
 def _serial(bind: Bind) -> int:

@@ -6,7 +6,6 @@ import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -25,31 +24,13 @@ from tests.servers import READONLY_KEY_NAME
 from tests.servers import READONLY_KEY_SECRET
 from tests.servers import bind_server
 from tests.servers import free_port
+from tests.servers import rfc2136_backend as make
 
 
 @pytest.fixture
 def bind(tmp_path: Path) -> Iterator[tuple[str, int, str, str, str]]:
     with bind_server(tmp_path) as server:
         yield server
-
-
-def make(bind: tuple[str, int, str, str, str], tmp_path: Path, **overrides: Any) -> Rfc2136Dns:
-    host, port, key_name, secret, zone = bind
-    raw: dict[str, Any] = {
-        "type": "rfc2136",
-        "zone": zone,
-        "server": f"{host}:{port}",
-        "key_name": key_name,
-        "key_secret": secret,
-        "timeout": 1,
-        "propagation_timeout": 5,
-        "poll_interval": 0,
-        "retry_attempts": 2,
-        "retry_max_time": 5,
-    }
-    raw.update(overrides)
-    settings = Rfc2136Settings.model_validate(raw)
-    return Rfc2136Dns(settings, ProviderContext(state_dir=tmp_path))
 
 
 def server_of(bind: tuple[str, int, str, str, str]) -> str:

@@ -15,7 +15,6 @@ import fcntl
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from providers.dns.local import LocalDnsSettings
 from tests.helpers import base_config
 from tests.helpers import dns_values
 from tests.helpers import host_records
+from tests.helpers import wait_for
 from tests.helpers import write_config
 
 
@@ -56,13 +56,6 @@ def zone_held(dns: LocalDns) -> Iterator[Callable[[], None]]:
         yield release
     finally:
         release()
-
-
-def until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def local_zone(tmp_path: Path) -> LocalDns:
@@ -99,11 +92,13 @@ def test_changes_arriving_during_a_request_go_together_in_the_next(tmp_path: Pat
     writer = ZoneWriter(dns)
     with zone_held(dns) as release:
         first, results = write_all(writer, [change(0, "127.0.1.0", ["127.0.0.1"])])
-        until(lambda: writer.requests == 1, "the first request to be sent")
+        wait_for(lambda: writer.requests == 1, timeout=60, what="the first request to be sent")
         rest, more = write_all(
             writer, [change(i, f"127.0.1.{i}", ["127.0.0.1"]) for i in range(1, 8)]
         )
-        until(lambda: writer.queued == 7, "seven changes queued behind the first")
+        wait_for(
+            lambda: writer.queued == 7, timeout=60, what="seven changes queued behind the first"
+        )
         release()
         for thread in first + rest:
             thread.join(30)
@@ -142,9 +137,9 @@ def test_an_error_for_the_whole_request_reaches_every_change_and_frees_the_write
     writer = ZoneWriter(dns)
     with zone_held(dns) as release:
         first, results = write_all(writer, [change(0, "127.0.3.0", ["127.0.0.1"])])
-        until(lambda: writer.requests == 1, "the first request to be sent")
+        wait_for(lambda: writer.requests == 1, timeout=60, what="the first request to be sent")
         rest, more = write_all(writer, [change(i, "127.0.3.1", ["127.0.0.1"]) for i in (1, 2)])
-        until(lambda: writer.queued == 2, "two changes queued")
+        wait_for(lambda: writer.queued == 2, timeout=60, what="two changes queued")
         dns.path.write_text("{not json")  # the zone file breaks under everyone
         release()
         for thread in first + rest:
@@ -198,9 +193,13 @@ def test_a_check_sends_the_cutovers_of_its_parallel_moves_in_one_request(project
         with zone_held(dns) as release:
             thread = threading.Thread(target=check)
             thread.start()
-            until(lambda: bool(watcher), "the check to start")
+            wait_for(lambda: bool(watcher), timeout=60, what="the check to start")
             writer = watcher[0].zone()
-            until(lambda: writer.queued == 11 or not thread.is_alive(), "11 cutovers queued")
+            wait_for(
+                lambda: writer.queued == 11 or not thread.is_alive(),
+                timeout=60,
+                what="11 cutovers queued",
+            )
             release()
             thread.join(120)
         assert [v.action for v in verdicts] == ["failover"] * 12, [v.message for v in verdicts]

@@ -44,6 +44,7 @@ from failover.state.sqlite import SCHEMA_VERSION
 from failover.state.sqlite import Lease
 from failover.state.sqlite import LeaseLost
 from failover.state.sqlite import RoundRecord
+from failover.state.sqlite import RoundsOfOne
 from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import StateError
 from failover.state.sqlite import counters_after
@@ -53,7 +54,7 @@ from providers.util import pid_alive
 _RETRIES = 50  # compare-and-set rounds before giving up on a key others keep writing
 
 
-class EtcdStore(EtcdSide):
+class EtcdStore(EtcdSide, RoundsOfOne):
     """The Store of ``state.backend: etcd`` (see :class:`failover.state.Store`)."""
 
     def __init__(self, gateway: Gateway, prefix: str = "/failover/") -> None:
@@ -209,20 +210,6 @@ class EtcdStore(EtcdSide):
             for kv in self.gw.range(self.k("svc", ""), prefix=True)
         }
         return {name: self._row(name, found.get(name)) for name in names}
-
-    def record_round(
-        self,
-        name: str,
-        generation: int,
-        ok: bool | None,
-        latency: float | None,
-        fall: int,
-        rise: int,
-        *,
-        down_now: bool = False,
-    ) -> ServiceRow:
-        rec = RoundRecord(name, generation, ok, latency, fall, rise, down_now)
-        return self.record_rounds([rec])[name]
 
     def record_rounds(self, records: list[RoundRecord]) -> dict[str, ServiceRow]:
         """A whole round's counters in one transaction, each only if its service is

@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,7 +180,30 @@ def row_after(row: ServiceRow, rec: RoundRecord) -> ServiceRow:
     )
 
 
-class SqliteStore(SqliteDeliveries):
+class RoundsOfOne:
+    """``record_round`` for every store, over its own ``record_rounds``."""
+
+    record_rounds: Callable[[list[RoundRecord]], dict[str, ServiceRow]]
+
+    def record_round(
+        self,
+        name: str,
+        generation: int,
+        ok: bool | None,
+        latency: float | None,
+        fall: int,
+        rise: int,
+        *,
+        down_now: bool = False,
+    ) -> ServiceRow:
+        """Add one probe round to the counters, only if the service is still at
+        ``generation`` (a round about a host that was replaced meanwhile is dropped).
+        ``ok=None`` means the round could not be trusted: only the time is recorded."""
+        rec = RoundRecord(name, generation, ok, latency, fall, rise, down_now)
+        return self.record_rounds([rec])[name]
+
+
+class SqliteStore(SqliteDeliveries, RoundsOfOne):
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / "state.db"
@@ -344,23 +368,6 @@ class SqliteStore(SqliteDeliveries):
             last_check=row["last_check"],
             latency=row["latency"],
         )
-
-    def record_round(
-        self,
-        name: str,
-        generation: int,
-        ok: bool | None,
-        latency: float | None,
-        fall: int,
-        rise: int,
-        *,
-        down_now: bool = False,
-    ) -> ServiceRow:
-        """Add one probe round to the counters, only if the service is still at
-        ``generation`` (a round about a host that was replaced meanwhile is dropped).
-        ``ok=None`` means the round could not be trusted: only the time is recorded."""
-        rec = RoundRecord(name, generation, ok, latency, fall, rise, down_now)
-        return self.record_rounds([rec])[name]
 
     def record_rounds(self, records: list[RoundRecord]) -> dict[str, ServiceRow]:
         """A whole round's counters in one transaction (one fsync, not one per service),

@@ -241,7 +241,7 @@ class BackupWriter:
 
     def _remove(self, stores: Any) -> None:
         for store in stores:
-            for name in [MANIFEST] + [chunk_key(i) for i in range(len(self.manifest.chunks))]:
+            for name in [chunk_key(i) for i in range(len(self.manifest.chunks))] + [MANIFEST]:
                 try:
                     store.delete(self.manifest.key(name))
                 except ProviderError:
@@ -347,7 +347,14 @@ def scan(store: Store, service: str, sealer: Sealer) -> Listing:
             out.skipped[parts[1]] = f"{where} {exc}"
             continue
         out.backups.append(manifest)
-    out.backups = trusted_order(out.backups)
+    trusted = trusted_order(out.backups)
+    for manifest in out.backups:
+        if manifest not in trusted:
+            out.skipped[manifest.id] = (
+                f"backup {manifest.id} in store {store.name} is unauthenticated (version 1) "
+                "and newer than an authenticated backup: ignored"
+            )
+    out.backups = trusted
     return out
 
 

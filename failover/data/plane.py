@@ -230,21 +230,15 @@ def take_backup(
             "(cloud-init) and the watcher copies them to the other stores"
         ) from None
     except ProviderError as exc:
-        writer.abandon()
-        _note(engine, service, last_error=f"backup failed: {exc}", last_attempt=time.time())
-        raise DataError(f"{service}: the backup failed: {exc}") from None
+        raise _failed(engine, writer, skipped, str(exc)) from None
     if result.status != 0:
-        writer.abandon()
         why = f"`{data.backup}` exited with status {result.status}: {result.stderr.strip()[-500:]}"
-        _note(engine, service, last_error=why, last_attempt=time.time())
-        raise DataError(f"{service}: the backup failed: {why}")
+        raise _failed(engine, writer, skipped, why)
     try:
         manifest = writer.finish()
     except ProviderError as exc:
         # Nothing is recorded: a backup no store gave back does not exist.
-        results = {s.name: writer.failed.get(s.name, str(exc)) for s in stores} | skipped
-        _note(engine, service, last_error=f"backup failed: {exc}", last_attempt=time.time())
-        raise DataError(f"{service}: the backup failed: {exc}", stores=results) from None
+        raise _failed(engine, writer, skipped, str(exc)) from None
     results = {s.name: writer.failed.get(s.name, "ok") for s in stores} | skipped
     for store in stores:
         if results[store.name] == "ok":
@@ -260,6 +254,17 @@ def take_backup(
         stores={} if in_round else results,
     )
     return manifest.summary() | {"stores": results}
+
+
+def _failed(
+    engine: EngineLike, writer: BackupWriter, skipped: dict[str, str], why: str
+) -> DataError:
+    """A backup that did not happen: its chunks removed, the failure kept for ``check``."""
+    service = writer.manifest.service
+    writer.abandon()
+    _note(engine, service, last_error=f"backup failed: {why}", last_attempt=time.time())
+    results = {s.name: writer.failed.get(s.name, "not written") for s in writer.stores}
+    return DataError(f"{service}: the backup failed: {why}", stores=results | skipped)
 
 
 def _keep(store: Store, service: str, data: DataConfig) -> None:

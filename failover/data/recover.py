@@ -17,7 +17,7 @@ The rules (README, "Data"):
 
 from __future__ import annotations
 
-import asyncio
+import socket
 import time
 from typing import Any
 from typing import BinaryIO
@@ -74,13 +74,14 @@ def final_backup(engine: EngineLike, service: str, kind: str, origin: Any) -> st
 
 
 def _answers(engine: EngineLike, service: str, address: str | None) -> bool:
-    from failover.probes import reach
-
+    """The service's port accepts a connection (a refusal is no answer here)."""
     if not address:
         return False
-    port = engine.config.services[service].port
-    ok, _ = asyncio.run(reach(f"{address}:{port}", 2.0))
-    return ok
+    try:
+        socket.create_connection((address, engine.config.services[service].port), 2.0).close()
+    except OSError:
+        return False
+    return True
 
 
 def _quiesce(engine: EngineLike, service: str, origin: Any, text: str) -> str:
@@ -118,7 +119,7 @@ def restore(
         if known or untrusted or (stores and len(failed) == len(stores)):
             newest = f"the newest known is {known['id']}" if known else "backups may exist"
             raise DataUnavailable(
-                f"no store gives a backup that can be restored ({why}) and {newest}; "
+                f"{first}no store gives a backup that can be restored ({why}) and {newest}; "
                 f"not starting {service} empty"
             )
         return first + "no backup yet: starting empty" + (f" ({why})" if why else ""), {}
@@ -139,7 +140,7 @@ def restore(
                 continue
             detail, record = _restored(manifest, store, done, refused)
             return first + detail + _behind(engine, service, manifest, known, refused), record
-    raise DataUnavailable("no backup could be restored: " + "; ".join(refused))
+    raise DataUnavailable(first + "no backup could be restored: " + "; ".join(refused))
 
 
 def _each_store(

@@ -282,6 +282,29 @@ def test_a_missing_newest_backup_is_said_everywhere(world: Any, project: Path) -
         )
 
 
+def test_a_move_never_restores_an_older_backup_than_the_newest_known(
+    world: Any,  # noqa: F811
+    project: Path,
+) -> None:
+    """The issue's "done when": the old host still holds everything, so a move that
+    could only restore an older backup fails and leaves it serving."""
+    conf = data_config(project, None)
+    engine = world(conf)
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    visit(engine, 3)
+    take_backup(engine, "web")
+    assert visit(engine, 2) == 5
+    newest = take_backup(engine, "web")
+    shutil.rmtree(project / "offsite" / "web" / newest["id"])
+    before = old_host(engine)
+    conf["services"]["web"]["data"]["backup"] = "exit 3"  # no final backup
+    engine = world(conf)
+    moved = engine.run("web", "move", reason="test", to="beta")
+    assert not moved.ok
+    assert f"backup {newest['id']} (the newest known) cannot be restored" in moved.message
+    still_serves(engine, before, 5)
+
+
 def test_every_store_refusing_a_backup_is_a_warning_not_unknown(
     world: Any,  # noqa: F811
     project: Path,

@@ -353,7 +353,11 @@ def data_round(
         if engine.config.services[service].data is None:
             continue
         if not dry_run:
-            _start_round(engine, service)
+            try:
+                _start_round(engine, service)
+            except Exception as exc:  # data at risk is a WARNING, never a reason to stop judging
+                engine.log(f"{service}: data round failed: {type(exc).__name__}: {exc}")
+                _note(engine, service, last_error=f"{exc}", last_attempt=time.time())
         out[service] = _judge(engine, service, verdict)
     return out
 

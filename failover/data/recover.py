@@ -11,8 +11,9 @@ The rules (README, "Data"):
   was ever taken (and no store holds a manifest we cannot read);
 - a store that shares fate with a blocked provider is still read (within its retry
   bounds): reads often outlive an account's suspension;
-- restoring an older backup than the newest the state knows of is said in the detail,
-  kept for ``check`` (WARNING) and announced.
+- a move never restores an older backup than the newest the state knows of (the old
+  host still has the data: the move fails); a failover or drill may, and says so in
+  the detail, keeps it for ``check`` (WARNING) and announces it.
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def restore(
     run = command(engine, service, data.restore, host_id, None)
     refused: list[str] = []
     for manifest in every:
+        if kind == "move" and known and manifest.id < str(known["id"]):
+            # The old host still serves everything: better no move than an older copy.
+            raise DataUnavailable(
+                f"{first}backup {known['id']} (the newest known) cannot be restored"
+                + (f" ({'; '.join(refused)})" if refused else " (no store holds it)")
+                + f"; a move does not go on with older data: {service} stays where it is"
+            )
         for store in stores:
             if manifest.id not in {m.id for m in found.get(store.name, Listing()).backups}:
                 continue

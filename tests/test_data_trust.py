@@ -16,6 +16,7 @@ import yaml
 
 from failover import config as cfg
 from failover.data.backup import MANIFEST
+from failover.data.backup import BackupReader
 from failover.data.backup import BackupWriter
 from failover.data.backup import Sealer
 from failover.data.backup import copy
@@ -244,3 +245,32 @@ def test_validate_refuses_store_settings_that_would_crash(
     problems = "\n".join(caught.value.problems)
     assert f"stores[0].{store['type']}.{field}:" in problems
     assert "garbage" not in problems  # a connection string is a secret
+
+
+def test_a_backup_of_the_previous_release_still_restores_with_its_key(tmp_path: Path) -> None:
+    """Backwards compatibility: a version 1 encrypted backup (plain SHA-256 digests, no
+    proof), as the previous release wrote it, is listed and restored with its key."""
+    store = dir_store(tmp_path)
+    sealer = Sealer(KEY)
+    backup_id = "20261201T190636.123456Z-1a2b3c"
+    plain = b"rows of the old release"
+    sealed = sealer.seal(backup_id, 0, plain)
+    store.put(f"web/{backup_id}/chunk-00000000", sealed)
+    doc = {
+        "service": "web",
+        "id": backup_id,
+        "taken": 1796152000.0,
+        "bytes": len(plain),
+        "sha256": hashlib.sha256(plain).hexdigest(),
+        "chunk_size": 4 * 1024 * 1024,
+        "chunks": [[len(sealed), hashlib.sha256(sealed).hexdigest()]],
+        "encrypted": True,
+        "key_check": sealer.check,
+        "version": 1,
+    }
+    store.put(f"web/{backup_id}/{MANIFEST}", json.dumps(doc, sort_keys=True).encode())
+    (found,) = list_backups(store, "web", sealer)
+    assert found.legacy
+    reader = BackupReader(store, found, sealer)
+    assert reader.read() == plain and reader.read() == b"" and reader.done
+    assert list_backups(store, "web", Sealer("another-key-0123456789")) == []

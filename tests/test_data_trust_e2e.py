@@ -227,6 +227,32 @@ def test_a_store_of_a_blocked_provider_is_still_read(world: Any, project: Path) 
     assert f"restored backup {taken['id']} from store offsite" in step(engine, "failover")
 
 
+def test_a_store_that_cannot_be_reached_never_prevents_a_restore_from_a_good_one(
+    world: Any,  # noqa: F811
+    project: Path,
+) -> None:
+    """Item 9: a bad store (first in order, nothing listening) costs its retries only."""
+    conf = data_config(project, None)
+    conf["stores"].insert(
+        0,
+        {
+            "name": "nowhere",
+            "type": "s3",
+            "bucket": "dr-nowhere",
+            "endpoint": "http://127.0.0.1:9",
+            "retry_attempts": 1,
+        },
+    )
+    engine = world(conf)
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    visit(engine, 2)
+    taken = take_backup(engine, "web")
+    assert taken["stores"]["offsite"] == "ok" and taken["stores"]["nowhere"] != "ok"
+    outcome = engine.drill("web", "beta")
+    assert outcome.ok, outcome.message
+    assert f"restored backup {taken['id']} from store offsite" in step(engine, "drill")
+
+
 def test_a_full_disk_is_no_backup_and_leaves_no_chunks(world: Any, project: Path) -> None:  # noqa: F811
     """Item 6: the manifest write failed with ENOSPC, yet the state recorded the backup
     as the newest, `check` said OK and the orphan chunks kept the store full."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from failover.data.backup import BackupWriter
 from failover.data.backup import Sealer
 from failover.data.backup import copy
 from failover.data.backup import list_backups
+from failover.data.backup import new_id
 from failover.data.backup import prune
 from failover.data.backup import scan
 from failover.data.manifest import Manifest
@@ -104,11 +106,11 @@ def forge(store: Store, real: Manifest, **changes: Any) -> str:
     """What someone with write access to one store and without the key can write: a
     manifest copied from a real one, with a newer id, no chunks, ``key_check`` kept."""
     doc = json.loads(store.get(real.key(MANIFEST)))
-    forged_id = f"29991231T235959.{uuid.uuid4().int % 10**6:06d}Z-{uuid.uuid4().hex[:6]}"
+    forged_id = new_id(time.time() + 30)  # newer than every real one, not in the future
     doc.update(id=forged_id, bytes=0, chunks=[], sha256=hashlib.sha256(b"").hexdigest())
     doc.update(changes)
-    store.put(f"web/{forged_id}/{MANIFEST}", json.dumps(doc).encode())
-    return forged_id
+    store.put(f"web/{doc['id']}/{MANIFEST}", json.dumps(doc).encode())
+    return str(doc["id"])
 
 
 def test_forged_manifests_never_prune_real_backups_nor_travel(store: Store, tmp_path: Path) -> None:
@@ -274,3 +276,25 @@ def test_a_backup_of_the_previous_release_still_restores_with_its_key(tmp_path: 
     reader = BackupReader(store, found, sealer)
     assert reader.read() == plain and reader.read() == b"" and reader.done
     assert list_backups(store, "web", Sealer("another-key-0123456789")) == []
+
+
+def test_without_a_key_forgeries_never_cost_the_newest_known_backup(tmp_path: Path) -> None:
+    """Without a key a forger can recompute the checksum; the newest backup the state
+    knows of still survives any number of them, and one dated in the future is refused."""
+    store = dir_store(tmp_path)
+    old, new = backup(store, b"old", key=None), backup(store, b"new", key=None)
+    soon = time.time() + 60
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(soon))
+    forged = []
+    for n in range(2):
+        fake = Manifest("web", f"{stamp}.00000{n}Z-aaaaa{n}", soon, 0, new.sha256, 4, [])
+        fake.sha256 = hashlib.sha256(b"").hexdigest()
+        fake.auth = Sealer(None).keys.sign(fake)
+        store.put(fake.key(MANIFEST), fake.to_json())
+        forged.append(fake.id)
+    listing = scan(store, "web", Sealer(None))
+    assert [m.id for m in listing.backups][:2] == sorted(forged, reverse=True)  # they verify
+    assert prune(store, "web", 2, listing, frozenset([new.id])) == [old.id]
+    assert new.id in {m.id for m in list_backups(store, "web")}
+    future = forge(store, new, id=new_id(time.time() + 3 * 86400), taken=time.time() + 3 * 86400)
+    assert "in the future" in scan(store, "web", Sealer(None)).skipped[future]

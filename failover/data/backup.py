@@ -381,16 +381,19 @@ def copy(manifest: Manifest, source: Store, target: Store, sealer: Sealer) -> No
     target.put(manifest.key(MANIFEST), manifest.to_json())
 
 
-def prune(store: Store, service: str, keep: int, listing: Listing) -> list[str]:
-    """Delete every backup that has ``keep`` authenticated backups newer than it, and
-    the leftovers of uploads that never finished once an authenticated backup is newer.
-    Only verified manifests count: a forged, damaged or unauthenticated one never makes
-    a backup go. The manifest goes first, so a backup half deleted is never restored."""
+def prune(
+    store: Store, service: str, keep: int, listing: Listing, protect: frozenset[str] = frozenset()
+) -> list[str]:
+    """Delete every backup that has ``keep`` authenticated backups newer than it (but
+    never one in ``protect``: the newest the state knows of), and the leftovers of
+    uploads that never finished once an authenticated backup is newer. Only verified
+    manifests count: a forged, damaged or unauthenticated one never makes a backup go.
+    The manifest goes first, so a backup half deleted is never restored."""
     authenticated = [m.id for m in listing.backups if not m.legacy]
     bar = authenticated[keep - 1] if len(authenticated) >= keep else ""
     removed = []
     for manifest in listing.backups:
-        if manifest.id < bar:
+        if manifest.id < bar and manifest.id not in protect:
             store.delete(manifest.key(MANIFEST))
             for index in range(len(manifest.chunks)):
                 store.delete(manifest.key(chunk_key(index)))

@@ -37,6 +37,11 @@ _SEAL_OVERHEAD = 12 + 16  # AES-GCM nonce and tag
 _ID = re.compile(r"^[0-9]{8}T[0-9]{6}(\.[0-9]{6})?Z-[0-9a-f]{1,32}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _SALT = b"failover-data"
+_SKEW = 86400.0  # clocks disagree; a day ahead is not a clock, it is a forgery
+
+
+def _later() -> time.struct_time:
+    return time.gmtime(time.time() + _SKEW)
 
 
 class Untrusted(ValueError):
@@ -190,6 +195,8 @@ def _consistent(m: Manifest) -> None:
         raise Untrusted("is malformed: bad id or stream digest")
     if not math.isfinite(m.taken) or m.taken < 0 or m.length < 0 or m.chunk_size <= 0:
         raise Untrusted("is malformed: bad time, length or chunk size")
+    if m.taken > time.time() + _SKEW or m.id[:15] > time.strftime("%Y%m%dT%H%M%S", _later()):
+        raise Untrusted("is dated in the future: not a backup anyone took")
     if len(m.chunks) != -(-m.length // m.chunk_size):
         raise Untrusted(f"is malformed: {len(m.chunks)} chunks for {m.length} bytes")
     left = m.length

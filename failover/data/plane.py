@@ -240,9 +240,6 @@ def take_backup(
         # Nothing is recorded: a backup no store gave back does not exist.
         raise _failed(engine, writer, skipped, str(exc)) from None
     results = {s.name: writer.failed.get(s.name, "ok") for s in stores} | skipped
-    for store in stores:
-        if results[store.name] == "ok":
-            _keep(store, service, data)
     last = {"id": manifest.id, "taken_at": manifest.taken_at, "taken": manifest.taken}
     _note(
         engine,
@@ -253,6 +250,9 @@ def take_backup(
         behind=None,
         stores={} if in_round else results,
     )
+    for store in stores:
+        if results[store.name] == "ok":
+            _keep(engine, store, service)
     return manifest.summary() | {"stores": results}
 
 
@@ -267,10 +267,15 @@ def _failed(
     return DataError(f"{service}: the backup failed: {why}", stores=results | skipped)
 
 
-def _keep(store: Store, service: str, data: DataConfig) -> None:
+def _keep(engine: EngineLike, store: Store, service: str) -> None:
+    data = _data(engine, service)
+    # Without a key a forger can make verifying manifests: the newest backup the state
+    # knows of (taken or seen by this watcher) survives any number of them.
+    newest = ((engine.store.data_state(service) or {}).get("last_backup") or {}).get("id")
     # Pruning is retried next round; a failing store is reported by its round.
     with contextlib.suppress(ProviderError):
-        prune(store, service, data.keep, scan(store, service, Sealer(data.encryption_key)))
+        listing = scan(store, service, Sealer(data.encryption_key))
+        prune(store, service, data.keep, listing, frozenset([newest] if newest else []))
 
 
 def listings(
@@ -337,7 +342,7 @@ def _fill(
                 except Corrupt as exc:
                     # The source's copy is damaged: its store is at fault, not this one.
                     return {source.name: exc.message, store.name: "ok"}
-        _keep(store, service, data)
+        _keep(engine, store, service)
     except ProviderError as exc:
         return {store.name: str(exc)}
     return {store.name: "ok"}

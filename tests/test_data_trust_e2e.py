@@ -301,6 +301,10 @@ def test_a_missing_newest_backup_is_said_everywhere(world: Any, project: Path) -
         assert verdict.exit_code == WARNING and f"although backup {second['id']}" in (
             verdict.message
         )
+        from failover.data.plane import status
+
+        problems = status(engine, "web")["problems"]  # type: ignore[index]
+        assert sum(f"although backup {second['id']}" in p for p in problems) == 1
         assert engine.notifier.drain(60)
         wait_for(
             lambda: any(second["id"] in r.body.decode() for r in hook.requests),

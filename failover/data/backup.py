@@ -26,7 +26,7 @@ from dataclasses import field
 from typing import Any
 
 from failover.data.manifest import Keys
-from failover.data.manifest import Manifest
+from failover.data.manifest import Manifest as Manifest  # re-exported: callers import it here
 from failover.data.manifest import Untrusted
 from failover.data.stores import Store
 from providers.base import NotFound

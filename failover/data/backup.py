@@ -337,12 +337,17 @@ def scan(store: Store, service: str, sealer: Sealer) -> Listing:
             continue
         where = f"backup {parts[1]} in store {store.name}"
         try:
-            manifest = Manifest.from_json(store.get(key))
+            body = store.get(key)
+        except NotFound:
+            continue  # pruned meanwhile
+        except ProviderError as exc:
+            out.skipped[parts[1]] = f"{where} cannot be read: {exc}"
+            continue
+        try:
+            manifest = Manifest.from_json(body)
             if manifest.id != parts[1] or manifest.service != service:
                 raise Untrusted("is malformed: its id or service is not where it is stored")
             sealer.keys.verify(manifest)
-        except NotFound:
-            continue  # pruned meanwhile
         except Untrusted as exc:
             out.skipped[parts[1]] = f"{where} {exc}"
             continue

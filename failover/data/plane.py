@@ -34,6 +34,7 @@ from failover.data.backup import scan
 from failover.data.backup import trusted_order
 from failover.data.manifest import Manifest
 from failover.data.settings import DataConfig
+from failover.data.settings import StoreBase
 from failover.data.settings import store_vendor
 from failover.data.stores import Store
 from failover.data.stores import open_store
@@ -100,8 +101,8 @@ def usable(
     engine: EngineLike, service: str, *, reading: bool = False
 ) -> tuple[list[Store], dict[str, str]]:
     """The service's stores in order, less those whose provider is blocked (unless
-    ``reading``: a blocked company may still serve reads, within the store's retry
-    bounds) and those that cannot be opened."""
+    ``reading``: a blocked company may still serve reads; tried with at most
+    ``BLOCKED_READS`` attempts and seconds per call) and those that cannot be opened."""
     data = _data(engine, service)
     names = data.stores or [s.name for s in engine.config.stores]
     states = engine.store.provider_states()
@@ -109,14 +110,35 @@ def usable(
     for name in names:
         settings = next(s for s in engine.config.stores if s.name == name)
         state = states.get(settings.provider or "", {}).get("state")
-        if settings.provider and state == "blocked" and not reading:
+        blocked = bool(settings.provider) and state == "blocked"
+        if blocked and not reading:
             skipped[name] = f"skipped: provider {settings.provider} is blocked"
             continue
         try:
-            out.append(plane(engine).store(name))
+            out.append(_bounded(engine, settings) if blocked else plane(engine).store(name))
         except Exception as exc:  # an SDK refusing its settings: this store only
             skipped[name] = f"cannot open store {name}: {exc}"
     return out, skipped
+
+
+# A store whose provider is blocked is read with this many attempts and seconds per call.
+BLOCKED_READS = (2, 20.0)
+
+
+def _bounded(engine: EngineLike, settings: StoreBase) -> Store:
+    attempts, seconds = BLOCKED_READS
+    bounded = settings.model_copy(
+        update={
+            "retry_attempts": min(settings.retry_attempts, attempts),
+            "retry_max_time": min(settings.retry_max_time, seconds),
+            "timeout": min(settings.timeout, seconds),
+        }
+    )
+    here, key = plane(engine), f"{settings.name} (blocked: reads only)"
+    if key not in here.stores:
+        config = engine.config
+        here.stores[key] = open_store(bounded, config.path.parent if config.path else None)
+    return here.stores[key]
 
 
 def plane(engine: EngineLike) -> _Plane:

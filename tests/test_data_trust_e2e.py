@@ -408,6 +408,25 @@ def test_a_move_takes_a_final_backup_after_quiesce(world: Any, project: Path) ->
     assert (project / f"quiesced-{before['host_id']}").exists()
 
 
+def test_a_move_whose_old_provider_refuses_commands_says_which_backup(
+    world: Any,  # noqa: F811
+    project: Path,
+) -> None:
+    """Item 12: during the day's notice the provider refuses API calls (no command runs
+    on its host) while the host still serves: the newest backup, and the detail says so."""
+    engine = world(data_config(project, None))
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    visit(engine, 2)
+    periodic = take_backup(engine, "web")
+    (engine.config.state_dir / "local/alpha/SUSPENDED").write_text("notice\n")  # type: ignore[operator]
+    moved = engine.run("web", "move", reason="test", to="beta")
+    assert moved.ok, moved.message
+    detail = step(engine, "move")
+    assert "no final backup from the old host" in detail and "suspended" in detail
+    assert f"restored backup {periodic['id']}" in detail
+    assert visits(engine) == 2
+
+
 def test_a_failover_whose_old_host_answers_takes_its_final_backup(
     world: Any,  # noqa: F811
     project: Path,

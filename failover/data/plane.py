@@ -235,7 +235,9 @@ def take_backup(
         raise DataError(f"{service} is not deployed: nothing to back up")
     stores, skipped = usable(engine, service)
     if not stores:
-        raise DataError(f"{service}: no store can take a backup ({'; '.join(skipped.values())})")
+        why = f"no store can take a backup ({'; '.join(skipped.values())})"
+        _note(engine, service, last_error=why, last_attempt=time.time())
+        raise DataError(f"{service}: {why}", stores=skipped)
     writer = BackupWriter(service, stores, Sealer(data.encryption_key))
     host = row.active
     provider = engine.provider(host["provider"])

@@ -518,16 +518,18 @@ def backup(
     """Take a backup of SERVICE's data now, on its live host, into every store."""
 
     def go() -> int:
-        from failover.data.plane import take_backup
+        from failover.data.report import backup_document
+        from failover.data.report import backup_lines
 
         conf = load(config, state_dir)
         names = _data_services(conf, service)
         if len(names) > 1:
             raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
         with open_engine(conf, quiet=True) as engine:
-            doc = take_backup(engine, names[0])
-        show(as_json, doc, lambda: output.backup_lines(doc))
-        return ExitCode.of(all(v == "ok" for v in doc["stores"].values()))
+            doc = backup_document(engine, names[0])
+        show(as_json, doc, lambda: backup_lines(doc))
+        ok = doc.get("error") is None and all(v == "ok" for v in doc["stores"].values())
+        return ExitCode.of(ok)
 
     run(go)
 

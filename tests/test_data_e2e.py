@@ -171,16 +171,20 @@ def test_data_survives_the_loss_of_its_provider(world: Any, project: Path, bucke
     assert f"restored backup {taken['id']} from store offsite" in detail
     assert "sha256 verified" in detail
 
-    # Write on beta, back up, lose the first store; move back: the next store serves.
+    # Write on beta, back up, lose the first store, write again; move back: the move's
+    # final backup from beta goes to the store left, and nothing written is lost.
     assert visit(engine) == 4
-    second = take_backup(engine, "web")
+    take_backup(engine, "web")
     shutil.rmtree(project / "offsite")
+    assert visit(engine) == 5
     (engine.config.state_dir / "local/alpha/SUSPENDED").unlink()  # type: ignore[operator]
     engine = world(conf)  # a later command: alpha answers again
     moved = engine.run("web", "move", reason="test", to="alpha")
     assert moved.ok, moved.message
-    assert visits(engine) == 4
-    assert f"restored backup {second['id']} from store s3-dr" in step(engine, "move")
+    assert visits(engine) == 5
+    final = re.search(r"final backup (\S+) taken from the old host", step(engine, "move"))
+    assert final, step(engine, "move")
+    assert f"restored backup {final.group(1)} from store s3-dr" in step(engine, "move")
 
 
 def test_a_flipped_byte_is_refused_and_the_previous_backup_restored(

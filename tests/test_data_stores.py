@@ -24,6 +24,7 @@ from failover.data.backup import chunk_key
 from failover.data.backup import copy
 from failover.data.backup import list_backups
 from failover.data.backup import prune
+from failover.data.backup import scan
 from failover.data.settings import AzureBlobStoreSettings
 from failover.data.settings import DirStoreSettings
 from failover.data.settings import GcsStoreSettings
@@ -157,8 +158,10 @@ def test_backup_roundtrip_with_and_without_a_key(store: Store) -> None:
     sealed = backup(store, data, key="k" * 32)
     assert len(plain.chunks) == 6 and plain.length == 5500
     assert plain.sha256 == hashlib.sha256(data).hexdigest()
-    found = list_backups(store, "web")
-    assert [m.id for m in found] == sorted([plain.id, sealed.id], reverse=True)
+    # Each is listed only where it verifies: with its key, or without one.
+    assert [m.id for m in list_backups(store, "web")] == [plain.id]
+    assert [m.id for m in list_backups(store, "web", Sealer("k" * 32))] == [sealed.id]
+    assert sealed.sha256 != hashlib.sha256(data).hexdigest()  # keyed: nothing to test guesses
     assert read_all(store, plain) == data
     assert read_all(store, sealed, "k" * 32) == data
     # Sealed chunks are not the plain text.
@@ -184,7 +187,7 @@ def test_a_sealed_chunk_changed_together_with_its_checksum_fails_authentication(
     stored = bytearray(store.get(manifest.key(chunk_key(0))))
     stored[20] ^= 0x80
     store.put(manifest.key(chunk_key(0)), bytes(stored))
-    manifest.chunks[0][1] = hashlib.sha256(stored).hexdigest()
+    manifest.chunks[0][1] = Sealer("k" * 32).keys.digest(manifest, bytes(stored))
     with pytest.raises(Corrupt, match="chunk 0 fails authentication"):
         read_all(store, manifest, "k" * 32)
 
@@ -210,7 +213,7 @@ def test_an_upload_cut_before_its_manifest_is_not_a_backup(tmp_path: Path) -> No
     assert [m.id for m in list_backups(store, "web")] == [good.id]
     # Once a newer complete backup exists, prune removes the leftovers.
     newer = backup(store, b"z")
-    prune(store, "web", 5, list_backups(store, "web"))
+    prune(store, "web", 5, scan(store, "web", Sealer(None)))
     assert store.list(f"web/{writer.manifest.id}/") == []
     assert {m.id for m in list_backups(store, "web")} == {good.id, newer.id}
 
@@ -226,7 +229,7 @@ def test_truncated_stream_is_detected(tmp_path: Path) -> None:
 def test_keep_removes_the_oldest_manifest_first(tmp_path: Path) -> None:
     store = make_store("dir", tmp_path)
     ids = [backup(store, bytes([i]) * 1500).id for i in range(4)]
-    removed = prune(store, "web", 2, list_backups(store, "web"))
+    removed = prune(store, "web", 2, scan(store, "web", Sealer(None)))
     assert sorted(removed) == sorted(ids[:2])
     assert [m.id for m in list_backups(store, "web")] == sorted(ids[2:], reverse=True)
     assert all(not k.startswith(f"web/{ids[0]}/") for k in store.list("web/"))
@@ -260,9 +263,10 @@ def test_replication_copies_the_backup_as_stored(kind: str, tmp_path: Path) -> N
     target = make_store(kind, tmp_path)
     data = os.urandom(2200)
     manifest = backup(source, data, key="k" * 20)
-    copy(manifest, source, target)
-    assert [m.id for m in list_backups(target, "web")] == [manifest.id]
-    assert read_all(target, list_backups(target, "web")[0], "k" * 20) == data
+    copy(manifest, source, target, Sealer("k" * 20))
+    found = list_backups(target, "web", Sealer("k" * 20))
+    assert [m.id for m in found] == [manifest.id]
+    assert read_all(target, found[0], "k" * 20) == data
     assert target.get(manifest.key(MANIFEST)) == source.get(manifest.key(MANIFEST))
 
 
@@ -272,5 +276,5 @@ def test_replication_refuses_a_damaged_source(tmp_path: Path) -> None:
     manifest = backup(source, b"x" * 2500)
     source.put(manifest.key(chunk_key(2)), b"broken")
     with pytest.raises(Corrupt, match="chunk 2"):
-        copy(manifest, source, target)
+        copy(manifest, source, target, Sealer(None))
     assert list_backups(target, "web") == []  # no manifest: never a backup there

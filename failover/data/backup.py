@@ -6,28 +6,28 @@ Layout in every store::
     <service>/<id>/manifest.json     (id, time, bytes, sha256, the chunk layout)
 
 A backup without its manifest is an upload that did not finish and is never restored.
-The manifest lists every stored chunk's size and sha256 and the sha256 of the whole
+The manifest lists every stored chunk's size and digest and the digest of the whole
 plain stream, so a reader checks each chunk before handing it on and the whole at the
-end. With an ``encryption_key`` each chunk is sealed with AES-256-GCM; the backup id and
-the chunk's number are its associated data, so chunks cannot be swapped or reordered
-unnoticed. Ids sort by time (``20261201T190636.123456Z-1a2b3c``).
+end; the manifest itself carries a proof (:mod:`failover.data.manifest`) and nothing
+acts on one that does not verify. With an ``encryption_key`` each chunk is sealed with
+AES-256-GCM; the backup id and the chunk's number are its associated data, so chunks
+cannot be swapped or reordered unnoticed. Ids sort by time (``20261201T190636.123456Z-1a2b3c``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import queue
 import secrets
 import threading
 import time
-from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from failover.data.manifest import Keys
+from failover.data.manifest import Manifest as Manifest  # re-exported: callers import it here
+from failover.data.manifest import Untrusted
 from failover.data.stores import Store
 from providers.base import NotFound
 from providers.base import ProviderError
@@ -60,72 +60,23 @@ def iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-@dataclass
-class Manifest:
-    service: str
-    id: str
-    taken: float  # epoch seconds
-    length: int  # bytes of the plain stream
-    sha256: str  # of the plain stream
-    chunk_size: int
-    chunks: list[list[Any]] = field(default_factory=list)  # [stored size, stored sha256]
-    encrypted: bool = False
-    key_check: str | None = None
-    version: int = 1
-
-    @property
-    def taken_at(self) -> str:
-        return iso(self.taken)
-
-    def key(self, name: str) -> str:
-        return f"{self.service}/{self.id}/{name}"
-
-    def to_json(self) -> bytes:
-        doc = asdict(self)
-        doc["bytes"] = doc.pop("length")
-        return json.dumps(doc, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Manifest:
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or raw.get("version") != 1:
-            raise ValueError("not a version 1 manifest")
-        raw["length"] = raw.pop("bytes")
-        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "id": self.id,
-            "taken_at": self.taken_at,
-            "bytes": self.length,
-            "sha256": self.sha256,
-        }
-
-
 def chunk_key(index: int) -> str:
     return f"chunk-{index:08d}"
 
 
 class Sealer:
-    """AES-256-GCM per chunk, or nothing when no key is set. The key is derived from
-    ``encryption_key`` with HKDF; only a check value derived from it is stored, so a
-    wrong key is told apart from a damaged chunk."""
+    """AES-256-GCM per chunk, or nothing when no key is set; and the keyed digests and
+    manifest proof (:class:`failover.data.manifest.Keys`)."""
 
     def __init__(self, key: str | None) -> None:
-        self.enabled = key is not None
+        self.keys = Keys(key)
+        self.enabled = self.keys.enabled
+        self.check = self.keys.check
         self._aead: Any = None
-        self.check: str | None = None
         if key is not None:
-            from cryptography.hazmat.primitives import hashes
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-            raw = HKDF(
-                algorithm=hashes.SHA256(), length=32, salt=b"failover-data", info=b"aes-256-gcm"
-            ).derive(key.encode())
-            self._aead = AESGCM(raw)
-            self.check = hmac.new(raw, b"failover key check", "sha256").hexdigest()[:16]
+            self._aead = AESGCM(self.keys.aead)
 
     def seal(self, backup_id: str, index: int, data: bytes) -> bytes:
         if not self.enabled:
@@ -193,7 +144,7 @@ class BackupWriter:
         self.sealer = sealer
         self.failed: dict[str, str] = {}
         self._buf = bytearray()
-        self._hash = hashlib.sha256()
+        self._hash = sealer.keys.hasher(self.manifest)
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=2)
         self._worker: threading.Thread | None = None
         self._crash: BaseException | None = None
@@ -228,7 +179,8 @@ class BackupWriter:
             while (item := self._queue.get()) is not None:
                 index, plain = item
                 stored = self.sealer.seal(self.manifest.id, index, plain)
-                self.manifest.chunks.append([len(stored), hashlib.sha256(stored).hexdigest()])
+                digest = self.sealer.keys.digest(self.manifest, stored)
+                self.manifest.chunks.append([len(stored), digest])
                 for store in self.live():
                     try:
                         store.put(self.manifest.key(chunk_key(index)), stored)
@@ -258,29 +210,40 @@ class BackupWriter:
         return [s for s in self.stores if s.name not in self.failed]
 
     def finish(self) -> Manifest:
-        """The last chunk, then the manifest in every store that has every chunk."""
+        """The last chunk, then the manifest in every store that has every chunk, each
+        read back: a store counts only once it gives the manifest back as written. When
+        no store does, the chunks are removed and ``ProviderError`` says why."""
         if self._buf:
             self._emit(bytes(self._buf))
             self._buf.clear()
         self._drain()
         self._check()
         self.manifest.sha256 = self._hash.hexdigest()
+        self.manifest.auth = self.sealer.keys.sign(self.manifest)
         body = self.manifest.to_json()
+        key = self.manifest.key(MANIFEST)
         for store in self.live():
             try:
-                store.put(self.manifest.key(MANIFEST), body)
+                store.put(key, body)
+                if store.get(key) != body:
+                    raise store.error(f"{key} reads back different from what was written")
             except ProviderError as exc:
                 self.failed[store.name] = str(exc)
+        self._remove(s for s in self.stores if s.name in self.failed)
+        self._check()
         return self.manifest
 
     def abandon(self) -> None:
         """Remove the chunks written so far (best effort: leftovers have no manifest and
         are never restored; ``prune`` removes them later)."""
         self._drain()
-        for store in self.stores:
-            for index in range(len(self.manifest.chunks)):
+        self._remove(self.stores)
+
+    def _remove(self, stores: Any) -> None:
+        for store in stores:
+            for name in [chunk_key(i) for i in range(len(self.manifest.chunks))] + [MANIFEST]:
                 try:
-                    store.delete(self.manifest.key(chunk_key(index)))
+                    store.delete(self.manifest.key(name))
                 except ProviderError:
                     break
 
@@ -296,7 +259,7 @@ class BackupReader:
         self._next = 0
         self._buf = b""
         self._at = 0
-        self._hash = hashlib.sha256()
+        self._hash = sealer.keys.hasher(manifest)
         self.bytes = 0
         self.done = False
 
@@ -308,13 +271,7 @@ class BackupReader:
 
     def _load(self) -> bytes:
         index = self._next
-        size, digest = self.manifest.chunks[index]
-        try:
-            stored = self.store.get(self.manifest.key(chunk_key(index)))
-        except NotFound:
-            raise self._corrupt(f"chunk {index} is missing") from None
-        if len(stored) != size or hashlib.sha256(stored).hexdigest() != digest:
-            raise self._corrupt(f"chunk {index} does not match its checksum")
+        stored = fetch_chunk(self.store, self.manifest, self.sealer, index)
         try:
             plain = self.sealer.open(self.manifest.id, index, stored)
         except Corrupt as exc:
@@ -344,65 +301,112 @@ class BackupReader:
         self.done = True
 
 
+def fetch_chunk(store: Store, manifest: Manifest, sealer: Sealer, index: int) -> bytes:
+    """Chunk ``index`` as stored, checked against the manifest; ``Corrupt`` if not."""
+    size, digest = manifest.chunks[index]
+    where = f"backup {manifest.id} in store {store.name}: chunk {index}"
+    try:
+        stored = store.get(manifest.key(chunk_key(index)))
+    except NotFound:
+        raise Corrupt(f"{where} is missing", provider=store.name) from None
+    if len(stored) != size or sealer.keys.digest(manifest, stored) != digest:
+        raise Corrupt(f"{where} does not match its checksum", provider=store.name)
+    return stored
+
+
 # --------------------------------------------------------------------------- catalog
 
 
-def list_backups(store: Store, service: str) -> list[Manifest]:
-    """The complete backups of ``service`` in ``store``, newest first. A manifest that
-    cannot be read is left out (the backup cannot be trusted)."""
-    out = []
-    for key in store.list(f"{service}/"):
+@dataclass
+class Listing:
+    """What one store holds of a service: the backups that verify (newest first), the
+    manifests skipped and why (``backup X in store Y ...``), and every key seen."""
+
+    backups: list[Manifest] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+
+
+def scan(store: Store, service: str, sealer: Sealer) -> Listing:
+    """Every manifest of ``service`` in ``store``, each parsed and verified; one that
+    does not is skipped (named in ``skipped``), never fatal to the others."""
+    out = Listing(keys=store.list(f"{service}/"))
+    for key in out.keys:
         parts = key.split("/")
         if len(parts) != 3 or parts[2] != MANIFEST:
             continue
+        where = f"backup {parts[1]} in store {store.name}"
         try:
-            manifest = Manifest.from_json(store.get(key))
+            body = store.get(key)
         except NotFound:
             continue  # pruned meanwhile
-        except (ValueError, TypeError, KeyError):
+        except ProviderError as exc:
+            out.skipped[parts[1]] = f"{where} cannot be read: {exc}"
             continue
-        if manifest.id == parts[1] and manifest.service == service:
-            out.append(manifest)
-    out.sort(key=lambda m: m.id, reverse=True)
+        try:
+            manifest = Manifest.from_json(body)
+            if manifest.id != parts[1] or manifest.service != service:
+                raise Untrusted("is malformed: its id or service is not where it is stored")
+            sealer.keys.verify(manifest)
+        except Untrusted as exc:
+            out.skipped[parts[1]] = f"{where} {exc}"
+            continue
+        out.backups.append(manifest)
+    trusted = trusted_order(out.backups)
+    for manifest in out.backups:
+        if manifest not in trusted:
+            out.skipped[manifest.id] = (
+                f"backup {manifest.id} in store {store.name} is unauthenticated (version 1) "
+                "and newer than an authenticated backup: ignored"
+            )
+    out.backups = trusted
     return out
 
 
-def copy(manifest: Manifest, source: Store, target: Store) -> None:
-    """Copy one backup as stored (still sealed: no key needed), each chunk checked on
-    the way, the manifest last. Raises ``Corrupt`` when the source's copy is damaged."""
-    for index, (size, digest) in enumerate(manifest.chunks):
-        try:
-            data = source.get(manifest.key(chunk_key(index)))
-        except NotFound:
-            raise Corrupt(
-                f"backup {manifest.id} in store {source.name}: chunk {index} is missing",
-                provider=source.name,
-            ) from None
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-            raise Corrupt(
-                f"backup {manifest.id} in store {source.name}: chunk {index} does not match "
-                "its checksum",
-                provider=source.name,
-            )
+def trusted_order(manifests: list[Manifest]) -> list[Manifest]:
+    """Newest first, less version 1 manifests newer than an authenticated backup:
+    nothing writes that format any more, so such a one is a forgery."""
+    authenticated = [m.id for m in manifests if not m.legacy]
+    oldest = min(authenticated, default=None)
+    kept = [m for m in manifests if not (m.legacy and oldest is not None and m.id > oldest)]
+    return sorted(kept, key=lambda m: m.id, reverse=True)
+
+
+def list_backups(store: Store, service: str, sealer: Sealer | None = None) -> list[Manifest]:
+    """The complete backups of ``service`` in ``store`` that verify, newest first."""
+    return scan(store, service, sealer or Sealer(None)).backups
+
+
+def copy(manifest: Manifest, source: Store, target: Store, sealer: Sealer) -> None:
+    """Copy one verified backup as stored (still sealed), each chunk checked on the
+    way, the manifest last. Raises ``Corrupt`` when the source's copy is damaged."""
+    for index in range(len(manifest.chunks)):
+        data = fetch_chunk(source, manifest, sealer, index)
         target.put(manifest.key(chunk_key(index)), data)
     target.put(manifest.key(MANIFEST), manifest.to_json())
 
 
-def prune(store: Store, service: str, keep: int, complete: list[Manifest]) -> list[str]:
-    """Delete all but the ``keep`` newest complete backups, and the leftovers of
-    uploads that never finished once a newer complete backup exists. The manifest goes
-    first, so a backup half deleted is an incomplete one, never restored."""
+def prune(
+    store: Store, service: str, keep: int, listing: Listing, protect: frozenset[str] = frozenset()
+) -> list[str]:
+    """Delete every backup that has ``keep`` authenticated backups newer than it (but
+    never one in ``protect``: the newest the state knows of), and the leftovers of
+    uploads that never finished once an authenticated backup is newer. Only verified
+    manifests count: a forged, damaged or unauthenticated one never makes a backup go.
+    The manifest goes first, so a backup half deleted is never restored."""
+    authenticated = [m.id for m in listing.backups if not m.legacy]
+    bar = authenticated[keep - 1] if len(authenticated) >= keep else ""
     removed = []
-    for manifest in complete[keep:]:
-        store.delete(manifest.key(MANIFEST))
-        for index in range(len(manifest.chunks)):
-            store.delete(manifest.key(chunk_key(index)))
-        removed.append(manifest.id)
-    if complete:
-        newest = complete[0].id
-        known = {m.id for m in complete}
-        for key in store.list(f"{service}/"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[1] not in known and parts[1] < newest:
-                store.delete(key)
+    for manifest in listing.backups:
+        if manifest.id < bar and manifest.id not in protect:
+            store.delete(manifest.key(MANIFEST))
+            for index in range(len(manifest.chunks)):
+                store.delete(manifest.key(chunk_key(index)))
+            removed.append(manifest.id)
+    newest = authenticated[0] if authenticated else ""
+    known = {m.id for m in listing.backups} | set(listing.skipped)
+    for key in listing.keys:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] not in known and parts[1] < newest:
+            store.delete(key)
     return removed

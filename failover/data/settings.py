@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from pydantic import ConfigDict
@@ -39,7 +40,32 @@ class StoreBase(_Model):
 
 class DirStoreSettings(StoreBase):
     type: Literal["dir"]
-    path: str = Field(min_length=1, description="a directory: a disk, an NFS mount...")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="a directory: a disk, an NFS mount... (relative: to the config's folder)",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("contains a NUL byte")
+        if any(len(part.encode()) > 255 for part in value.split("/")):
+            raise ValueError("has a component longer than 255 bytes")
+        return value
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host, or ``ValueError`` saying what is wrong."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
 class _CloudStore(StoreBase):
@@ -47,6 +73,11 @@ class _CloudStore(StoreBase):
         default=None, description="API endpoint override (emulators, compatible clouds)"
     )
     prefix: str = Field(default="", description="key prefix inside the bucket/container")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class S3StoreSettings(_CloudStore):
@@ -69,11 +100,27 @@ class AzureBlobStoreSettings(_CloudStore):
         default=None, description="instead of the credential chain (Azurite, SAS setups)"
     )
 
+    @field_validator("account_url")
+    @classmethod
+    def _account_url(cls, value: str) -> str:
+        return check_url(value)
+
     @field_validator("connection_string")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value:
             register_secret(value)
+            fields = dict(p.split("=", 1) for p in value.split(";") if "=" in p)
+            if any(p.strip() and "=" not in p for p in value.split(";")) or not (
+                fields.keys() & {"AccountName", "BlobEndpoint", "UseDevelopmentStorage"}
+            ):
+                # Not the value in the message: it is a secret.
+                raise ValueError(
+                    "is not an Azure connection string (Key=Value;... with AccountName "
+                    "or BlobEndpoint)"
+                )
+            if "BlobEndpoint" in fields:
+                check_url(fields["BlobEndpoint"])
         return value
 
 
@@ -110,6 +157,11 @@ class DataConfig(_Model):
     )
     timeout: Duration = Field(
         default=3600.0, gt=0, le=_DAY, description="how long one backup or restore may run"
+    )
+    quiesce: str | None = Field(
+        default=None,
+        min_length=1,
+        description="runs on the old host before a move's final backup: stop taking writes",
     )
 
     @field_validator("stores")

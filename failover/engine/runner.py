@@ -527,11 +527,18 @@ class Run:
         if self.svc.data is None:
             return ""
         from failover.data.plane import DataUnavailable
-        from failover.data.plane import restore
+        from failover.data.recover import restore
 
         host = self.host()
         try:
-            detail, record = restore(self.e, self.service, host.provider, host.host_id)
+            detail, record = restore(
+                self.e,
+                self.service,
+                host.provider,
+                host.host_id,
+                kind=self.kind,
+                origin=self.origin,
+            )
         except DataUnavailable as exc:
             raise StepFailed(f"{self.service}: {exc}") from None
         except ProviderError as exc:

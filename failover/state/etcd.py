@@ -358,10 +358,13 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         def apply(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
             if raw is None:
                 raise StateError(f"no event {event_id} in the journal")
+            was = raw["status"]
             change(raw)
             extra = []
             if raw["status"] != "in_progress":
                 extra.append(delete(self.k("open", service, f"{event_id:012d}")))
+                if was == "in_progress":
+                    extra += self.outbox_ops(raw)  # its notice, in the same transaction
             return raw, extra
 
         self._update(self._event_key(service, event_id), apply, lease)

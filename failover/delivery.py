@@ -38,11 +38,11 @@ from failover.notify import DeliveryFailed
 from failover.notify import Notice
 from failover.notify import PagerDutyTarget
 from failover.notify import send
-from failover.notify import url_secrets
 from failover.notify import wants
 from failover.notify_config import target_name
 from failover.redact import redact
 from failover.redact import register_secret
+from failover.redact import url_secrets
 from failover.state import now_iso
 from failover.state import open_store
 from failover.state.deliveries import OUTBOX
@@ -294,7 +294,7 @@ class Notifier:
             event = store.event(int(row["body"].get("event_id") or 0))
             if event is not None and event.get("status") in ("succeeded", "failed"):
                 notice = run_notice(event)
-                self._deliver_new(store, notice, notice.key)
+                self._deliver_new(store, notice, notice.key or None)
             store.finish_delivery(row["key"], "-", "done", "")
 
     def _requeue_interrupted(self, store: Any) -> None:
@@ -353,9 +353,12 @@ class Notifier:
 
 def run_notice(event: dict[str, Any]) -> Notice:
     """The notice of a run that ended (``event`` as the journal returns it): a
-    failover, a failover that failed, or a move."""
+    failover, a failover that failed, or a move. Each run is its own notice, but for
+    failed failovers: one per incident, as a failover is tried again every round while
+    the service stays down (no usable provider, say)."""
     service, kind, status = str(event["service"]), str(event["kind"]), str(event["status"])
     name = "failover_failed" if kind == "failover" and status == "failed" else kind
+    key = "" if name == "failover_failed" else f"{name}:{service}:run-{event['id']}"
     data = event.get("data") or {}
     return Notice(
         name,
@@ -366,7 +369,7 @@ def run_notice(event: dict[str, Any]) -> Notice:
         data.get("generation") or data.get("expected_generation"),
         event.get("from"),
         event.get("to"),
-        key=f"{name}:{service}:run-{event['id']}",
+        key=key,
     )
 
 

@@ -159,14 +159,6 @@ def split_login(url: str) -> tuple[str, str | None]:
     return urllib.parse.urlunsplit(parts._replace(netloc=hostport)), login
 
 
-def url_secrets(url: str) -> list[str]:
-    """What of ``url`` must never be shown: its password, raw and percent-decoded."""
-    password = urllib.parse.urlsplit(url).password
-    if not password:
-        return []
-    return [password, urllib.parse.unquote(password)]
-
-
 def _host_of(url: str) -> str:
     # Never the whole URL (Slack's and many webhooks' URLs are the credential), nor
     # its userinfo: the host and port only.
@@ -341,6 +333,5 @@ __all__ = [
     "send",
     "signature",
     "split_login",
-    "url_secrets",
     "wants",
 ]

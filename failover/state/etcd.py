@@ -28,6 +28,8 @@ from typing import Any
 
 from failover.redact import redact
 from failover.redact import redact_doc
+from failover.redact import register_secret
+from failover.redact import url_secrets
 from failover.state.etcd_side import EtcdSide
 from failover.state.gateway import KV
 from failover.state.gateway import TLS
@@ -576,6 +578,9 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
 
 def etcd_store(state: Any) -> EtcdStore:
     """The store ``state:`` (a :class:`failover.config.StateConfig`) describes."""
+    for endpoint in state.endpoints:  # `user:password@` must not show in its messages
+        for secret in url_secrets(endpoint):
+            register_secret(secret)
     gateway = Gateway(
         state.endpoints,
         timeout=state.timeout,

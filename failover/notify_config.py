@@ -12,6 +12,7 @@ import urllib.parse
 from email.utils import parseaddr
 from typing import Annotated
 from typing import Literal
+from typing import get_args
 
 from pydantic import AfterValidator
 from pydantic import BaseModel
@@ -32,17 +33,7 @@ EventName = Literal[
     "service_down",
     "resolved",
 ]
-EVENTS: tuple[EventName, ...] = (
-    "failover",
-    "failover_failed",
-    "move",
-    "circuit_breaker",
-    "provider_blocked",
-    "backup_stale",
-    "quorum_lost",
-    "service_down",
-    "resolved",
-)
+EVENTS: tuple[EventName, ...] = get_args(EventName)
 # The events that wake somebody up: PagerDuty's default, and the ones that open an
 # incident (resolved once the service is healthy again).
 PAGING: tuple[EventName, ...] = (

@@ -291,6 +291,16 @@ def test_a_mail_has_a_date_and_a_message_id_kept_across_tries(project: Path) -> 
 # --------------------------------------------------------------- 2: conditions
 
 
+def down_for_rounds(engine: Engine, config: Path, action: str) -> None:
+    """Deployed, its host killed, then three rounds that each find it down."""
+    assert engine.run("web", "deploy", reason="test").ok
+    kill_active(config)
+    for _ in range(3):
+        (verdict,) = engine.check(["web"])
+        assert verdict.state == "down" and verdict.action == action, verdict.message
+        assert engine.notifier.drain(60)
+
+
 def test_a_service_down_that_nothing_moves_is_announced_once_then_resolved(
     project: Path,
 ) -> None:
@@ -303,12 +313,7 @@ def test_a_service_down_that_nothing_moves_is_announced_once_then_resolved(
         )
         engine = Engine(cfg.load(config))
         try:
-            assert engine.run("web", "deploy", reason="test").ok
-            kill_active(config)
-            for _ in range(3):
-                (verdict,) = engine.check(["web"])
-                assert verdict.state == "down" and verdict.action == "none", verdict.message
-                assert engine.notifier.drain(60)
+            down_for_rounds(engine, config, "none")
             assert engine.run("web", "move", reason="by hand", to="beta").ok
             (verdict,) = engine.check(["web"])
             assert verdict.exit_code == 0, verdict.message
@@ -331,12 +336,7 @@ def test_a_failover_that_keeps_failing_is_announced_once_per_incident(project: P
         )
         engine = Engine(cfg.load(config))
         try:
-            assert engine.run("web", "deploy", reason="test").ok
-            kill_active(config)
-            for _ in range(3):
-                (verdict,) = engine.check(["web"])
-                assert verdict.action == "failover_failed", verdict.message
-                assert engine.notifier.drain(60)
+            down_for_rounds(engine, config, "failover_failed")
         finally:
             engine.close()
     assert events_of(hook.requests) == ["failover_failed"]

@@ -30,7 +30,7 @@ from failover.checks import node_path
 from failover.checks import zone_problems
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
-from failover.notify import NotifyTarget
+from failover.notify_config import NotifyTargets
 from failover.redact import register_secret
 from providers.base import DnsProvider
 from providers.base import DnsSettings
@@ -296,7 +296,7 @@ class Config(Model):
     providers: list[dict[str, Any]] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
     stores: list[StoreSettings] = Field(default_factory=list, description="where backups live")
-    notify: list[NotifyTarget] = Field(
+    notify: NotifyTargets = Field(
         default_factory=list, description="where events go: webhook, slack, pagerduty, email"
     )
 

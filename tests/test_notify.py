@@ -192,8 +192,14 @@ def test_notify_defaults(tmp_path: Path) -> None:
     ]
     conf = cfg.load(write_config(tmp_path, data))
     hook, pd = conf.notify
-    assert len(hook.events) == 7
-    assert pd.events == ["failover_failed", "circuit_breaker", "quorum_lost", "backup_stale"]
+    assert len(hook.events) == 9  # service_down and resolved included
+    assert pd.events == [
+        "failover_failed",
+        "circuit_breaker",
+        "quorum_lost",
+        "backup_stale",
+        "service_down",
+    ]
 
 
 def test_the_store_claims_a_delivery_once_and_bounds_its_rounds(tmp_path: Path) -> None:

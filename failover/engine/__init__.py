@@ -54,6 +54,7 @@ from failover.probes import ProbeResult
 from failover.probes import Target
 from failover.probes import probe_target
 from failover.redact import redact
+from failover.round_alerts import announce_round
 from failover.state import Lease
 from failover.state import LeaseLost
 from failover.state import ServiceRow
@@ -316,7 +317,7 @@ class Engine:
         results.update(data_round(self, results, dry_run=dry_run))
         if not dry_run:
             standby.maintain(self, results, spares)
-            self.notifier.verdicts(results.values())
+            announce_round(self, results)  # and the verdicts to the notifier
         return [results[n] for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:

@@ -28,6 +28,8 @@ from typing import Any
 
 from failover.redact import redact
 from failover.redact import redact_doc
+from failover.redact import register_secret
+from failover.redact import url_secrets
 from failover.state.etcd_side import EtcdSide
 from failover.state.gateway import KV
 from failover.state.gateway import TLS
@@ -358,10 +360,13 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         def apply(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
             if raw is None:
                 raise StateError(f"no event {event_id} in the journal")
+            was = raw["status"]
             change(raw)
             extra = []
             if raw["status"] != "in_progress":
                 extra.append(delete(self.k("open", service, f"{event_id:012d}")))
+                if was == "in_progress":
+                    extra += self.outbox_ops(raw)  # its notice, in the same transaction
             return raw, extra
 
         self._update(self._event_key(service, event_id), apply, lease)
@@ -573,6 +578,9 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
 
 def etcd_store(state: Any) -> EtcdStore:
     """The store ``state:`` (a :class:`failover.config.StateConfig`) describes."""
+    for endpoint in state.endpoints:  # `user:password@` must not show in its messages
+        for secret in url_secrets(endpoint):
+            register_secret(secret)
     gateway = Gateway(
         state.endpoints,
         timeout=state.timeout,

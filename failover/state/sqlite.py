@@ -498,6 +498,8 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
                     "UPDATE events SET status=?, finished_at=?, finished=? WHERE id=?",
                     (status, now_iso(now), now, event_id),
                 )
+                if status != "in_progress":
+                    self._outbox(db, event_id)  # its notice, in the same transaction
 
     def step(
         self,

@@ -148,6 +148,7 @@ class Run:
     def journal(self, step: str, status: str, detail: str = "") -> None:
         self.store.step(self.event.id, self.steps.index(step), step, status, detail, self.lease)
         self.e.on_step(step, status, redact(detail))
+        self.e.publisher.request()  # the status page, after the step and never during
         self.e.log(f"{self.service} {self.kind} {step}: {status}{': ' + detail if detail else ''}")
 
     def execute(self) -> Outcome:

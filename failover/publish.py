@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
-_CLOSE_CAP = 60.0  # the longest a one-shot command waits for its pages at exit
+_CLOSE_CAP = 20.0  # the longest a one-shot command waits for its pages at exit
 
 
 class Publisher:

@@ -263,7 +263,7 @@ def _attempts(event: Doc) -> list[Doc]:
 
 
 def event_view(event: Doc, now: float | None = None) -> Doc:
-    origin, to = event.get("from") or {}, event.get("to") or {}
+    origin, to = _part(event, "from"), _part(event, "to")
     attempts = _attempts(event)
     tried = [
         {
@@ -275,8 +275,9 @@ def event_view(event: Doc, now: float | None = None) -> Doc:
         for a in attempts
     ]
     target = to.get("provider") or (event.get("data") or {}).get("to")
-    if target:
-        status = str(event.get("status") or "")
+    status = str(event.get("status") or "")
+    last_failed = bool(attempts) and attempts[-1].get("provider") == target
+    if target and not (status == "failed" and last_failed):
         tried.append(
             {"provider": str(target), "status": status, "cls": css_class(status), "at": ""}
         )
@@ -287,7 +288,7 @@ def event_view(event: Doc, now: float | None = None) -> Doc:
         "status": str(event.get("status") or ""),
         "cls": css_class(event.get("status")),
         "reason": str(event.get("reason") or ""),
-        "from": str(origin.get("provider") or "") if isinstance(origin, dict) else "",
+        "from": str(origin.get("provider") or ""),
         "to": str(target or ""),
         "started_at": str(event.get("started_at") or ""),
         "took": span(event.get("duration_s")),

@@ -735,7 +735,8 @@ def systemd(
 def main() -> None:
     from failover.statuspage import optional_file
 
-    app(args=optional_file(sys.argv[1:]))
+    sys.argv[1:] = optional_file(sys.argv[1:])
+    app()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from failover.render import templates_dir
-
 if TYPE_CHECKING:
     from failover.config import Config
     from failover.engine import Engine
@@ -305,6 +303,8 @@ def _environment() -> Any:
     from jinja2 import Environment
     from jinja2 import FileSystemLoader
     from jinja2 import StrictUndefined
+
+    from failover.render import templates_dir
 
     return Environment(
         loader=FileSystemLoader(str(templates_dir())),

@@ -84,12 +84,21 @@ def _page_requests(netlog: Path) -> list[tuple[str, str]]:
 
 
 def screenshot(url: str, name: str, width: int, height: int = 2400) -> Path:
-    """A PNG of ``url`` at ``width`` CSS pixels, written under build/screenshots/."""
+    """A PNG of ``url`` at ``width`` CSS pixels, written under build/screenshots/.
+
+    Headless chromium's window is never narrower than 500 pixels: a phone's width is
+    given to the page by an iframe of that width (its media queries see the iframe)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}-{width}.png"
     with tempfile.TemporaryDirectory(prefix="failover-chromium-") as tmp:
+        frame = Path(tmp) / "frame.html"
+        frame.write_text(
+            '<!doctype html><body style="margin:0">'
+            f'<iframe src="{url}" style="width:{width}px;height:{height}px;border:0"></iframe>'
+        )
+        size = f"--window-size={max(width, 500)},{height}"
         proc = _run(
-            [f"--window-size={width},{height}", f"--screenshot={path}", "--hide-scrollbars", url],
+            [size, f"--screenshot={path}", "--hide-scrollbars", frame.as_uri()],
             Path(tmp) / "profile",
         )
     assert proc.returncode == 0 and path.stat().st_size > 1000, proc.stderr[-2000:]

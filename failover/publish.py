@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 _CLOSE_CAP = 20.0  # the longest a one-shot command waits for its pages at exit
+# A page nothing changed on is still published this often: its time tells its readers
+# that a watcher is alive.
+HEARTBEAT = 300.0
 
 
 class Publisher:
@@ -57,6 +60,7 @@ class Publisher:
         self._queued: set[str] = set()
         self._stores: dict[str, Store] = {}
         self._seen: dict[str, tuple[str, int]] = {}
+        self._made = 0.0  # monotonic time of the last page
 
     @property
     def active(self) -> bool:
@@ -84,7 +88,7 @@ class Publisher:
             seen = (str(verdict.state), int(verdict.exit_code))
             changed |= self._seen.get(verdict.service) != seen
             self._seen[verdict.service] = seen
-        if changed or self.failed:
+        if changed or self.failed or time.monotonic() - self._made > HEARTBEAT:
             self.request()
 
     def drain(self, timeout: float) -> bool:
@@ -144,6 +148,7 @@ class Publisher:
         from failover.redact import redact_doc
         from failover.statuspage import page_of
 
+        self._made = time.monotonic()
         html, doc = page_of(engine, list(self.config.services), refresh=False)
         body = json.dumps(redact_doc(doc), indent=2, default=str) + "\n"
         self.latest = (html.encode(), body.encode())

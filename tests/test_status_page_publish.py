@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import threading
@@ -28,6 +29,7 @@ from tests.helpers import APP
 from tests.helpers import base_config
 from tests.helpers import failover
 from tests.helpers import failover_json
+from tests.helpers import live_hosts
 from tests.helpers import wait_for
 from tests.helpers import write_config
 
@@ -248,3 +250,28 @@ def _content_type(store: Any, key: str) -> str:
     props = store.container.get_blob_client(key).get_blob_properties()
     assert props.content_settings.cache_control == "max-age=30"
     return str(props.content_settings.content_type)
+
+
+def test_a_round_publishes_when_a_verdict_changes_and_not_otherwise(project: Path) -> None:
+    data = base_config(health={"interval": "5s", "timeout": "3s"})
+    (project / "site").mkdir()
+    data["stores"] = [{"name": "site", "type": "dir", "path": str(project / "site")}]
+    data["status_page"] = {"stores": ["site"]}
+    config = write_config(project, data)
+    failover("deploy", config=config, check=True)
+    engine = Engine(cfg.load(config))
+    try:
+        written = engine.publisher.written
+        assert [v.exit_code for v in engine.check(["web"])] == [0]
+        assert engine.publisher.drain(60) and written == {"site": 1}
+        assert [v.exit_code for v in engine.check(["web"])] == [0]
+        assert engine.publisher.drain(60) and written == {"site": 1}  # nothing changed
+        frozen = live_hosts(config)[0]  # its provider still says it runs: no proof of death
+        os.killpg(int(frozen["pid"]), signal.SIGSTOP)
+        try:
+            assert [v.exit_code for v in engine.check(["web"])] == [1]  # failing, below fall
+        finally:
+            os.killpg(int(frozen["pid"]), signal.SIGCONT)
+        assert engine.publisher.drain(60) and written == {"site": 2}
+    finally:
+        engine.close()

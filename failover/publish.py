@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -56,8 +55,8 @@ class Publisher:
         self._busy = 0  # a page being made, or a store being written
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._lanes: dict[str, ThreadPoolExecutor] = {}
-        self._queued: set[str] = set()
+        self._lanes: set[str] = set()  # stores a writer thread is running for
+        self._queued: set[str] = set()  # stores owed the newest page
         self._stores: dict[str, Store] = {}
         self._seen: dict[str, tuple[str, int]] = {}
         self._made = 0.0  # monotonic time of the last page
@@ -114,10 +113,12 @@ class Publisher:
             self._cv.notify_all()
         self._thread.join(timeout=5.0)
         self._thread = None
-        for lane in self._lanes.values():
-            lane.shutdown(wait=False, cancel_futures=True)
-        for store in self._stores.values():
-            store.close()
+        with self._cv:
+            self._queued.clear()
+            stores, self._stores = self._stores, {}
+        for name, store in stores.items():
+            if name not in self._lanes:  # a hanging one is left to its daemon thread
+                store.close()
 
     # ------------------------------------------------------------ the worker's side
 
@@ -156,20 +157,31 @@ class Publisher:
             self._hand(settings.name)
 
     def _hand(self, name: str) -> None:
-        """Queue a write of the newest page to ``name``, unless one is queued already."""
+        """Owe ``name`` the newest page; its writer thread (started when it has none)
+        writes one page at a time, always the newest. Daemon threads: a store that hangs
+        must not keep a one-shot command from exiting."""
         with self._cv:
             if name in self._queued:
                 return
             self._queued.add(name)
             self._busy += 1
-        lane = self._lanes.get(name)
-        if lane is None:
-            lane = self._lanes[name] = ThreadPoolExecutor(1, f"failover-page-{name}")
-        lane.submit(self._write, name)
+            if name in self._lanes:
+                return
+            self._lanes.add(name)
+        threading.Thread(
+            target=self._lane, args=(name,), name=f"failover-page-{name}", daemon=True
+        ).start()
+
+    def _lane(self, name: str) -> None:
+        while True:
+            with self._cv:
+                if name not in self._queued:
+                    self._lanes.discard(name)
+                    return
+                self._queued.discard(name)
+            self._write(name)
 
     def _write(self, name: str) -> None:
-        with self._cv:
-            self._queued.discard(name)
         try:
             assert self.latest is not None
             html, body = self.latest

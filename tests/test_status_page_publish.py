@@ -275,3 +275,26 @@ def test_a_round_publishes_when_a_verdict_changes_and_not_otherwise(project: Pat
         assert engine.publisher.drain(60) and written == {"site": 2}
     finally:
         engine.close()
+
+
+def test_a_one_shot_move_exits_although_a_store_hangs(project: Path) -> None:
+    stuck = Stuck()
+    try:
+        data = base_config()
+        (project / "site").mkdir()
+        hang = {"timeout": "10m", "retry_max_time": "10m", "retry_attempts": 1}
+        data["stores"] = [
+            {"name": "site", "type": "dir", "path": str(project / "site")},
+            {"name": "stuck", "type": "s3", "bucket": "stuck", "endpoint": stuck.url, **hang},
+        ]
+        config = write_config(project, data)
+        failover("deploy", config=config, check=True)
+        data["status_page"] = {"stores": ["site", "stuck"]}
+        write_config(project, data)
+        # The stuck store would hold a write for 10 minutes: the command ends long before.
+        failover("move", "--to", "beta", "--yes", config=config, check=True, timeout=240)
+        assert stuck.held
+        page = (project / "site" / "status" / "index.html").read_text()
+        assert "beta (127." in page
+    finally:
+        stuck.release()

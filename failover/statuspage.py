@@ -222,13 +222,15 @@ def timeline(event: Doc, now: float | None = None) -> list[Doc]:
     for row in laid:
         step, took = row["step"], row["took"]
         status = str(step.get("status") or "pending")
+        x = min(99.4, 100 * row["offset"] / total)  # a bar at the end is still drawn
+        w = min(max(0.6, 100 * float(took) / total), 100 - x) if took is not None else 0.0
         rows.append(
             {
                 "label": str(step.get("name") or ""),
                 "status": status,
                 "cls": css_class(status),
-                "x": round(100 * row["offset"] / total, 2),
-                "w": round(max(0.6, 100 * float(took) / total), 2) if took is not None else 0.0,
+                "x": round(x, 2),
+                "w": round(w, 2),
                 "took": span(took),
                 "detail": str(step.get("detail") or ""),
                 "candidate": False,

@@ -247,3 +247,31 @@ def test_status_page_names_stores_that_exist(project: Path) -> None:
     assert proc.returncode == 2 and "status_page.prefix: a folder like" in proc.stderr
     data["status_page"] = {"stores": ["offsite"], "prefix": "/pages"}
     assert failover("validate", config=write_config(project, data)).returncode == 0
+
+
+def test_each_step_is_a_bar_placed_after_the_one_before_and_as_long_as_it_took() -> None:
+    from failover.statuspage import timeline
+
+    at = "2026-01-01T00:00:0{}Z".format
+    event = {
+        "started_at": at(0),
+        "duration_s": 10,
+        "steps": [
+            # Whole seconds in the journal: `b` "started" before `a` ended; it is laid after.
+            {"name": "a", "status": "succeeded", "started_at": at(0), "duration_s": 4.5},
+            {"name": "b", "status": "failed", "started_at": at(4), "duration_s": 5.5},
+            {"name": "c", "status": "succeeded", "started_at": at(9), "duration_s": 0.0},
+            {"name": "d", "status": "pending"},
+        ],
+        "attempts": [{"provider": "alpha", "step": "b", "result": "timed out"}],
+    }
+    rows = timeline(event, now=100.0)
+    assert [(r["label"], r["x"], r["w"], r["cls"]) for r in rows if not r["candidate"]] == [
+        ("a", 0.0, 45.0, "ok"),
+        ("b", 45.0, 55.0, "bad"),
+        ("c", 99.4, 0.6, "ok"),  # at the very end, still visible
+        ("d", 99.4, 0.0, "unk"),
+    ]
+    event["steps"].insert(1, {"name": "provision", "status": "succeeded", "duration_s": 0})
+    labels = [r["label"] for r in timeline(event, now=100.0)]
+    assert labels == ["a", "attempt 1: alpha", "provision", "b", "c", "d"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -296,5 +297,7 @@ def test_a_one_shot_move_exits_although_a_store_hangs(project: Path) -> None:
         assert stuck.held
         page = (project / "site" / "status" / "index.html").read_text()
         assert "beta (127." in page
+        # Its last word on the move is the move's outcome, not the step before it.
+        assert re.search(r'move of web from alpha to beta\s*<span class="badge ok">succeeded', page)
     finally:
         stuck.release()

@@ -234,6 +234,7 @@ class Run:
         self.store.update_event(
             self.event.id, self.lease, data=self.data.to_dict(), status=status, reason=reason
         )
+        self.e.publisher.request()  # the page's last word on this run is its outcome
 
     def outcome(self, status: str, message: str) -> Outcome:
         event = self.store.event(self.event.id)

@@ -258,6 +258,12 @@ def status(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            "--html", help="the status page, to FILE (none or `-`: stdout)", metavar="[FILE]"
+        ),
+    ] = None,
 ) -> None:
     """Where each service lives now, its health, DNS, providers, last failover."""
 
@@ -266,6 +272,10 @@ def status(
 
         conf = load(config, state_dir)
         names = service_names(conf, service)
+        if html is not None:
+            from failover.statuspage import status_html
+
+            return status_html(conf, names, None if html == "-" else Path(html))
         from failover.watchers import watcher_lines
 
         with open_engine(conf, quiet=True) as engine:
@@ -418,6 +428,7 @@ def drill(
     service: ServiceArg = None,
     to: Annotated[str, typer.Option("--to", help="the provider to rehearse on")] = "",
     junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="write an HTML timeline")] = None,
     cold: Annotated[
         bool, typer.Option("--cold", help="a fresh host even when a warm standby is on --to")
     ] = False,
@@ -438,6 +449,10 @@ def drill(
             from failover.redact import redact_doc
 
             junit.write_text(output.junit_xml(redact_doc(doc)))
+        if html is not None:
+            from failover.statuspage import drill_html
+
+            drill_html(doc, outcome.event, html)
         if as_json:
             emit_json(doc)
         else:
@@ -720,6 +735,9 @@ def systemd(
 
 
 def main() -> None:
+    from failover.statuspage import optional_file
+
+    sys.argv[1:] = optional_file(sys.argv[1:])
     app()
 
 

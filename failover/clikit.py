@@ -183,11 +183,9 @@ def open_engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
 
     on_step = None
     if tty() and not quiet:
+        from failover.progress import StepProgress
 
-        def on_step(step: str, status: str, detail: str) -> None:
-            line = output.progress_line(step, status, detail)
-            if line is not None:
-                err(line)
+        on_step = StepProgress()  # the step in flight and its elapsed time, on stderr
 
     log = (lambda message: err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
     engine = Engine(conf, log=log, on_step=on_step)
@@ -199,6 +197,8 @@ def open_engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         engine.close()
+        if on_step is not None:
+            on_step.close()
 
 
 def interrupt(signum: int, frame: object) -> None:

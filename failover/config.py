@@ -32,6 +32,8 @@ from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
 from failover.notify_config import NotifyTargets
 from failover.redact import register_secret
+from failover.status_config import StatusPageConfig
+from failover.status_config import status_page_problems
 from providers.base import DnsProvider
 from providers.base import DnsSettings
 from providers.base import Duration
@@ -299,6 +301,7 @@ class Config(Model):
     notify: NotifyTargets = Field(
         default_factory=list, description="where events go: webhook, slack, pagerduty, email"
     )
+    status_page: StatusPageConfig | None = Field(default=None, description="CONTRACT section 16")
 
     @field_validator("notify", mode="wrap")
     @classmethod
@@ -342,6 +345,7 @@ class Config(Model):
             )
         for sname, service in self.services.items():
             problems.extend(_service_problems(sname, service, self, settings))
+        problems.extend(status_page_problems(self))
         if problems:
             raise _Located(problems)
         self._provider_settings = settings

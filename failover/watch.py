@@ -19,6 +19,7 @@ from failover.data import plane as data_plane
 from failover.engine import UNKNOWN
 from failover.engine import Engine
 from failover.engine import ServiceCheck
+from failover.publish import serve_pages
 from failover.redact import redact
 from failover.state import ServiceRow
 from failover.state import StateError
@@ -82,6 +83,9 @@ class Metrics:
             "failover_rounds_total", "probe rounds", ["service", "exit_code"], registry=r
         )
         self.server, self.thread = start_http_server(port, addr=address, registry=r)
+        # `/` and `/status.json` beside `/metrics`: the last status page the engine made.
+        self.pages: Callable[[], tuple[bytes, bytes] | None] = lambda: None
+        serve_pages(self.server, lambda: self.pages())
 
     def _placement_metrics(self, r: Any) -> None:
         """Where each service lives, its generation, the providers' states, the last
@@ -215,6 +219,9 @@ class Watcher:
         data_plane.background(engine)  # a long backup must not hold up the probes
         if self.metrics:
             engine.notifier.listeners.append(self.metrics.delivered)
+            engine.publisher.serving = True
+            self.metrics.pages = lambda: engine.publisher.latest
+            engine.publisher.request()
         due = {name: 0.0 for name in self.config.services}
         done = 0
         try:

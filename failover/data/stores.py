@@ -52,6 +52,13 @@ class Store(ABC):
         """Store ``data`` under ``key``, replacing what was there."""
         self._retry(lambda: self._put(key, data))
 
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        """``put`` of a file a web server serves as it is (the status page): typed, public."""
+        self._retry(lambda: self._put_object(key, data, content_type))
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self._put(key, data)
+
     def get(self, key: str) -> bytes:
         """The object at ``key``; ``NotFound`` when there is none."""
         result: bytes = self._retry(lambda: self._get(key))
@@ -124,6 +131,17 @@ class DirStore(Store):
             # A backup is the service's data: readable by the owner only, whatever the umask.
             private_dir(path.parent)
             write_private(path, data, durable=True)
+        except OSError as exc:
+            raise self.error(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:  # readable by the web server that serves it, renamed into place whole
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            tmp.chmod(0o644)
+            tmp.replace(path)
         except OSError as exc:
             raise self.error(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -53,6 +53,7 @@ from failover.probes import ProbeFailed
 from failover.probes import ProbeResult
 from failover.probes import Target
 from failover.probes import probe_target
+from failover.publish import Publisher
 from failover.redact import redact
 from failover.round_alerts import announce_round
 from failover.state import Lease
@@ -129,6 +130,7 @@ class Engine:
         self.blocklist = rounds.RoundBlocklist()
         # Deliveries run on the notifier's own thread, after the step that caused them.
         self.notifier = Notifier(config, self.log, owner=self)
+        self.publisher = Publisher(config, self.log, owner=self)  # the status page, likewise
         self.context = ProviderContext(
             state_dir=config.state_dir,
             log=self.log,
@@ -141,6 +143,8 @@ class Engine:
     def close(self) -> None:
         if self.notifier.owner is self:
             self.notifier.close()  # bounded: a one-shot check sends what it caused
+        if self.publisher.owner is self:
+            self.publisher.close()
         for provider in self._providers.values():
             provider.close()
         if self._dns is not None:
@@ -263,6 +267,7 @@ class Engine:
         )
         other.blocklist = self.blocklist
         other.notifier = self.notifier
+        other.publisher = self.publisher
         other._parent = self
         return other
 
@@ -318,6 +323,7 @@ class Engine:
         if not dry_run:
             standby.maintain(self, results, spares)
             announce_round(self, results)  # and the verdicts to the notifier
+            self.publisher.round(results.values())
         return [results[n] for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:

@@ -148,6 +148,7 @@ class Run:
     def journal(self, step: str, status: str, detail: str = "") -> None:
         self.store.step(self.event.id, self.steps.index(step), step, status, detail, self.lease)
         self.e.on_step(step, status, redact(detail))
+        self.e.publisher.request()  # the status page, after the step and never during
         self.e.log(f"{self.service} {self.kind} {step}: {status}{': ' + detail if detail else ''}")
 
     def execute(self) -> Outcome:
@@ -233,6 +234,7 @@ class Run:
         self.store.update_event(
             self.event.id, self.lease, data=self.data.to_dict(), status=status, reason=reason
         )
+        self.e.publisher.request()  # the page's last word on this run is its outcome
 
     def outcome(self, status: str, message: str) -> Outcome:
         event = self.store.event(self.event.id)

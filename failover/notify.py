@@ -40,6 +40,8 @@ EventName = Literal[
     "provider_blocked",
     "backup_stale",
     "quorum_lost",
+    "dns_provider_blocked",
+    "dns_drift",
 ]
 EVENTS: tuple[EventName, ...] = (
     "failover",
@@ -49,6 +51,8 @@ EVENTS: tuple[EventName, ...] = (
     "provider_blocked",
     "backup_stale",
     "quorum_lost",
+    "dns_provider_blocked",
+    "dns_drift",
 )
 # The events that wake somebody up: PagerDuty's default, and the ones that open an
 # incident (resolved once the service is healthy again).

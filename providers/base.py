@@ -381,6 +381,14 @@ class DnsSettings(BaseModel):
     type: str
     zone: str
     ttl: int = 30
+    #: Unique among the file's DNS providers (section 12); a single mapping is named
+    #: after its type.
+    name: str = Field(default="", description="this DNS provider's name; default: its type")
+    vendor: str | None = Field(
+        default=None,
+        description="the company that runs it, when not the backend's own (doctor warns "
+        "when every provider of a zone is one company)",
+    )
 
 
 class RetryingDnsSettings(DnsSettings):
@@ -615,7 +623,7 @@ class DnsProvider(ABC):
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         self.settings = as_settings(self.Settings, settings)
         self.context = context
-        self.name = f"dns:{settings.type}"
+        self.name = f"dns:{settings.name or settings.type}"
 
     @abstractmethod
     def get_record(self, name: str, rtype: str = "A") -> Record | None:

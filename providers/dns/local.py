@@ -36,7 +36,12 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"
+        # A second local provider of the zone (tests, the demo of two companies) keeps
+        # its own file; the first keeps the path it always had.
+        where = Path(context.state_dir) / "dns"
+        if settings.name not in ("", "local"):
+            where = where / settings.name
+        self.path = where / f"{settings.zone}.json"
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return locked(self.path.with_suffix(".lock"))

@@ -12,6 +12,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from failover import config as cfg
+from failover.notify import EVENTS
 from failover.notify import DeliveryFailed
 from failover.notify import Notice
 from failover.notify import NotifyTarget
@@ -192,7 +193,7 @@ def test_notify_defaults(tmp_path: Path) -> None:
     ]
     conf = cfg.load(write_config(tmp_path, data))
     hook, pd = conf.notify
-    assert len(hook.events) == 7
+    assert hook.events == list(EVENTS)  # every event, the DNS ones (section 12) included
     assert pd.events == ["failover_failed", "circuit_breaker", "quorum_lost", "backup_stale"]
 
 

@@ -66,7 +66,7 @@ def detail(writes: list[Write]) -> str:
     """Each provider's outcome, once per provider when every domain went alike."""
     by_provider: dict[str, set[str]] = {}
     for w in writes:
-        by_provider.setdefault(w.provider, set()).add(w.label())
+        by_provider.setdefault(w.provider, set()).add(w.label(why=True))
     parts = []
     for provider, labels in by_provider.items():
         if len(labels) == 1:

@@ -52,8 +52,10 @@ class Write:
     def holds_new(self) -> bool:
         return self.state in (UPDATED, IN_SYNC)
 
-    def label(self) -> str:
-        return f"{self.state}: {self.error}" if self.state == LAGGING and self.error else self.state
+    def label(self, *, why: bool = False) -> str:
+        """``lagging: <error>`` (and, with ``why``, ``blocked: <error>``), else the state."""
+        shown = self.state == LAGGING or (why and self.state == BLOCKED)
+        return f"{self.state}: {self.error}" if shown and self.error else self.state
 
 
 class DnsFanout:

@@ -38,6 +38,9 @@ def cutover(run: Run, address: str) -> str:
     for w in writes:
         if w.state == LAGGING:
             fan.mark(w.provider, LAGGING, f"{w.domain}: {w.error}")
+    for name in sorted({w.provider for w in writes if w.refused}):
+        why = next(w.error for w in writes if w.refused and w.provider == name)
+        run.e.announce("dns_provider_blocked", run.service, reason=f"{name}: {why}")
     missing = [d for d in svc.domains if not any(w.holds_new for w in writes if w.domain == d)]
     if missing:
         if any(w.conflict for w in writes):

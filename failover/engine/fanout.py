@@ -47,6 +47,7 @@ class Write:
     error: str = ""
     values: list[str] | None = None  # what the provider holds now, when known
     conflict: bool = False  # the condition failed: somebody else changed the record
+    refused: bool = False  # this write found the provider refusing us
 
     @property
     def holds_new(self) -> bool:
@@ -140,6 +141,9 @@ class DnsFanout:
             with ThreadPoolExecutor(len(plan), thread_name_prefix="failover-fanout") as pool:
                 done = list(pool.map(lambda item: self._on(*item), plan.items()))
         writes = [w for ws, _ in done for w in ws]
+        for w in writes:
+            if w.refused:
+                self.mark(w.provider, BLOCKED, w.error)
         return writes, max((together for _, together in done), default=1)
 
     def _on(self, name: str, changes: list[RecordChange]) -> tuple[list[Write], int]:
@@ -160,8 +164,10 @@ class DnsFanout:
         try:
             record, together = self.write(name, change)
         except AccountBlocked as exc:
-            self.mark(name, BLOCKED, exc.message)
-            return Write(change.name, name, BLOCKED, exc.message), 1
+            # The round's other moves skip it from now on; the state is written by the
+            # caller's thread (a store connection belongs to its thread).
+            self.engine.blocklist.add(block_key(name), exc.message)
+            return Write(change.name, name, BLOCKED, exc.message, refused=True), 1
         except ConflictError as exc:
             current = self.read(name, change.name, change.rtype)
             if isinstance(current, list) and sorted(current) == wanted:

@@ -29,6 +29,7 @@ from tests.helpers import pid_alive
 from tests.helpers import state_dir
 from tests.helpers import wait_for
 from tests.helpers import write_config
+from tests.receivers import http_receiver
 
 DOMAINS = ["www.example.test", "www.example.org"]
 
@@ -177,16 +178,28 @@ def test_a_provider_blocked_this_round_is_skipped_by_the_other_moves(
     assert zone_values(path, "ns-b", "example.test", DOMAINS[0]) != ["127.0.0.9"]
 
 
-def test_the_audit_sets_back_a_record_changed_by_hand(rig: tuple[Path, Engine]) -> None:
-    path, engine = rig
-    assert engine.run("web", "deploy", reason="test", to="alpha").ok
-    address = engine.store.service("web").active["address"]  # type: ignore[index]
-    engine.check(["web"])  # the first round reads every provider
-    engine.fanout().backend("ns-b").set_record(DOMAINS[0], "A", ["127.0.0.99"], 5)
-    engine.fanout().backend("alt").set_record(DOMAINS[1], "A", ["127.0.0.98"], 5)
-    wait_for(lambda: engine.check(["web"]) and everywhere(path)["ns-b"] == [address])
-    assert everywhere(path) == {p: [address] for p in ("ns-a", "ns-b", "alt")}
-    assert engine.store.provider_states()[block_key("ns-b")]["state"] == "in_sync"
+def test_the_audit_sets_back_a_record_changed_by_hand(tmp_path: Path) -> None:
+    with http_receiver() as hook:
+        data = multi_config(dns_audit="300ms", notify=[{"type": "webhook", "url": hook.url}])
+        path = write_config(tmp_path, data)
+        engine = Engine(cfg.load(path))
+        try:
+            assert engine.run("web", "deploy", reason="test", to="alpha").ok
+            address = engine.store.service("web").active["address"]  # type: ignore[index]
+            engine.check(["web"])  # the first round reads every provider
+            engine.fanout().backend("ns-b").set_record(DOMAINS[0], "A", ["127.0.0.99"], 5)
+            engine.fanout().backend("alt").set_record(DOMAINS[1], "A", ["127.0.0.98"], 5)
+            wait_for(lambda: engine.check(["web"]) and everywhere(path)["ns-b"] == [address])
+            assert everywhere(path) == {p: [address] for p in ("ns-a", "ns-b", "alt")}
+            assert engine.store.provider_states()[block_key("ns-b")]["state"] == "in_sync"
+            assert engine.notifier.drain(30)
+        finally:
+            engine.close()
+            cleanup(path)
+    events = [r.json()["event"] for r in hook.requests]
+    assert events.count("dns_drift") == 1, events
+    drift = next(r.json() for r in hook.requests if r.json()["event"] == "dns_drift")
+    assert drift["service"] == "web" and "2 DNS record(s) set back" in drift["reason"]
 
 
 def test_a_round_before_the_audit_is_due_reads_nothing(tmp_path: Path) -> None:

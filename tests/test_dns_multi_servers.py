@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from failover import config as cfg
 from failover.engine import Engine
@@ -42,6 +43,7 @@ from tests.helpers import host_records
 from tests.helpers import pid_alive
 from tests.helpers import wait_for
 from tests.helpers import write_config
+from tests.receivers import http_receiver
 from tests.servers import bind_server
 from tests.servers import free_port
 
@@ -238,6 +240,18 @@ def test_every_provider_answers_the_new_address_after_a_cutoff(rig: Rig) -> None
 
 
 def test_a_provider_refusing_our_key_is_blocked_then_brought_back(rig: Rig) -> None:
+    with http_receiver() as hook:
+        data = yaml.safe_load(rig.path.read_text())
+        write_config(rig.path.parent, {**data, "notify": [{"type": "webhook", "url": hook.url}]})
+        blocked_then_brought_back(rig)
+        for engine in rig.engines:
+            assert engine.notifier.drain(30)
+    events = [r.json() for r in hook.requests]
+    blocked = [e for e in events if e["event"] == "dns_provider_blocked"]
+    assert len(blocked) == 1 and blocked[0]["reason"].startswith("b2: "), events
+
+
+def blocked_then_brought_back(rig: Rig) -> None:
     engine = rig.engine()
     assert engine.run("web", "deploy", reason="test", to="alpha").ok
     old = active(engine)["address"]

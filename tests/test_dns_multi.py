@@ -263,3 +263,15 @@ def test_dns_sync_on_the_command_line(rig: tuple[Path, Engine]) -> None:
     assert everywhere(path)["alt"] == [address]
     text = failover("dns", "sync", config=path, check=True).stdout
     assert f"web {DOMAINS[1]}: alt in_sync" in text
+
+
+def test_txt_records_on_the_local_zones(rig: tuple[Path, Engine]) -> None:
+    _path, engine = rig
+    fan = engine.fanout()
+    name = "_acme-challenge.www.example.test"
+    writes = fan.set_txt(name, ["tok-1"], expect=[])
+    assert {w.provider: w.state for w in writes} == {"ns-a": "updated", "ns-b": "updated"}
+    assert fan.backend("ns-b").get_txt(name) == ["tok-1"]
+    assert [w.state for w in fan.set_txt(name, ["tok-2"], expect=["other"])] == ["lagging"] * 2
+    fan.set_txt(name, [], expect=["tok-1"])
+    assert fan.backend("ns-a").get_txt(name) is None

@@ -367,3 +367,40 @@ def test_doctor_names_a_delegation_that_leaves_out_a_provider(rig: Rig) -> None:
     assert any("names no server of cf" in w for w in doc["warnings"]), doc["warnings"]
     assert not any("every DNS provider of example.test" in w for w in doc["warnings"])
     assert any("every DNS provider of example.org is run by aws" in w for w in doc["warnings"])
+
+
+def test_txt_records_on_every_backend_with_conditions(rig: Rig) -> None:
+    """What an ACME DNS-01 challenge needs (section 13): a TXT set written on every
+    provider of the zone, read back as written, refused when somebody else holds
+    another value, and removed."""
+    fan = rig.engine().fanout()
+    www, alt = "_acme-challenge." + WWW, "_acme-challenge." + ALT
+    writes = fan.set_txt(www, ["tok-1"], expect=[]) + fan.set_txt(alt, ["tok-2"], expect=[])
+    assert {w.provider: w.state for w in writes} == {
+        "b1": "updated",
+        "b2": "updated",
+        "cf": "updated",
+        "r53": "updated",
+    }
+    for name in ("b1", "b2", "cf"):
+        assert fan.backend(name).get_txt(www) == ["tok-1"], name
+    assert fan.backend("r53").get_txt(alt) == ["tok-2"]
+    assert query_authoritative(rig.servers["b1"], www, "TXT", 2)[0] == ['"tok-1"']
+    # Somebody else's token on b2: our conditional change leaves it there.
+    fan.backend("b2").set_txt(www, ["theirs"], 30)
+    again = fan.set_txt(www, ["tok-3"], expect=["tok-1"])
+    assert {w.provider: w.state for w in again} == {
+        "b1": "updated",
+        "b2": "lagging",
+        "cf": "updated",
+    }
+    assert fan.backend("b2").get_txt(www) == ["theirs"]
+    removed = fan.set_txt(www, [], expect=["tok-3"]) + fan.set_txt(alt, [], expect=["tok-2"])
+    assert {w.provider: w.state for w in removed if w.provider != "b2"} == {
+        "b1": "updated",
+        "cf": "updated",
+        "r53": "updated",
+    }
+    for name in ("b1", "cf"):
+        assert fan.backend(name).get_txt(www) is None, name
+    assert fan.backend("r53").get_txt(alt) is None

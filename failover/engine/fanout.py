@@ -25,6 +25,7 @@ from providers.base import ProviderError
 from providers.base import Record
 from providers.base import RecordChange
 from providers.base import dns_class
+from providers.base import txt_strings
 
 if TYPE_CHECKING:
     from failover.engine import Engine
@@ -159,8 +160,14 @@ class DnsFanout:
             out.append(write)
         return out, together
 
+    def set_txt(self, domain: str, values: list[str], expect: list[str] | None) -> list[Write]:
+        """A TXT set of plain strings (an ACME DNS-01 challenge) on every provider of
+        ``domain``'s zone, conditional on ``expect`` ([]: absent); ``[]`` removes it."""
+        writes, _ = self.apply([RecordChange(domain, "TXT", values, 0, expect)])
+        return writes
+
     def _one(self, name: str, change: RecordChange) -> tuple[Write, int]:
-        wanted = sorted(change.values)
+        wanted = _plain(change.rtype, change.values)
         try:
             record, together = self.write(name, change)
         except AccountBlocked as exc:
@@ -170,13 +177,13 @@ class DnsFanout:
             return Write(change.name, name, BLOCKED, exc.message, refused=True), 1
         except ConflictError as exc:
             current = self.read(name, change.name, change.rtype)
-            if isinstance(current, list) and sorted(current) == wanted:
+            if isinstance(current, list) and _plain(change.rtype, current) == wanted:
                 return Write(change.name, name, IN_SYNC, values=current), 1
             held = current if isinstance(current, list) else None
             return Write(change.name, name, LAGGING, str(exc), held, conflict=True), 1
         except ProviderError as exc:
             return Write(change.name, name, LAGGING, str(exc)), 1
-        if sorted(record.values) != wanted:
+        if _plain(change.rtype, record.values) != wanted:
             why = f"answers {record.values} after the update, not {wanted}"
             return Write(change.name, name, LAGGING, why, record.values), together
         return Write(change.name, name, UPDATED, values=record.values), together
@@ -192,3 +199,8 @@ class DnsFanout:
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
+
+
+def _plain(rtype: str, values: Sequence[str]) -> list[str]:
+    """Values as compared: TXT strings without the quotes of RFC 1035's text form."""
+    return txt_strings(values) if rtype.upper() == "TXT" else sorted(values)

@@ -102,7 +102,10 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
                         )
                     )
                     continue
-                zone["records"][key] = {"values": list(values), "ttl": ttl}
+                if values:
+                    zone["records"][key] = {"values": list(values), "ttl": ttl}
+                else:  # an empty set is no set, as at every authority (a removed challenge)
+                    zone["records"].pop(key, None)
                 out.append(Record(name, rtype, list(values), ttl))
             if any(isinstance(result, Record) for result in out):
                 zone["serial"] = int(zone.get("serial", 0)) + 1

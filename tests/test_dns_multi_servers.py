@@ -13,6 +13,7 @@ port where nothing listens.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -32,6 +33,7 @@ from failover import config as cfg
 from failover.engine import Engine
 from failover.engine.health import OK
 from failover.engine.health import WARNING
+from failover.probes import probe_target
 from providers.dns.rfc2136 import query_authoritative
 from tests.doubles.moto_server import MotoServer
 from tests.doubles.moto_server import require_moto
@@ -404,3 +406,26 @@ def test_txt_records_on_every_backend_with_conditions(rig: Rig) -> None:
     for name in ("b1", "cf"):
         assert fan.backend(name).get_txt(www) is None, name
     assert fan.backend("r53").get_txt(alt) is None
+
+
+def test_the_dns_probe_asks_every_provider(rig: Rig) -> None:
+    data = yaml.safe_load(rig.path.read_text())
+    data["services"]["web"]["health"]["dns"] = {}
+    write_config(rig.path.parent, data)
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    live = active(engine)["address"]
+
+    def dns_probe() -> Any:
+        probes = asyncio.run(probe_target(engine.target("web", live)))
+        return next(p for p in probes if p.kind == "dns")
+
+    assert dns_probe().ok
+    # One provider of example.test serving another address: the name still resolves.
+    engine.fanout().backend("b2").set_record(WWW, "A", ["127.0.0.99"], 30)
+    assert dns_probe().ok
+    # The alternate domain's only provider serving another address: nobody reaches it.
+    engine.fanout().backend("r53").set_record(ALT, "A", ["127.0.0.98"], 30)
+    failed = dns_probe()
+    assert not failed.ok
+    assert f"{ALT}: no DNS provider answers {live} (r53: 127.0.0.98)" in failed.error

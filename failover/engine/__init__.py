@@ -27,6 +27,7 @@ from failover.config import Config
 from failover.data.plane import data_round
 from failover.delivery import Notifier
 from failover.engine import dnssync
+from failover.engine import dnsview
 from failover.engine import rounds
 from failover.engine import settle as _settle
 from failover.engine import standby
@@ -51,7 +52,6 @@ from failover.engine.runner import run_event
 from failover.engine.zone import ZoneWriter
 from failover.planner import Selection
 from failover.planner import select
-from failover.probes import ProbeFailed
 from failover.probes import ProbeResult
 from failover.probes import Target
 from failover.probes import probe_target
@@ -257,17 +257,7 @@ class Engine:
         svc = self.config.services[service]
         resolver = None
         if svc.health.dns is not None and svc.health.dns.server is None:
-            dns = self.dns()
-
-            def resolver() -> tuple[list[str], int] | None:
-                try:
-                    record = dns.get_record(svc.domain, svc.record_type)
-                except ProviderError as exc:
-                    # A DNS backend that cannot be read fails this probe with its message;
-                    # it must not escape the probe round and end `check`/`watch` (issue 3).
-                    raise ProbeFailed(f"DNS backend: {exc}") from None
-                return (record.values, record.ttl) if record else None
-
+            resolver = dnsview.resolver(self, service, address)
         return Target(service, address, svc.port, svc.domain, svc.health, resolver, svc.record_type)
 
     def healthy(self, service: str, address: str) -> bool:

@@ -8,6 +8,7 @@ providers serves it, and the shared fate of the companies behind them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 from typing import Any
@@ -16,6 +17,7 @@ from failover.engine.fanout import BLOCKED
 from failover.engine.fanout import IN_SYNC
 from failover.engine.fanout import LAGGING
 from failover.engine.fanout import block_key
+from failover.probes import ProbeFailed
 from providers.base import AccountBlocked
 from providers.base import AccountReport
 from providers.base import Check
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from failover.engine import Engine
 
 Doc = dict[str, Any]
+Answer = tuple[list[str], int] | None
 
 
 def records(engine: Engine, services: list[str]) -> dict[str, tuple[Doc | None, list[Doc | None]]]:
@@ -81,6 +84,33 @@ def _domain(engine: Engine, domain: str, rtype: str, active: str | None) -> Doc 
     doc["name"] = domain
     doc["providers"] = providers
     return doc
+
+
+def resolver(engine: Engine, service: str, address: str) -> Callable[[], Answer]:
+    """What ``health.dns`` asks when it names no server: every provider of every domain
+    of ``service``, each through its own read (an RFC 2136 server directly, an API
+    backend through its API). It fails when a domain has no provider answering
+    ``address`` (nobody reaches the service by that name); a provider serving another
+    address is named in the message then, and repaired by the rounds otherwise."""
+    svc, fan = engine.config.services[service], engine.fanout()
+
+    def resolve() -> Answer:
+        found: Answer = None
+        for domain in svc.domains:
+            answers: dict[str, list[str] | ProviderError] = {
+                name: fan.read(name, domain, svc.record_type)
+                for name in fan.zones.providers_of(domain)
+            }
+            if not any(a == [address] for a in answers.values()):
+                shown = "; ".join(
+                    f"{n}: {', '.join(a) or 'no record' if isinstance(a, list) else a}"
+                    for n, a in answers.items()
+                )
+                raise ProbeFailed(f"{domain}: no DNS provider answers {address} ({shown})")
+            found = found or ([address], fan.zones.settings[fan.zones.providers_of(domain)[0]].ttl)
+        return found
+
+    return resolve
 
 
 # --------------------------------------------------------------------------- doctor

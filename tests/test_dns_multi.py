@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests.helpers import state_dir
 from tests.helpers import wait_for
 from tests.helpers import write_config
 from tests.receivers import http_receiver
+from tests.servers import free_port
 
 DOMAINS = ["www.example.test", "www.example.org"]
 
@@ -275,3 +277,26 @@ def test_txt_records_on_the_local_zones(rig: tuple[Path, Engine]) -> None:
     assert [w.state for w in fan.set_txt(name, ["tok-2"], expect=["other"])] == ["lagging"] * 2
     fan.set_txt(name, [], expect=["tok-1"])
     assert fan.backend("ns-a").get_txt(name) is None
+
+
+def test_metrics_per_dns_provider(rig: tuple[Path, Engine]) -> None:
+    from failover.watch import Metrics
+
+    _path, engine = rig
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    engine.check(["web"])
+    engine.fanout().backend("ns-b").set_record(DOMAINS[0], "A", ["127.0.0.99"], 5)
+    (result,) = sync(engine, ["web"])
+    assert result.repaired == 1
+    metrics = Metrics(free_port(), "127.0.0.1")
+    try:
+        metrics.repaired(engine.fanout().take_repairs())
+        metrics.providers(engine.store.provider_states())
+        port = metrics.server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    finally:
+        metrics.close()
+    assert 'failover_dns_repairs_total{provider="ns-b"} 1.0' in text
+    assert 'failover_provider_state{provider="dns:ns-a",state="in_sync"} 1.0' in text
+    assert engine.fanout().take_repairs() == {}

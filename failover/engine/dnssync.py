@@ -149,6 +149,7 @@ def _execute(engine: Engine, service: str, actions: list[Action], overwrite: boo
         result.put(a.domain, a.provider, write.state, write.error)
         if write.state == UPDATED:
             result.repaired += 1
+            fan.count_repair(a.provider)
             held = a.current or "no record"
             engine.log(f"{service}: {a.provider} held {held} for {a.domain}; set to the host")
     if result.repaired:

@@ -70,6 +70,7 @@ class DnsFanout:
         self._backends: dict[str, DnsProvider] = {}
         self._writers: dict[str, ZoneWriter] = {}
         self._making = threading.Lock()
+        self._repairs: dict[str, int] = {}  # drift repairs per provider, for the metrics
 
     @property
     def names(self) -> list[str]:
@@ -195,6 +196,16 @@ class DnsFanout:
         except ProviderError as exc:
             return exc
         return list(record.values) if record else []
+
+    def count_repair(self, name: str) -> None:
+        with self._making:
+            self._repairs[name] = self._repairs.get(name, 0) + 1
+
+    def take_repairs(self) -> dict[str, int]:
+        """The repairs counted since the last call (``watch`` adds them to its metrics)."""
+        with self._making:
+            out, self._repairs = self._repairs, {}
+        return out
 
     def close(self) -> None:
         for backend in self._backends.values():

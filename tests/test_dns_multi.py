@@ -22,6 +22,7 @@ from failover.engine import Engine
 from failover.engine.dnssync import sync
 from failover.engine.fanout import block_key
 from providers.base import RecordChange
+from tests.conftest import ROOT
 from tests.helpers import base_config
 from tests.helpers import cleanup
 from tests.helpers import failover
@@ -300,3 +301,11 @@ def test_metrics_per_dns_provider(rig: tuple[Path, Engine]) -> None:
     assert 'failover_dns_repairs_total{provider="ns-b"} 1.0' in text
     assert 'failover_provider_state{provider="dns:ns-a",state="in_sync"} 1.0' in text
     assert engine.fanout().take_repairs() == {}
+
+
+def test_the_two_companies_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAILOVER_TSIG_SECRET", "c2VjcmV0")
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "token")
+    conf = cfg.load(ROOT / "examples" / "two-dns-companies" / "failover.yaml")
+    assert conf.zones().providers_of("www.example.com") == ["own-ns", "cf"]
+    assert conf.zones().providers_of("www.example.org") == ["r53-alt"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -90,7 +91,7 @@ def sync(
     """Every provider (or ``providers``) of every domain of the live ``services`` set to
     the active host. ``force``: a record a newer move wrote is overwritten too, once
     ``confirm`` accepted the list of what would be."""
-    plans = {s: _plan(engine, s, providers) for s in services}
+    plans = _plans(engine, services, providers)
     newer = [a for actions in plans.values() for a in actions if a.state == "newer"]
     overwrite = force and bool(newer)
     if overwrite and confirm is not None:
@@ -100,33 +101,63 @@ def sync(
     return out
 
 
-def _plan(engine: Engine, service: str, providers: set[str] | None) -> list[Action]:
-    row = engine.store.service(service)
-    if not row.active or engine.store.open_event(service) is not None:
-        return []
-    address, svc, fan = row.active["address"], engine.config.services[service], engine.fanout()
-    newer = {
-        h["address"]
-        for h in engine.store.hosts(service)
-        if h.get("address") and int(h["generation"]) > row.generation
-    }
-    out = []
-    for domain in svc.domains:
-        for name in fan.zones.providers_of(domain):
-            if providers is not None and name not in providers:
-                continue
-            current = fan.read(name, domain, svc.record_type)
-            if isinstance(current, ProviderError):
-                state = BLOCKED if isinstance(current, AccountBlocked) else LAGGING
-                out.append(Action(service, domain, name, None, state, str(current)))
-            elif sorted(current) == [address]:
-                out.append(Action(service, domain, name, current, IN_SYNC))
-            elif set(current) & newer:
-                why = "written by a newer move of the service; `dns sync --force` overwrites it"
-                out.append(Action(service, domain, name, current, "newer", why))
-            else:
-                out.append(Action(service, domain, name, current, "repair"))
+def _plans(
+    engine: Engine, services: list[str], providers: set[str] | None
+) -> dict[str, list[Action]]:
+    """What every provider holds for every domain of the live ``services``: the state
+    read here (a store connection belongs to its thread), the providers read side by
+    side, bounded by ``watcher.lookups`` (an audit of 200 services behind a cloud API
+    must not cost 200 round trips one after another)."""
+    fan = engine.fanout()
+    wanted: dict[str, tuple[str, set[str]]] = {}
+    reads: list[tuple[str, str, str]] = []
+    for service in services:
+        row = engine.store.service(service)
+        if not row.active or engine.store.open_event(service) is not None:
+            continue  # not live, or a run owns its DNS right now
+        hosts = engine.store.hosts(service)
+        newer = {
+            str(h["address"])
+            for h in hosts
+            if h.get("address") and int(h["generation"]) > row.generation
+        }
+        wanted[service] = (str(row.active["address"]), newer)
+        for domain in engine.config.services[service].domains:
+            for name in fan.zones.providers_of(domain):
+                if providers is None or name in providers:
+                    reads.append((service, domain, name))
+
+    def read(item: tuple[str, str, str]) -> list[str] | ProviderError:
+        service, domain, name = item
+        return fan.read(name, domain, engine.config.services[service].record_type)
+
+    width = max(1, min(engine.config.watcher.lookups, len(reads)))
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="failover-dns") as pool:
+        answers = list(pool.map(read, reads))
+    out: dict[str, list[Action]] = {s: [] for s in services}
+    for (service, domain, name), current in zip(reads, answers, strict=True):
+        address, newer = wanted[service]
+        out[service].append(_judge(service, domain, name, current, address, newer))
     return out
+
+
+def _judge(
+    service: str,
+    domain: str,
+    name: str,
+    current: list[str] | ProviderError,
+    address: str,
+    newer: set[str],
+) -> Action:
+    if isinstance(current, ProviderError):
+        state = BLOCKED if isinstance(current, AccountBlocked) else LAGGING
+        return Action(service, domain, name, None, state, str(current))
+    if sorted(current) == [address]:
+        return Action(service, domain, name, current, IN_SYNC)
+    if set(current) & newer:
+        why = "written by a newer move of the service; `dns sync --force` overwrites it"
+        return Action(service, domain, name, current, "newer", why)
+    return Action(service, domain, name, current, "repair")
 
 
 def _execute(engine: Engine, service: str, actions: list[Action], overwrite: bool) -> ServiceSync:

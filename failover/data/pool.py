@@ -90,9 +90,9 @@ class Pool:
         self.store.put(f"{self.base}/{INDEX}", json.dumps(doc, separators=(",", ":")).encode())
 
     def record(self, added: dict[str, int]) -> None:
-        """Add ``added`` to the index (read again: another writer may have added some)."""
-        if added:
-            self.save(self.index() | added)
+        """Add ``added`` to the index (read again: another writer may have added some;
+        written even with nothing added: a lost index is stored rebuilt)."""
+        self.save(self.index() | added)
 
     # ---------------------------------------------------------------- markers
 

@@ -24,6 +24,8 @@ import queue
 import secrets
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -129,6 +131,9 @@ def check_key(manifest: Manifest, sealer: Sealer, store: str) -> None:
         )
 
 
+_INFLIGHT = 8  # chunks packed and put at once: compression, sealing and uploads overlap
+
+
 class BackupWriter:
     """A writable stream (what ``exec_on_host`` fills with the backup command's stdout)
     that cuts it by content (:mod:`failover.data.chunks`) and puts each chunk that a
@@ -172,6 +177,9 @@ class BackupWriter:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
         self._worker: threading.Thread | None = None
         self._crash: BaseException | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: list[Future[None]] = []
+        self._lock = threading.Lock()
         self._marks: dict[str, str] = {}
         self._have: dict[str, dict[str, int]] = {}
         self._added: dict[str, dict[str, int]] = {}
@@ -191,13 +199,18 @@ class BackupWriter:
         self._queue.put(plain)
 
     def _work(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=_INFLIGHT, thread_name_prefix="chunks")
         try:
             while (plain := self._queue.get()) is not None:
                 self._store(plain)
+            while self._inflight:
+                self._inflight.pop(0).result()
         except BaseException as exc:
             self._crash = exc
             while self._queue.get() is not None:  # let the writer finish putting
                 pass
+        finally:
+            self._pool.shutdown(wait=True)
 
     def _open(self, store: Store) -> bool:
         """The store's marker and index, once; False when the store failed."""
@@ -214,21 +227,33 @@ class BackupWriter:
         return True
 
     def _store(self, plain: bytes) -> None:
+        """Name the chunk (in order: the manifest's list), then pack and put it where it
+        is lacking in the pool's threads, ``_INFLIGHT`` chunks at most."""
         name = self.codec.name(plain)
         self.manifest.chunks.append([len(plain), name])
-        packed = b""
-        for store in self.live():
-            if not self._open(store) or name in self._have[store.name]:
+        lacking = [s for s in self.live() if self._open(s) and name not in self._have[s.name]]
+        for store in lacking:
+            self._have[store.name][name] = 0  # on its way: not sent twice
+        if lacking:
+            while len(self._inflight) >= _INFLIGHT:
+                self._inflight.pop(0).result()
+            assert self._pool is not None
+            self._inflight.append(self._pool.submit(self._send, name, plain, lacking))
+
+    def _send(self, name: str, plain: bytes, stores: list[Store]) -> None:
+        packed = self.codec.pack(name, plain)
+        for store in stores:
+            if store.name in self.failed:
                 continue
-            packed = packed or self.codec.pack(name, plain)
             try:
                 store.put(chunk_path(self.manifest.service, name), packed)
             except ProviderError as exc:
                 self.failed[store.name] = str(exc)
                 continue
-            self._have[store.name][name] = self._added[store.name][name] = len(packed)
-            if store.name == self._first:
-                self.manifest.new_bytes += len(packed)
+            with self._lock:
+                self._have[store.name][name] = self._added[store.name][name] = len(packed)
+                if store.name == self._first:
+                    self.manifest.new_bytes += len(packed)
 
     def _check(self) -> None:
         if self._crash is not None:
@@ -297,6 +322,7 @@ class BackupWriter:
         for store in stores:
             with contextlib.suppress(ProviderError):
                 store.delete(self.manifest.key(MANIFEST))
+            with contextlib.suppress(ProviderError):
                 safe_collect(
                     Pool(store, self.manifest.service, self.sealer.keys),
                     functools.partial(references, store, self.manifest.service),

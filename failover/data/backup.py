@@ -1,17 +1,20 @@
-"""A backup as stored: bounded chunks, then a manifest written last.
+"""A backup as stored: chunks, then a manifest written last.
 
 Layout in every store::
 
-    <service>/<id>/chunk-00000000 ... chunk-0000NNNN
-    <service>/<id>/manifest.json     (id, time, bytes, sha256, the chunk layout)
+    _dedup/<service>/chunks/<name>   (version 3: shared by backups; failover.data.pool)
+    <service>/<id>/chunk-00000000 ... chunk-0000NNNN   (versions 1 and 2: the backup's own)
+    <service>/<id>/manifest.json     (id, time, bytes, sha256, the chunk list)
 
 A backup without its manifest is an upload that did not finish and is never restored.
-The manifest lists every stored chunk's size and digest and the digest of the whole
-plain stream, so a reader checks each chunk before handing it on and the whole at the
-end; the manifest itself carries a proof (:mod:`failover.data.manifest`) and nothing
-acts on one that does not verify. With an ``encryption_key`` each chunk is sealed with
-AES-256-GCM; the backup id and the chunk's number are its associated data, so chunks
-cannot be swapped or reordered unnoticed. Ids sort by time (``20261201T190636.123456Z-1a2b3c``).
+The manifest lists every chunk (version 3: its plain size and its name, a hash of its
+content, :mod:`failover.data.chunks`; before: its stored size and digest) and the digest
+of the whole plain stream, so a reader checks each chunk before handing it on and the
+whole at the end; the manifest itself carries a proof (:mod:`failover.data.manifest`)
+and nothing acts on one that does not verify. With an ``encryption_key`` each chunk is
+sealed with AES-256-GCM, its name (before: the backup id and chunk number) as associated
+data, so chunks cannot be swapped unnoticed. Ids sort by time
+(``20261201T190636.123456Z-1a2b3c``).
 """
 
 from __future__ import annotations

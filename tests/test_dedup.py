@@ -305,3 +305,21 @@ def test_with_a_key_no_chunk_name_is_a_plain_hash(tmp_path: Path) -> None:
     assert plain not in names and all(plain not in k for k in store.list(""))
     unkeyed = backup(store, data)
     assert {n for _, n in unkeyed.chunks} == {plain}  # without a key: plain SHA-256
+
+
+def test_an_index_naming_a_chunk_that_is_gone_is_mended_by_the_next_keep(
+    tmp_path: Path,
+) -> None:
+    """A chunk removed behind our back (a lifecycle rule, a person): the index still
+    names it, so the next collection rewrites the index from the listing and the next
+    backup sends the chunk again."""
+    store = CountingStore(tmp_path / "s")
+    data = stream(2 * MB)
+    first = backup(store, data, KEY)
+    gone = first.chunks[0][1]
+    store.delete(chunk_path("web", gone))
+    assert gone in Pool(store, "web", Sealer(KEY).keys).index()
+    assert collect(store, "web", Sealer(KEY)) == []
+    assert gone not in Pool(store, "web", Sealer(KEY).keys).index()
+    again = backup(store, data, KEY)
+    assert restored(store, again, KEY) == data

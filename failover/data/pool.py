@@ -139,11 +139,10 @@ class Pool:
             wanted = references()
             if wanted is None:
                 return []
-            held = self.listed()
+            held, sizes = self.listed(), self.index()
             doomed = [n for n in held if n not in wanted]
-            if not doomed:
-                return []
-            sizes = self.index()
+            if not doomed and set(sizes) <= set(held):
+                return []  # nothing to remove, and the index names nothing that is gone
             # The index goes first (none is read as the listing): it must never name a
             # chunk that is gone, and on a full disk its rewrite may only fit after.
             self.store.delete(f"{self.base}/{INDEX}")

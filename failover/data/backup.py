@@ -188,7 +188,6 @@ class BackupWriter:
         self._added: dict[str, dict[str, int]] = {}
 
     def write(self, data: bytes) -> int:
-        self._hash.update(data)
         self.manifest.length += len(data)
         for plain in self._cutter.feed(data):
             self._emit(plain)
@@ -232,6 +231,7 @@ class BackupWriter:
     def _store(self, plain: bytes) -> None:
         """Name the chunk (in order: the manifest's list), then pack and put it where it
         is lacking in the pool's threads, ``_INFLIGHT`` chunks at most."""
+        self._hash.update(plain)  # here, not in write(): the reading thread only cuts
         name = self.codec.name(plain)
         self.manifest.chunks.append([len(plain), name])
         lacking = [s for s in self.live() if self._open(s) and name not in self._have[s.name]]

@@ -297,11 +297,14 @@ class BackupWriter:
                 store.put(key, body)
                 if store.get(key) != body:
                     raise store.error(f"{key} reads back different from what was written")
+            except ProviderError as exc:
+                self.failed[store.name] = str(exc)
+        for store in self.live():
+            # Best effort: an index that lacks a chunk only costs sending it again.
+            with contextlib.suppress(ProviderError):
                 Pool(store, self.manifest.service, self.sealer.keys).record(
                     self._added.get(store.name, {})
                 )
-            except ProviderError as exc:
-                self.failed[store.name] = str(exc)
         self._release()
         self._remove(s for s in self.stores if s.name in self.failed)
         self._check()

@@ -265,7 +265,8 @@ def test_a_full_disk_is_no_backup_and_leaves_no_chunks(world: Any, project: Path
         first = take_backup(engine, "web")
         stat = os.statvfs(disk)
         free = stat.f_bavail * stat.f_frsize  # the chunk fits exactly; the manifest does not
-        conf["services"]["web"]["data"]["backup"] = f"head -c {free} /dev/zero"
+        # Random: compression must not make it fit.
+        conf["services"]["web"]["data"]["backup"] = f"head -c {free} /dev/urandom"
         engine = world(conf)
         doc = None
         with pytest.raises(Exception, match="No space left"):
@@ -273,7 +274,10 @@ def test_a_full_disk_is_no_backup_and_leaves_no_chunks(world: Any, project: Path
         assert doc is None
         state = engine.store.data_state("web") or {}
         assert state["last_backup"]["id"] == first["id"]
-        assert [p.name for p in (disk / "web").iterdir()] == [first["id"]]  # chunks gone
+        assert [p.name for p in (disk / "web").iterdir()] == [first["id"]]
+        (kept,) = list_backups(plane(engine).store("offsite"), "web")
+        chunks = {p.name for p in (disk / "_dedup/web/chunks").iterdir()}
+        assert chunks == {name for _, name in kept.chunks}  # its chunks gone
         (verdict,) = engine.check(["web"])
         assert verdict.exit_code == WARNING and "the last backup failed" in verdict.message
 

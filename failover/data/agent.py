@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from failover.data.backup import BackupReader
 from failover.data.backup import BackupWriter
 from failover.data.backup import Sealer
+from failover.data.backup import collect
 from failover.data.backup import prune
 from failover.data.backup import scan
 from failover.data.backup import trusted_order
@@ -158,6 +159,7 @@ def run(config: dict[str, Any]) -> int:
                 int(config["keep"]),
                 scan(store, manifest.service, Sealer(None)),
             )
+            collect(store, manifest.service, Sealer(None))
         except ProviderError as exc:
             print(f"failover backup: keep in {store.name}: {exc}", file=sys.stderr)
     for name, error in writer.failed.items():

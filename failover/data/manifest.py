@@ -16,7 +16,11 @@ it verifies:
   it exists (nothing writes version 1 any more, so a newer one is a forgery).
 
 The proof covers every field, the chunk list included as an ordered list of
-``[size, id]`` (the id is the chunk's digest), so a change of the chunking keeps it.
+``[size, id]``. Up to version 2 the size is the stored chunk's and the id its digest
+(the chunks live in the backup's folder); from version 3 (:mod:`failover.data.chunks`)
+the size is the plain chunk's and the id is its name in the store's shared chunk pool,
+a hash of its plain content (keyed when there is a key), and ``new_bytes`` says what
+the backup added to the first store it was written to.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-VERSION = 2
+VERSION = 3
+_VERSIONS = (1, 2, 3)
 _SEAL_OVERHEAD = 12 + 16  # AES-GCM nonce and tag
 _ID = re.compile(r"^[0-9]{8}T[0-9]{6}(\.[0-9]{6})?Z-[0-9a-f]{1,32}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -61,12 +66,15 @@ class Keys:
 
     def __init__(self, key: str | None) -> None:
         self.enabled = key is not None
-        self.aead = self.mac = self.digest_key = b""
+        self.aead = self.mac = self.digest_key = self.chunk_id = self.index_mac = b""
         self.check: str | None = None
         if key is not None:
             self.aead = _derive(key.encode(), b"aes-256-gcm")
             self.mac = _derive(key.encode(), b"manifest-mac")
             self.digest_key = _derive(key.encode(), b"digest")
+            # Separate keys: a chunk's name and the pool's index prove nothing else.
+            self.chunk_id = _derive(key.encode(), b"chunk-id")
+            self.index_mac = _derive(key.encode(), b"index-mac")
             self.check = hmac.new(self.aead, b"failover key check", "sha256").hexdigest()[:16]
 
     def hasher(self, manifest: Manifest) -> Any:
@@ -116,6 +124,12 @@ class Manifest:
     key_check: str | None = None
     version: int = VERSION
     auth: str | None = None
+    new_bytes: int = 0  # version 3: what this backup added to its first store
+
+    @property
+    def deduped(self) -> bool:
+        """Version 3: chunks named by content in the store's pool, shared by backups."""
+        return self.version >= 3
 
     @property
     def taken_at(self) -> str:
@@ -135,6 +149,8 @@ class Manifest:
             "taken_at": self.taken_at,
             "bytes": self.length,
             "sha256": self.sha256,
+            "new_bytes": self.new_bytes if self.deduped else sum(c[0] for c in self.chunks),
+            "chunks": len(self.chunks),
         }
 
     def _doc(self) -> dict[str, Any]:
@@ -142,6 +158,8 @@ class Manifest:
         doc["bytes"] = doc.pop("length")
         if self.legacy:
             doc.pop("auth")
+        if not self.deduped:
+            doc.pop("new_bytes")  # not in the versions before it: their proofs stay valid
         return doc
 
     def signed(self) -> bytes:
@@ -164,7 +182,7 @@ class Manifest:
         if not isinstance(raw, dict):
             raise Untrusted("is malformed: not an object")
         version = raw.get("version")
-        if version not in (1, VERSION) or isinstance(version, bool):
+        if version not in _VERSIONS or isinstance(version, bool):
             raise Untrusted(f"is malformed: unknown version {version!r}")
         kinds: dict[str, Any] = {
             "service": str,
@@ -177,8 +195,10 @@ class Manifest:
             "encrypted": bool,
             "key_check": (str, type(None)),
         }
-        if version == VERSION:
+        if version >= 2:
             kinds["auth"] = str
+        if version >= 3:
+            kinds["new_bytes"] = int
         for name, kind in kinds.items():
             value = raw.get(name)
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
@@ -197,6 +217,9 @@ def _consistent(m: Manifest) -> None:
         raise Untrusted("is malformed: bad time, length or chunk size")
     if m.taken > time.time() + _SKEW or m.id[:15] > time.strftime("%Y%m%dT%H%M%S", _later()):
         raise Untrusted("is dated in the future: not a backup anyone took")
+    if m.deduped:
+        _consistent_pool(m)
+        return
     if len(m.chunks) != -(-m.length // m.chunk_size):
         raise Untrusted(f"is malformed: {len(m.chunks)} chunks for {m.length} bytes")
     left = m.length
@@ -214,3 +237,25 @@ def _consistent(m: Manifest) -> None:
             raise Untrusted(f"is malformed: chunk {index} is not [size, digest]")
         if entry[0] != want:
             raise Untrusted(f"is malformed: chunk {index} has {entry[0]} bytes, not {want}")
+
+
+def _consistent_pool(m: Manifest) -> None:
+    """Version 3: each chunk ``[plain size, name]``, no larger than the chunker makes,
+    the sizes adding up to the length."""
+    if m.new_bytes < 0:
+        raise Untrusted("is malformed: negative new_bytes")
+    biggest = 4 * max(m.chunk_size, 256)  # FastCDC's maximum (see failover.data.chunks)
+    total = 0
+    for index, entry in enumerate(m.chunks):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and type(entry[0]) is int
+            and 0 < entry[0] <= biggest
+            and isinstance(entry[1], str)
+            and _HEX.match(entry[1])
+        ):
+            raise Untrusted(f"is malformed: chunk {index} is not [size, name]")
+        total += entry[0]
+    if total != m.length:
+        raise Untrusted(f"is malformed: its chunks add up to {total} bytes, not {m.length}")

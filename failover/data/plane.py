@@ -27,12 +27,14 @@ from failover.data.backup import BackupWriter
 from failover.data.backup import Corrupt
 from failover.data.backup import Listing
 from failover.data.backup import Sealer
+from failover.data.backup import collect
 from failover.data.backup import copy
 from failover.data.backup import iso
 from failover.data.backup import prune
 from failover.data.backup import scan
 from failover.data.backup import trusted_order
 from failover.data.manifest import Manifest
+from failover.data.pool import Pool
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreBase
 from failover.data.settings import store_vendor
@@ -238,7 +240,9 @@ def take_backup(
         why = f"no store can take a backup ({'; '.join(skipped.values())})"
         _note(engine, service, last_error=why, last_attempt=time.time())
         raise DataError(f"{service}: {why}", stores=skipped)
-    writer = BackupWriter(service, stores, Sealer(data.encryption_key))
+    writer = BackupWriter(
+        service, stores, Sealer(data.encryption_key), timeout=timeout or data.timeout
+    )
     host = row.active
     provider = engine.provider(host["provider"])
     try:
@@ -298,8 +302,21 @@ def _keep(engine: EngineLike, store: Store, service: str) -> None:
     newest = ((engine.store.data_state(service) or {}).get("last_backup") or {}).get("id")
     # Pruning is retried next round; a failing store is reported by its round.
     with contextlib.suppress(ProviderError):
-        listing = scan(store, service, Sealer(data.encryption_key))
-        prune(store, service, data.keep, listing, frozenset([newest] if newest else []))
+        sealer = Sealer(data.encryption_key)
+        listing = scan(store, service, sealer)
+        gone = prune(store, service, data.keep, listing, frozenset([newest] if newest else []))
+        collect(store, service, sealer)
+        own = sum(
+            c[0] for m in listing.backups if not m.deduped and m.id not in gone for c in m.chunks
+        )
+        _held(engine, service, store.name, own + Pool(store, service, sealer.keys).held_bytes())
+
+
+def _held(engine: EngineLike, service: str, name: str, held: int) -> None:
+    """The bytes ``name`` holds for the service, for ``status`` (no store is asked there)."""
+    doc = engine.store.data_state(service) or {"stores": {}}
+    doc["stores"].setdefault(name, {"failures": 0})["bytes"] = held
+    engine.store.set_data_state(service, doc)
 
 
 def listings(
@@ -525,6 +542,7 @@ def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
             name: {
                 "ok": bool(entry.get("ok")),
                 "newest": newest if entry.get("ok") else None,
+                **({"bytes": entry["bytes"]} if "bytes" in entry else {}),
                 **({"error": entry["error"]} if entry.get("error") else {}),
             }
             for name, entry in sorted(stores.items())

@@ -24,6 +24,8 @@ def backup_document(engine: EngineLike, service: str) -> dict[str, Any]:
             "taken_at": None,
             "bytes": None,
             "sha256": None,
+            "new_bytes": None,
+            "chunks": None,
             "stores": stores,
             "error": str(exc),
         }

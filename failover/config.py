@@ -650,23 +650,17 @@ def load(
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the file, with the built-in provider and DNS types spelled out."""
-    schema = Config.model_json_schema()
-    props = schema["properties"]
-    for key in ("path", "state_dir"):
-        props.pop(key, None)
-    variants = []
+    from failover.schema import file_schema
+
+    providers, dns = [], []
     for kind in known_types():
         try:
-            variants.append(provider_class(kind).Settings.model_json_schema())
+            providers.append(provider_class(kind).Settings)
         except Exception:
             continue
-    props["providers"]["items"] = {"anyOf": variants} if variants else {"type": "object"}
-    dns_variants = []
     for kind in known_types(dns=True):
         try:
-            dns_variants.append(dns_class(kind).Settings.model_json_schema())
+            dns.append(dns_class(kind).Settings)
         except Exception:
             continue
-    props["dns"] = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
-    schema["title"] = "failover.yaml"
-    return schema
+    return file_schema(Config, providers, dns)

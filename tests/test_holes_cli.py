@@ -13,8 +13,13 @@ import pytest
 import yaml
 
 from failover.starter import starter
+from tests.helpers import APP
 from tests.helpers import ROOT
+from tests.helpers import base_config
+from tests.helpers import cleanup
 from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import write_config
 
 PROVIDERS = ("local", "aws", "gcp", "azure", "ssh")
 
@@ -86,3 +91,82 @@ def test_schema_reads_durations_and_env_references_as_the_loader_does() -> None:
     web["health"]["interval"] = "10s"
     web["port"] = "eighty"
     assert _problems(validator, base)
+
+
+# --------------------------------------------------------------------------- item 6: plan
+
+APP_DB = APP + " --db data/app.db"
+DATA = {
+    "backup": "{python} -m failover.demo_app dump data/app.db",
+    "restore": "{python} -m failover.demo_app load data/app.db",
+    "every": "1h",
+}
+
+
+def _data_project(project: Path, providers: list[dict[str, Any]]) -> Path:
+    conf = base_config(run={"command": APP_DB}, data=DATA)
+    conf["providers"] = providers
+    (project / "offsite").mkdir()
+    conf["stores"] = [{"name": "offsite", "type": "dir", "path": str(project / "offsite")}]
+    return write_config(project, conf)
+
+
+def test_plan_skips_a_provider_that_cannot_restore_the_data_and_shows_the_restore(
+    project: Path,
+) -> None:
+    # A static machine (nothing answers there: the planner must not even need to ask).
+    own = {"name": "own", "type": "static", "machines": [{"address": "127.84.0.9"}]}
+    alpha, beta = ({"name": n, "type": "local"} for n in ("alpha", "beta"))
+    config = _data_project(project, [alpha, own, beta])
+    try:
+        failover("deploy", config=config, check=True)
+        taken = failover_json("backup", config=config)
+        # A failover from alpha: `own` (static) comes first in the priority list, and is
+        # skipped, with the reason; beta takes it.
+        doc = failover_json("plan", config=config)
+        assert doc["to"] == "beta" and doc["possible"] is True
+        skipped = [c for c in doc["candidates"] if c["provider"] == "own"]
+        assert skipped and skipped[0]["usable"] is False
+        assert "cannot restore web's data" in skipped[0]["reason"]
+        assert doc["restore"]["backup"] == taken["id"]
+        assert doc["restore"]["store"] == "offsite" and doc["restore"]["age_s"] >= 0
+        text = failover("plan", config=config).stdout
+        assert f"backup {taken['id']} from store offsite" in text
+        # Asked for by name: not possible, exit 1, the reason said.
+        proc = failover("plan", "--to", "own", config=config)
+        assert proc.returncode == 1 and "cannot restore web's data" in proc.stdout
+        moved = failover("move", "--to", "own", "--yes", config=config)
+        assert moved.returncode == 1 and "cannot restore" in moved.stderr
+        assert failover_json("status", config=config)["services"][0]["active"]["provider"] == (
+            "alpha"
+        )
+    finally:
+        cleanup(config)
+
+
+def test_plan_of_a_service_without_backups_says_it_starts_empty(project: Path) -> None:
+    config = _data_project(project, [{"name": "alpha", "type": "local"}])
+    doc = failover_json("plan", config=config)
+    assert doc["kind"] == "deploy" and doc["restore"] == {"backup": None}
+    restore = next(s for s in doc["steps"] if s["name"] == "restore")
+    assert "no backup yet, the service starts empty" in restore["does"]
+
+
+def test_a_cloud_host_restores_only_from_a_store_it_can_reach() -> None:
+    from failover.config import parse
+    from failover.engine.fit import restore_problem
+
+    conf = base_config(run={"command": APP_DB}, data=DATA)
+    conf["providers"] = [
+        {"name": "alpha", "type": "local"},
+        {"name": "cloud", "type": "aws", "region": "us-east-1", "image": "ami-0123456789abcdef0"},
+    ]
+    conf["stores"] = [{"name": "offsite", "type": "dir", "path": "/srv/offsite"}]
+    assert restore_problem(parse(yaml.safe_dump(conf)), "web", "alpha") is None
+    why = restore_problem(parse(yaml.safe_dump(conf)), "web", "cloud")
+    assert why is not None and "no store a new host can reach by itself" in why
+    conf["stores"].append({"name": "s3", "type": "s3", "bucket": "dr-bucket"})
+    assert restore_problem(parse(yaml.safe_dump(conf)), "web", "cloud") is None
+    conf["services"]["web"]["data"]["encryption_key"] = "k" * 32
+    why = restore_problem(parse(yaml.safe_dump(conf)), "web", "cloud")
+    assert why is not None and "encrypted" in why

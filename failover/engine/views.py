@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -31,10 +33,11 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     target = selection.usable[0] if selection.usable else None
     svc = engine.config.services[service]
     gen = row.generation + 1
+    restore = _restore_preview(engine, service) if target else None
     candidates = ", ".join(f"{c.provider} ({c.reason})" for c in selection.candidates)
     steps = [
         ("lock", f"take the lock on {service}"),
-        ("select", "candidates: " + candidates or "none"),
+        ("select", "candidates: " + (candidates or "none")),
         (
             "provision",
             f"create host {host_name(service, gen, target)} on {target}"
@@ -46,11 +49,7 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
             f"until the provider reports it running (ready_timeout "
             f"{svc.policy.ready_timeout:g}s, then the next candidate)",
         ),
-        (
-            "restore",
-            f"setup ({len(svc.run.setup)} commands) and restore "
-            f"({len(svc.run.restore)} commands); the service port answers",
-        ),
+        ("restore", _restore_step(svc.run.setup, svc.run.restore, restore)),
         ("verify", f"{svc.health.rise} good probe rounds against the new host"),
         (
             "cutover",
@@ -74,7 +73,47 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
         "candidates": [c.to_dict() for c in selection.candidates],
         "steps": [{"name": n, "does": d} for n, d in steps],
         "generation": row.generation,
+        **({"restore": restore} if svc.data is not None else {}),
     }
+
+
+def _restore_preview(engine: Engine, service: str) -> dict[str, Any] | None:
+    """The backup a move would restore now: the newest complete one, from the first of
+    the service's stores that holds it (as the restore step picks it); None without
+    ``data:``."""
+    if engine.config.services[service].data is None:
+        return None
+    try:
+        backups = data_plane.catalog(engine, service)
+    except ProviderError as exc:
+        return {"backup": None, "error": str(exc)}
+    if not backups:
+        return {"backup": None}
+    newest = backups[0]
+    taken = datetime.fromisoformat(newest["taken_at"]).timestamp()
+    return {
+        "backup": newest["id"],
+        "store": newest["stores"][0],
+        "taken_at": newest["taken_at"],
+        "age_s": round(max(0.0, time.time() - taken), 1),
+        "bytes": newest["bytes"],
+    }
+
+
+def _restore_step(setup: list[str], commands: list[str], restore: dict[str, Any] | None) -> str:
+    does = f"setup ({len(setup)} commands) and restore ({len(commands)} commands)"
+    if restore is not None:
+        if restore.get("error"):
+            does = f"{does}; data: {restore['error']}"
+        elif restore["backup"] is None:
+            does = f"{does}; data: no backup yet, the service starts empty"
+        else:
+            does = (
+                f"{does}; data: backup {restore['backup']} from store {restore['store']} "
+                f"(taken {restore['taken_at']}, {restore['age_s']:.0f}s old, "
+                f"{restore['bytes']} bytes)"
+            )
+    return f"{does}; the service port answers"
 
 
 def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list[dict[str, Any]]:

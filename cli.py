@@ -455,22 +455,29 @@ app.add_typer(state_app, name="state")
 
 @state_app.command("migrate")
 def state_migrate(
-    to: Annotated[str, typer.Option("--to", help="the backend to copy into: etcd")] = "etcd",
+    to: Annotated[
+        str, typer.Option("--to", help="etcd: copy the SQLite state in; sqlite: copy it back")
+    ] = "etcd",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="replace what the target holds (a failed migration's)"),
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy this machine's SQLite state into the etcd that `state:` names.
+    """Copy this machine's SQLite state into the etcd that `state:` names, all or
+    nothing (or, --to sqlite, that etcd's state back into the SQLite file).
 
-    The journal, generations, hosts and notices come along; nothing is lost, and an
-    interrupted run resumes on etcd. Refused when etcd already holds state there."""
+    The journal, generations, hosts and notices come along; an interrupted run resumes
+    on the other side. Refused when the target holds another history, unless --force."""
 
     def go() -> int:
         from failover.state.migrate import Refused
         from failover.state.migrate import migrate_config
 
         try:
-            doc = migrate_config(load(config, state_dir), to)
+            doc = migrate_config(load(config, state_dir), to, force=force)
         except Refused as exc:
             raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
         show(as_json, doc, lambda: [doc["message"]])

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from failover.starter import starter
+from tests.etcd_server import EtcdCluster
+from tests.etcd_server import etcd_state
 from tests.helpers import APP
 from tests.helpers import ROOT
 from tests.helpers import base_config
@@ -170,3 +172,76 @@ def test_a_cloud_host_restores_only_from_a_store_it_can_reach() -> None:
     conf["services"]["web"]["data"]["encryption_key"] = "k" * 32
     why = restore_problem(parse(yaml.safe_dump(conf)), "web", "cloud")
     assert why is not None and "encrypted" in why
+
+
+# --------------------------------------------------------------------------- item 4: migrate
+
+
+def _history(config: Path) -> list[dict[str, Any]]:
+    return list(failover_json("history", config=config)["events"])
+
+
+def test_commands_run_before_the_migration_do_not_block_it(
+    project: Path, etcd_cluster: EtcdCluster
+) -> None:
+    data = base_config()
+    config = write_config(project, data)
+    try:
+        failover("deploy", config=config, check=True)
+        before = _history(config)
+        data["state"] = etcd_state(etcd_cluster)
+        write_config(project, data)
+        # The config points at etcd; someone runs a few commands before migrating.
+        failover("status", config=config)
+        failover("check", config=config)
+        proc = failover("state", "migrate", "--to", "etcd", config=config)
+        assert proc.returncode == 0, proc.stderr
+        assert _history(config) == before
+        assert failover("check", config=config).returncode == 0
+    finally:
+        cleanup(config)
+
+
+def test_a_failed_migration_is_never_acted_on_and_force_replaces_it_and_back(
+    project: Path, etcd_cluster: EtcdCluster
+) -> None:
+    data = base_config()
+    config = write_config(project, data)
+    try:
+        failover("deploy", config=config, check=True)
+        failover("move", "--to", "beta", "--yes", config=config, check=True)
+        before = _history(config)
+        data["state"] = etcd_state(etcd_cluster)
+        write_config(project, data)
+        crash = failover(
+            "state", "migrate", "--to", "etcd", config=config,
+            env={"FAILOVER_FAILPOINT": "after:migrate-services"},
+        )  # fmt: skip
+        assert crash.returncode == 137, crash.stderr
+        # Half a history: no command acts on it (the services are there, not the journal).
+        check = failover("check", config=config)
+        assert check.returncode == 3 and "did not finish" in check.stdout, check.stdout
+        again = failover("state", "migrate", "--to", "etcd", config=config)
+        assert again.returncode == 1, again.stderr
+        assert "a migration that did not finish" in again.stderr and "--force" in again.stderr
+        forced = failover("state", "migrate", "--to", "etcd", "--force", "--json", config=config)
+        assert forced.returncode == 0, forced.stderr
+        assert "a migration that did not finish" in json.loads(forced.stdout)["replaced"][0]
+        assert _history(config) == before
+        assert failover("check", config=config).returncode == 0
+        # Life on etcd goes on: a move there, then the way back.
+        failover("move", "--to", "alpha", "--yes", config=config, check=True)
+        on_etcd = _history(config)
+        back = failover("state", "migrate", "--to", "sqlite", config=config)
+        assert back.returncode == 1 and "already holds state" in back.stderr  # the old file
+        back = failover("state", "migrate", "--to", "sqlite", "--force", config=config)
+        assert back.returncode == 0, back.stderr
+        assert list((project / ".failover").glob("state.db.replaced-*"))
+        data["state"] = {"backend": "sqlite"}
+        write_config(project, data)
+        assert _history(config) == on_etcd
+        status = failover_json("status", config=config)["services"][0]
+        assert status["active"]["provider"] == "alpha" and status["generation"] == 3
+        assert failover("check", config=config).returncode == 0
+    finally:
+        cleanup(config)

@@ -73,10 +73,18 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         """Refuse a store a newer failover wrote; once per process, on first use."""
         if self._schema_checked:
             return
-        key = self.k("meta", "schema")
+        key, mark = self.k("meta", "schema"), self.k("meta", "migration")
         ok, responses, _ = self.gw.txn(
-            [created_at(key, 0)], [put(key, SCHEMA_VERSION)], [get_op(key)]
+            [created_at(key, 0)],
+            [put(key, SCHEMA_VERSION), get_op(mark)],
+            [get_op(key), get_op(mark)],
         )
+        if range_kvs(responses[-1]):
+            # failover.state.migrate: half a history is never acted on.
+            raise StateError(
+                f"etcd under {self.prefix} holds a migration that did not finish: nothing "
+                "acts on it until `failover state migrate --to etcd --force` replaces it"
+            )
         if not ok:
             found = range_kvs(responses[0])
             version = int(found[0].json()) if found else SCHEMA_VERSION

@@ -697,7 +697,10 @@ def systemd(
     user: Annotated[str, typer.Option("--user", help="the dedicated user")] = "failover",
     every: Annotated[str, typer.Option("--every", help="how often the timer checks")] = "1min",
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="watch serves metrics on 127.0.0.1:N")
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="watch serves metrics on 127.0.0.1:N"
+        ),
     ] = None,
 ) -> None:
     """Print (or --write) failover-watch.service, failover-check.service and .timer."""
@@ -706,19 +709,21 @@ def systemd(
         from failover import systemd as units
 
         path = config or GLOBAL["config"]
-        made = units.Units(
-            units.executable(),
-            config=str(path.resolve()) if path else "/etc/failover/failover.yaml",
-            user=user,
-            every=every,
-            metrics_port=metrics_port,
-        )
+        where = path.resolve() if path else Path("/etc/failover/failover.yaml")
+        try:
+            made, warnings = units.for_config(
+                units.executable(), where, user=user, every=every, metrics_port=metrics_port
+            )
+        except units.BadOption as exc:
+            raise Exit(ExitCode.USAGE, str(exc)) from None
+        for warning in warnings:
+            err(f"warning: {warning}")
         if write is None:
             for name, text in made.files().items():
                 out(f"# {name}\n{text}")
             return ExitCode.SUCCESS
-        for path in units.write(made, write):
-            out(f"wrote {path}")
+        for written in units.write(made, write):
+            out(f"wrote {written}")
         return ExitCode.SUCCESS
 
     run(go)

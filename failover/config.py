@@ -74,6 +74,11 @@ class StateConfig(Model):
     backend: Literal["sqlite", "etcd"] = Field(
         default="sqlite", description="where the journal, health counters and lock live"
     )
+    dir: str | None = Field(
+        default=None,
+        description="the state directory (relative: to this file's folder); default "
+        ".failover/ beside this file. --state-dir and FAILOVER_STATE_DIR override it",
+    )
     lease_ttl: Duration = Field(
         default=30.0,
         gt=0,
@@ -543,11 +548,14 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("FAILOVER_CONFIG") or DEFAULT_CONFIG)
 
 
-def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | None) -> Path:
+def resolve_state_dir(
+    config_path: Path, state_dir: str | os.PathLike[str] | None, in_file: str | None = None
+) -> Path:
     chosen = state_dir or os.environ.get("FAILOVER_STATE_DIR")
     if chosen:
         return Path(chosen).resolve()
-    return (config_path.resolve().parent / ".failover").resolve()
+    here = config_path.resolve().parent
+    return (here / Path(in_file).expanduser() if in_file else here / ".failover").resolve()
 
 
 _MAX_VALUES = 100_000  # a real config has a few hundred
@@ -644,7 +652,7 @@ def load(
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
     config = parse(text, str(config_path))
     config.path = config_path.resolve()
-    config.state_dir = resolve_state_dir(config_path, state_dir)
+    config.state_dir = resolve_state_dir(config_path, state_dir, config.state.dir)
     return config
 
 

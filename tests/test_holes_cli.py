@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +247,93 @@ def test_a_failed_migration_is_never_acted_on_and_force_replaces_it_and_back(
         assert failover("check", config=config).returncode == 0
     finally:
         cleanup(config)
+
+
+# --------------------------------------------------------------------------- item 5: systemd
+
+UNITS = ("failover-watch.service", "failover-check.service", "failover-check.timer")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--every", "banana"),
+        ("--every", "1min\nExecStartPre=/bin/rm -rf /"),
+        ("--metrics-port", "99999"),
+        ("--metrics-port", "0"),
+        ("--user", "bad user"),
+        ("--user", "root\nUser=root"),
+    ],
+)
+def test_systemd_refuses_options_that_make_invalid_units(args: tuple[str, str]) -> None:
+    proc = failover("systemd", *args)
+    assert proc.returncode == 2, proc.stdout
+    assert "Traceback" not in proc.stderr and "[Service]" not in proc.stdout
+
+
+def _service(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_systemd_units_write_the_dir_stores_and_say_where_the_state_is(tmp_path: Path) -> None:
+    folder = tmp_path / "etc failover"  # a blank in the path: quoted, not split
+    folder.mkdir()
+    config = folder / "failover.yaml"
+    conf = base_config()
+    conf["stores"] = [
+        {"name": "offsite", "type": "dir", "path": "/srv/backups"},
+        {"name": "nfs", "type": "dir", "path": "/mnt/dr 100%"},
+    ]
+    config.write_text(yaml.safe_dump(conf))
+    units = tmp_path / "units"
+    proc = failover("systemd", "-c", str(config), "--write", str(units), check=True)
+    # No state.dir in the config: interactive commands would read another state.
+    assert "state.dir is not /var/lib/failover" in proc.stderr
+    watch = _service(units / "failover-watch.service")
+    assert watch["ReadWritePaths"] == ['-/srv/backups "-/mnt/dr 100%%"']
+    assert watch["ExecStart"][0].endswith(f' watch --config "{config}"')
+    assert _service(units / "failover-check.service")["ReadWritePaths"] == watch["ReadWritePaths"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        result = subprocess.run(
+            [analyze, "verify", *(str(units / u) for u in UNITS)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ours = [line for line in result.stderr.splitlines() if "failover-" in line]
+        assert result.returncode == 0 and not ours, result.stderr
+    # With state.dir set as the warning says: no warning, and the commands of that
+    # machine read the watcher's state directory.
+    conf["state"] = {"dir": "/var/lib/failover"}
+    config.write_text(yaml.safe_dump(conf))
+    proc = failover("systemd", "-c", str(config), check=True)
+    assert "warning" not in proc.stderr
+    from failover.config import load
+
+    assert load(config).state_dir == Path("/var/lib/failover")
+
+
+def test_systemd_warns_when_execstart_is_hidden_from_the_service() -> None:
+    from failover.systemd import placement_warnings
+
+    for exe in ("/home/ops/.venv/bin/failover", "/root/venv/bin/failover", "/tmp/v/failover"):
+        (warning,) = placement_warnings(exe)
+        assert "203/EXEC" in warning and exe in warning
+    assert placement_warnings("/opt/failover/bin/failover") == []
+    assert placement_warnings("/homework/bin/failover") == []
+
+
+def test_state_dir_in_the_config_is_relative_to_it_and_the_flags_win(tmp_path: Path) -> None:
+    from failover.config import load
+
+    conf = base_config()
+    conf["state"] = {"dir": "state"}
+    config = write_config(tmp_path, conf)
+    assert load(config).state_dir == tmp_path / "state"
+    assert load(config, tmp_path / "other").state_dir == tmp_path / "other"

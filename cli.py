@@ -153,7 +153,7 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
     """For each provider and the DNS zone: API reachable, credentials accepted, blocked?"""
 
     def go() -> int:
-        with open_engine(load(config, state_dir), quiet=True) as engine:
+        with open_engine(load(config, state_dir, notify=False), quiet=True) as engine:
             report = engine.doctor()
         show(as_json, report, lambda: output.doctor_lines(report))
         return ExitCode.of(report["ok"])
@@ -240,7 +240,7 @@ def plan(
     """What a failover (or a move with --to) would do now, step by step, without doing it."""
 
     def go() -> int:
-        conf, name = one_service(config, state_dir, service)
+        conf, name = one_service(config, state_dir, service, notify=False)
         check_provider(conf, to)
         with open_engine(conf, quiet=True) as engine:
             row = engine.store.service(name)
@@ -264,7 +264,7 @@ def status(
     def go() -> int:
         import shutil
 
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         names = service_names(conf, service)
         from failover.watchers import watcher_lines
 
@@ -355,7 +355,7 @@ def _check_unknown(exc: Exception, as_json: bool) -> int:
         if os.environ.get("FAILOVER_DEBUG"):
             raise exc
         message = str(exc) if isinstance(exc, ProviderError) else f"internal error: {exc!r}"
-    err(message)
+    # Once, on stdout: cron's `>> log 2>&1` and Nagios read the same line (issue 21).
     if as_json:
         emit_json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
     else:
@@ -477,7 +477,7 @@ def state_migrate(
         from failover.state.migrate import migrate_config
 
         try:
-            doc = migrate_config(load(config, state_dir), to, force=force)
+            doc = migrate_config(load(config, state_dir, notify=False), to, force=force)
         except Refused as exc:
             raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
         show(as_json, doc, lambda: [doc["message"]])
@@ -497,7 +497,7 @@ def history(
     """The journal of deploys, moves, failovers and drills, newest first."""
 
     def go() -> int:
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         name = service_names(conf, service)[0] if service else None
         with open_engine(conf, quiet=True) as engine:
             events = engine.history(name, limit)
@@ -551,7 +551,7 @@ def backups(
     def go() -> int:
         from failover.data.plane import catalog
 
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         with open_engine(conf, quiet=True) as engine:
             rows = [row for n in _data_services(conf, service) for row in catalog(engine, n)]
         rows.sort(key=lambda r: r["id"], reverse=True)
@@ -666,7 +666,9 @@ def destroy(
             if not typer.confirm(f"destroy every host of {name} and forget it?"):
                 return ExitCode.FAILED
         with open_engine(conf, quiet=True) as engine:
-            doc = destroy_service(engine, name)
+            doc = destroy_service(engine, name, unlisted_ok=yes)
+        for warning in doc.get("warnings", []):
+            err(f"warning: {warning}")
         lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
         lines += [
             f"NOT destroyed: {h['provider']} {h['host_id'] or '(its hosts)'}: {h['error']}"

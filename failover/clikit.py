@@ -135,12 +135,14 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
         raise Exit(failure_code) from None
 
 
-def load(config: Path | None, state_dir: Path | None) -> Config:
+def load(config: Path | None, state_dir: Path | None, *, notify: bool = True) -> Config:
+    """The config; ``notify=False`` for a command that never notifies (``status``...):
+    a notification secret missing from its environment is then no error."""
     from failover import config as cfg
     from failover.redact import register_environment
 
     register_environment()
-    return cfg.load(config or GLOBAL["config"], state_dir)
+    return cfg.load(config or GLOBAL["config"], state_dir, notify=notify)
 
 
 def service_names(conf: Config, service: str | None, *, one: bool = False) -> list[str]:
@@ -157,10 +159,10 @@ def service_names(conf: Config, service: str | None, *, one: bool = False) -> li
 
 
 def one_service(
-    config: Path | None, state_dir: Path | None, service: str | None
+    config: Path | None, state_dir: Path | None, service: str | None, *, notify: bool = True
 ) -> tuple[Config, str]:
     """The config and the one service a command that acts on a single service is about."""
-    conf = load(config, state_dir)
+    conf = load(config, state_dir, notify=notify)
     (name,) = service_names(conf, service, one=True)
     return conf, name
 

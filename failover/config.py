@@ -589,8 +589,10 @@ class _Loader(NoDuplicateKeys, _YamlBase):  # type: ignore[misc]
     """The loader of ``failover.yaml``."""
 
 
-def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
-    """Parse and validate config text. Raises ConfigError with located problems."""
+def parse(text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True) -> Config:
+    """Parse and validate config text. Raises ConfigError with located problems.
+    ``notify=False``: without the ``notify:`` targets, for the commands that never notify
+    (their secrets are needed only to notify: issue 21)."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except DuplicateKey as exc:
@@ -620,6 +622,8 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
             ],
             source,
         )
+    if not notify:
+        data.pop("notify", None)
     data, problems = interpolate(data)
     if problems:
         raise ConfigError(problems, source)
@@ -639,7 +643,10 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
 
 
 def load(
-    path: str | os.PathLike[str] | None = None, state_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    notify: bool = True,
 ) -> Config:
     config_path = resolve_path(path)
     try:
@@ -650,7 +657,7 @@ def load(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
-    config = parse(text, str(config_path))
+    config = parse(text, str(config_path), notify=notify)
     config.path = config_path.resolve()
     config.state_dir = resolve_state_dir(config_path, state_dir, config.state.dir)
     return config

@@ -44,6 +44,14 @@ def _where(active: Doc | None) -> str:
     )
 
 
+def _standby(host: Doc) -> str:
+    """The warm standby (``policy.standby: warm``): running, out of DNS."""
+    return (
+        f"{host['provider']} {host.get('address') or '(no address yet)'} (host "
+        f"{host['host_id']}, warm for generation {host.get('generation')}, out of DNS)"
+    )
+
+
 def _last_event(event: Doc) -> str:
     return f"{event['kind']} {event['status']} {event['finished_at'] or ''}"
 
@@ -67,6 +75,8 @@ def status_lines(doc: list[Doc]) -> list[str]:
             lines.append("  dns: no record")
         if s["last_event"]:
             lines.append(f"  last: {_last_event(s['last_event'])}")
+        if s.get("standby"):
+            lines.append(f"  standby: {_standby(s['standby'])}")
         lines.append(
             "  providers: "
             + ", ".join(f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"])
@@ -107,6 +117,8 @@ def _status_rows(s: Doc) -> list[tuple[str, str]]:
     ]
     if s["last_event"]:
         rows.append(("last", _last_event(s["last_event"])))
+    if s.get("standby"):
+        rows.append(("standby", _standby(s["standby"])))
     if s.get("data") is not None:
         rows.append(("data", data_summary(s["data"])))
     for p in s["providers"]:

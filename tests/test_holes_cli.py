@@ -18,12 +18,15 @@ from failover.starter import starter
 from tests.etcd_server import EtcdCluster
 from tests.etcd_server import etcd_state
 from tests.helpers import APP
+from tests.helpers import FAILOVER
 from tests.helpers import ROOT
 from tests.helpers import base_config
 from tests.helpers import cleanup
+from tests.helpers import env_for
 from tests.helpers import failover
 from tests.helpers import failover_json
 from tests.helpers import write_config
+from tests.sshd import Sshd
 
 PROVIDERS = ("local", "aws", "gcp", "azure", "ssh")
 
@@ -337,3 +340,204 @@ def test_state_dir_in_the_config_is_relative_to_it_and_the_flags_win(tmp_path: P
     config = write_config(tmp_path, conf)
     assert load(config).state_dir == tmp_path / "state"
     assert load(config, tmp_path / "other").state_dir == tmp_path / "other"
+
+
+# --------------------------------------------------------------------------- confusing
+
+
+def test_check_says_a_config_error_once_under_a_shared_log(tmp_path: Path) -> None:
+    conf = base_config()
+    conf["services"]["web"]["health"]["fall"] = 0
+    config = write_config(tmp_path, conf)
+    log = tmp_path / "log"
+    with log.open("a") as sink:  # `failover check >> log 2>&1`
+        proc = subprocess.run(
+            [FAILOVER, "check", "-c", str(config)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env_for(),
+            timeout=120,
+        )
+    assert proc.returncode == 3
+    text = log.read_text()
+    assert text.count("health.fall") == 1, text
+    assert text.startswith("FAILOVER UNKNOWN - ")
+
+
+def test_status_needs_no_notification_secret(project: Path) -> None:
+    conf = base_config()
+    conf["notify"] = [{"type": "slack", "url": "${SLACK_WEBHOOK_URL_NOT_SET}"}]
+    config = write_config(project, conf)
+    for command in (("status",), ("history",), ("plan",), ("doctor",)):
+        proc = failover(*command, config=config)
+        assert proc.returncode in (0, 1), (command, proc.stderr)
+        assert "SLACK_WEBHOOK_URL_NOT_SET" not in proc.stderr
+    # What notifies still says what is missing.
+    for command in (("validate",), ("check",), ("notify", "test")):
+        proc = failover(*command, config=config)
+        assert proc.returncode in (2, 3), (command, proc.stdout, proc.stderr)
+        assert "SLACK_WEBHOOK_URL_NOT_SET is not set" in proc.stdout + proc.stderr
+
+
+def test_an_azureblob_store_with_a_connection_string_needs_no_account_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from failover.config import ConfigError
+    from failover.config import parse
+
+    conf = base_config()
+    store = {"name": "az", "type": "azureblob", "container": "dr"}
+    conf["stores"] = [{**store, "connection_string": "${AZURE_STORAGE_CONNECTION_STRING}"}]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+    assert parse(yaml.safe_dump(conf)).stores[0].account_url is None
+    conf["stores"] = [store]
+    with pytest.raises(ConfigError) as caught:
+        parse(yaml.safe_dump(conf))
+    assert caught.value.problems == [
+        "stores[0].azureblob: account_url (or connection_string) is required"
+    ]
+
+
+def test_the_ssh_keyscan_line_is_a_pin_as_printed(running_sshd: Sshd, tmp_path: Path) -> None:
+    from providers.base import ProviderContext
+    from providers.ssh import SshProvider
+    from providers.ssh import SshSettings
+
+    scan = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(running_sshd.port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (line,) = [x for x in scan.stdout.splitlines() if x and not x.startswith("#")]
+    assert line.startswith(f"[127.0.0.1]:{running_sshd.port} ssh-ed25519 ")
+    settings = SshSettings.model_validate(
+        {
+            "name": "own",
+            "type": "ssh",
+            "identity_file": str(running_sshd.client_key),
+            "machines": [
+                {"address": "127.0.0.1", "ssh": running_sshd.endpoint(), "host_key": line}
+            ],
+        }
+    )
+    assert settings.machines[0].host_key == " ".join(line.split()[1:])
+    report = SshProvider(settings, ProviderContext(tmp_path)).check_account()
+    assert report.state == "available", report
+
+
+def test_validate_parses_the_host_key_that_doctor_would_call_unusable(tmp_path: Path) -> None:
+    conf = base_config()
+    example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithTheRealOne00"
+    conf["providers"].append(
+        {"name": "own", "type": "ssh", "machines": [{"address": "192.0.2.7", "host_key": example}]}
+    )
+    proc = failover("validate", config=write_config(tmp_path, conf))
+    assert proc.returncode == 2
+    assert "providers[2].machines[0].host_key: not a usable ssh-ed25519 key" in proc.stderr
+
+
+def test_destroy_finishes_with_yes_when_a_provider_cannot_list(project: Path) -> None:
+    from failover.config import load
+    from failover.engine import Engine
+    from failover.engine.destroy import destroy_service
+
+    config = write_config(project, base_config())
+    try:
+        failover("deploy", config=config, check=True)  # on alpha; beta never held a host
+        root = project / ".failover" / "local" / "beta"
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "SUSPENDED").touch()
+        engine = Engine(load(config))
+        try:
+            refused = destroy_service(engine, "web")
+        finally:
+            engine.close()
+        assert refused["ok"] is False and "beta could not list its hosts" in refused["why"]
+        assert "--yes" in refused["why"]
+        assert [h["provider"] for h in refused["destroyed"]] == ["alpha"]
+        proc = failover("destroy", "--yes", config=config)
+        assert proc.returncode == 0, proc.stderr
+        assert "warning: beta could not list its hosts (beta: account suspended" in proc.stderr
+        assert "a host of web it holds is not destroyed" in proc.stderr
+        assert failover_json("status", config=config)["services"][0]["active"] is None
+    finally:
+        cleanup(config)
+
+
+def test_the_provider_state_metric_says_what_readme_and_help_say() -> None:
+    import urllib.request
+
+    from failover.watch import Metrics
+    from tests.servers import free_port
+
+    port = free_port()
+    metrics = Metrics(port, "127.0.0.1")
+    try:
+        states = {"alpha": {"state": "available"}, "beta": {"state": "blocked"}}
+        metrics.providers(states)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        metrics.close()
+    assert 'failover_provider_state{provider="alpha",state="available"} 1.0' in text
+    (help_line,) = [x for x in text.splitlines() if x.startswith("# HELP failover_provider_state")]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    said = readme[readme.index("`failover_provider_state{provider, state}`") :][:200]
+    for state in ("available", "blocked", "unknown"):
+        assert state in help_line and f"`{state}`" in said
+    assert "`ok`" not in said and "ok," not in help_line
+
+
+def test_text_status_shows_the_warm_standby() -> None:
+    from failover import output
+
+    doc = {
+        "service": "web",
+        "domain": "www.example.test",
+        "active": {
+            "provider": "alpha",
+            "host_id": "h-00000001",
+            "address": "127.77.0.1",
+            "port": 8080,
+            "since": "2026-12-04T20:00:00Z",
+        },
+        "health": {
+            "state": "up",
+            "consecutive_failures": 0,
+            "consecutive_successes": 3,
+            "last_check": None,
+            "latency_s": None,
+        },
+        "dns": None,
+        "generation": 1,
+        "standby": {
+            "provider": "beta",
+            "host_id": "h-00000002",
+            "address": "127.77.0.2",
+            "generation": 2,
+            "updated_at": "2026-12-04T20:01:00Z",
+        },
+        "last_event": None,
+        "providers": [],
+    }
+    shown = "beta 127.77.0.2 (host h-00000002, warm for generation 2, out of DNS)"
+    assert f"  standby: {shown}" in output.status_lines([doc])
+    assert "h-00000002" in output.status_table([doc], 160)
+    assert not any("standby" in line for line in output.status_lines([{**doc, "standby": None}]))
+
+
+def test_from_and_to_have_the_same_keys_in_every_document(project: Path) -> None:
+    config = write_config(project, base_config())
+    keys = {"provider", "host_id", "address"}
+    try:
+        failover("deploy", config=config, check=True)
+        assert set(failover_json("plan", "--to", "beta", config=config)["from"]) == keys
+        moved = failover_json("move", "--to", "beta", "--yes", config=config)
+        assert set(moved["event"]["from"]) == set(moved["event"]["to"]) == keys
+        events = failover_json("history", config=config)["events"]
+        assert [e["kind"] for e in events] == ["move", "deploy"]
+        assert set(events[0]["from"]) == set(events[0]["to"]) == keys
+        assert events[1]["from"] is None and set(events[1]["to"]) == keys
+    finally:
+        cleanup(config)

@@ -15,6 +15,7 @@ from typing import Any
 from failover.data import plane as data_plane
 from failover.probes import reach
 from failover.render import host_name
+from failover.state.sqlite import place
 from providers.base import AccountReport
 from providers.base import Check
 from providers.base import ProviderError
@@ -67,7 +68,7 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     return {
         "service": service,
         "kind": kind,
-        "from": row.active,
+        "from": place(row.active),
         "to": target,
         "possible": target is not None,
         "candidates": [c.to_dict() for c in selection.candidates],

@@ -49,6 +49,7 @@ from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import StateError
 from failover.state.sqlite import counters_after
 from failover.state.sqlite import now_iso
+from failover.state.sqlite import place
 from providers.util import pid_alive
 
 _RETRIES = 50  # compare-and-set rounds before giving up on a key others keep writing
@@ -557,8 +558,8 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
         "kind": raw["kind"],
         "status": raw["status"],
         "reason": raw.get("reason"),
-        "from": raw.get("origin"),
-        "to": raw.get("target"),
+        "from": place(raw.get("origin")),
+        "to": place(raw.get("target")),
         "started_at": raw["started_at"],
         "finished_at": raw.get("finished_at"),
         "duration_s": round(raw["finished"] - raw["started"], 3) if raw.get("finished") else None,

@@ -132,7 +132,7 @@ def validate(
         )
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -158,7 +158,7 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
         show(as_json, report, lambda: output.doctor_lines(report))
         return ExitCode.of(report["ok"])
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -187,7 +187,7 @@ def deploy(
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
         return report_outcome(outcome, as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -210,7 +210,7 @@ def move(
             outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
         return report_outcome(outcome, as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
@@ -249,7 +249,7 @@ def plan(
         show(as_json, result, lambda: output.plan_lines(result))
         return ExitCode.of(result["possible"])
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -288,7 +288,7 @@ def status(
         )
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -446,7 +446,7 @@ def drill(
                 err(f"drill failed: {outcome.message}")
         return ExitCode.of(outcome.ok)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 state_app = typer.Typer(help="The state store (SQLite, or etcd for several watchers).")
@@ -483,7 +483,7 @@ def state_migrate(
         show(as_json, doc, lambda: [doc["message"]])
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -504,7 +504,7 @@ def history(
         show(as_json, {"events": events}, lambda: output.history_lines(events))
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 def _data_services(conf: Config, service: str | None) -> list[str]:
@@ -536,7 +536,7 @@ def backup(
         show(as_json, doc, lambda: output.backup_lines(doc))
         return ExitCode.of(all(v == "ok" for v in doc["stores"].values()))
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -558,7 +558,7 @@ def backups(
         show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -577,7 +577,7 @@ def demo(
             emit_json(doc)
         return ExitCode.of(doc.get("recovered_after_s") is not None)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 # --------------------------------------------------------------------------- operator's surface
@@ -641,7 +641,7 @@ def notify_test(
         )
         return ExitCode.of(all(r["ok"] for r in results))
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -682,7 +682,7 @@ def destroy(
         show(as_json, doc, lambda: lines)
         return ExitCode.of(doc["ok"])
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()

@@ -107,15 +107,11 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
     except Exit:
         raise
     except ConfigError as exc:
-        for problem in exc.problems:
-            err(problem)
-        raise Exit(usage_code) from None
+        raise Exit(usage_code, "\n".join(exc.problems)) from None
     except StateError as exc:
-        err(f"state: {exc}")
-        raise Exit(failure_code) from None
+        raise Exit(failure_code, f"state: {exc}") from None
     except KeyboardInterrupt:
-        err("interrupted")
-        raise Exit(ExitCode.INTERRUPTED) from None
+        raise Exit(ExitCode.INTERRUPTED, "interrupted") from None
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error of ours; keep Python quiet on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -126,13 +122,12 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
         from providers.base import ProviderError
 
         if isinstance(exc, ProviderError):
-            err(str(exc))
-        else:
-            err(
-                f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
-                "for the traceback, and please report it)"
-            )
-        raise Exit(failure_code) from None
+            raise Exit(failure_code, str(exc)) from None
+        raise Exit(
+            failure_code,
+            f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
+            "for the traceback, and please report it)",
+        ) from None
 
 
 def load(config: Path | None, state_dir: Path | None, *, notify: bool = True) -> Config:
@@ -208,14 +203,27 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def run(
-    fn: Callable[[], int | None], usage: int = ExitCode.USAGE, failure: int = ExitCode.FAILED
+    fn: Callable[[], int | None],
+    usage: int = ExitCode.USAGE,
+    failure: int = ExitCode.FAILED,
+    *,
+    as_json: bool = False,
 ) -> NoReturn:
+    """Run a command's body: its exit code; an error as lines on stderr and, with
+    ``--json``, as a document on stdout too (``{"ok": false, "error", "problems",
+    "exit_code"}``), so a script that parses stdout always has one."""
     try:
         with errors(usage, failure):
             code = fn() or ExitCode.SUCCESS
     except Exit as exc:
-        if exc.message:
-            err(exc.message)
+        problems = exc.message.splitlines()
+        for line in problems:
+            err(line)
+        if as_json and exc.code != ExitCode.SUCCESS:
+            error = "; ".join(problems) or f"exit {int(exc.code)}"
+            emit_json(
+                {"ok": False, "error": error, "problems": problems, "exit_code": int(exc.code)}
+            )
         raise typer.Exit(int(exc.code)) from None
     raise typer.Exit(int(code))
 

@@ -168,12 +168,17 @@ def _account_lines(head: str, part: Doc) -> list[str]:
 
 
 def doctor_lines(report: Doc) -> list[str]:
-    """``doctor``: each provider and the DNS zone with its checks, then the warnings."""
+    """``doctor``: the state store, each provider, the DNS zone and each backup store
+    with its checks, then the warnings."""
     lines = []
+    if report.get("state"):
+        lines += _account_lines(f"state {report['state']['name']}", report["state"])
     for p in report["providers"]:
         lines += _account_lines(f"{p['name']} ({p['type']})", p)
     d = report["dns"]
     lines += _account_lines(f"dns {d['type']} zone {d['zone']}", d)
+    for st in report.get("stores", []):
+        lines += _account_lines(f"store {st['name']} ({st['type']})", st)
     for c in report.get("canaries", []):
         mark = "ok" if c.get("ok") else "FAILED"
         lines.append(f"canary {c.get('service')} {c.get('canary')}: {mark} {c.get('detail', '')}")

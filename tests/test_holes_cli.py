@@ -4,6 +4,7 @@ README, and what hostile input does to the commands."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,10 @@ import pytest
 import yaml
 
 from failover.starter import starter
+from tests.conftest import need
+from tests.doubles.moto_server import moto_available
+from tests.doubles.moto_server import shared_moto
+from tests.doubles.moto_server import use_test_credentials
 from tests.etcd_server import EtcdCluster
 from tests.etcd_server import etcd_state
 from tests.helpers import APP
@@ -26,6 +31,7 @@ from tests.helpers import env_for
 from tests.helpers import failover
 from tests.helpers import failover_json
 from tests.helpers import write_config
+from tests.servers import free_port
 from tests.sshd import Sshd
 
 PROVIDERS = ("local", "aws", "gcp", "azure", "ssh")
@@ -469,7 +475,6 @@ def test_the_provider_state_metric_says_what_readme_and_help_say() -> None:
     import urllib.request
 
     from failover.watch import Metrics
-    from tests.servers import free_port
 
     port = free_port()
     metrics = Metrics(port, "127.0.0.1")
@@ -541,3 +546,113 @@ def test_from_and_to_have_the_same_keys_in_every_document(project: Path) -> None
         assert events[1]["from"] is None and set(events[1]["to"]) == keys
     finally:
         cleanup(config)
+
+
+JSON_COMMANDS = [
+    ("validate",),
+    ("doctor",),
+    ("deploy",),
+    ("move", "--to", "beta", "--yes"),
+    ("plan",),
+    ("status",),
+    ("check",),
+    ("drill", "--to", "beta"),
+    ("state", "migrate", "--to", "etcd"),
+    ("history",),
+    ("backup",),
+    ("backups",),
+    ("notify", "test"),
+    ("destroy", "--yes"),
+]
+
+
+@pytest.mark.parametrize("command", JSON_COMMANDS, ids=lambda c: " ".join(c))
+def test_every_json_command_prints_a_document_on_a_bad_config(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    conf = base_config()
+    conf["services"]["web"]["health"]["fall"] = 0
+    proc = failover(*command, "--json", config=write_config(tmp_path, conf))
+    assert proc.returncode in (2, 3), proc.stdout
+    doc = json.loads(proc.stdout)
+    assert "health.fall" in json.dumps(doc)
+
+
+def test_backups_json_prints_a_document_when_there_is_nothing_to_list(tmp_path: Path) -> None:
+    config = write_config(tmp_path, base_config())
+    proc = failover("backups", "--json", config=config)
+    assert proc.returncode == 2
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 2 and "nothing to back up" in doc["error"]
+    assert "nothing to back up" in proc.stderr  # people still read it on stderr
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _doctor_config(tmp_path: Path, **state: Any) -> Path:
+    conf = base_config()
+    (tmp_path / "offsite").mkdir()
+    conf["stores"] = [
+        {"name": "offsite", "type": "dir", "path": str(tmp_path / "offsite")},
+        {"name": "unmounted", "type": "dir", "path": str(tmp_path / "mnt" / "dr")},
+    ]
+    if state:
+        conf["state"] = state
+    return write_config(tmp_path, conf)
+
+
+def test_doctor_runs_every_check_when_etcd_is_down(tmp_path: Path) -> None:
+    state = {"backend": "etcd", "endpoints": [f"http://127.0.0.1:{free_port()}"], "timeout": "1s"}
+    config = _doctor_config(tmp_path, **state)
+    proc = failover("doctor", "--json", config=config)
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["state"]["state"] == "unknown"
+    assert "no etcd member answered" in doc["state"]["reason"]
+    assert [p["state"] for p in doc["providers"]] == ["available", "available"]
+    assert doc["dns"]["state"] == "available"
+    stores = {s["name"]: s for s in doc["stores"]}
+    assert [c["name"] for c in stores["offsite"]["checks"]] == ["root", "write", "read", "delete"]
+    assert stores["offsite"]["state"] == "available"
+    assert list((tmp_path / "offsite").iterdir()) == []  # the probe is gone
+    assert stores["unmounted"]["state"] == "unknown"
+    assert "does not exist (not mounted?)" in stores["unmounted"]["reason"]
+    assert not (tmp_path / "mnt").exists()  # nothing written under a missing mount
+    text = failover("doctor", config=config).stdout
+    for line in ("state etcd: unknown", "alpha (local): available", "store offsite (dir)"):
+        assert line in text
+
+
+def test_doctor_checks_each_etcd_member(tmp_path: Path, etcd_cluster: EtcdCluster) -> None:
+    config = _doctor_config(tmp_path, **etcd_state(etcd_cluster))
+    doc = failover_json("doctor", config=config)
+    checks = doc["state"]["checks"]
+    assert [c["name"] for c in checks] == [f"member {url}" for url in etcd_cluster.endpoints]
+    assert all(c["ok"] and "3 member(s), leader" in c["detail"] for c in checks), checks
+    assert doc["state"]["state"] == "available"
+
+
+def test_doctor_checks_a_cloud_store_and_its_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need(moto_available(), "moto[server] is not installed")
+    import boto3
+
+    use_test_credentials(monkeypatch)
+    server = shared_moto()
+    bucket = f"dr-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    conf = base_config()
+    conf["stores"] = [
+        {"name": "s3-dr", "type": "s3", "bucket": bucket, "endpoint": server.url},
+        {"name": "s3-gone", "type": "s3", "bucket": bucket + "-x", "endpoint": server.url},
+    ]
+    conf["stores"][1]["retry_attempts"] = 1
+    doc = failover_json("doctor", config=write_config(tmp_path, conf))
+    stores = {s["name"]: s for s in doc["stores"]}
+    assert stores["s3-dr"]["state"] == "available", stores["s3-dr"]
+    assert stores["s3-gone"]["state"] == "unknown" and doc["ok"] is False
+    assert stores["s3-gone"]["checks"][-1]["name"] == "root"

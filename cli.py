@@ -24,6 +24,7 @@ from failover.clikit import JsonOpt
 from failover.clikit import ServiceArg
 from failover.clikit import StateOpt
 from failover.clikit import check_provider
+from failover.clikit import complete_providers
 from failover.clikit import emit_json
 from failover.clikit import err
 from failover.clikit import lines
@@ -165,7 +166,10 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
 def deploy(
     service: ServiceArg = None,
     provider: Annotated[
-        str | None, typer.Option("--provider", help="put it on this provider")
+        str | None,
+        typer.Option(
+            "--provider", help="put it on this provider", autocompletion=complete_providers
+        ),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="do not ask before moving a live service")
@@ -193,7 +197,9 @@ def deploy(
 @app.command()
 def move(
     service: ServiceArg = None,
-    to: Annotated[str, typer.Option("--to", help="the provider to move to")] = "",
+    to: Annotated[
+        str, typer.Option("--to", help="the provider to move to", autocompletion=complete_providers)
+    ] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
@@ -232,7 +238,12 @@ def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
 @app.command()
 def plan(
     service: ServiceArg = None,
-    to: Annotated[str | None, typer.Option("--to", help="plan a move to this provider")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="plan a move to this provider", autocompletion=complete_providers
+        ),
+    ] = None,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -416,7 +427,10 @@ def watch(
 @app.command()
 def drill(
     service: ServiceArg = None,
-    to: Annotated[str, typer.Option("--to", help="the provider to rehearse on")] = "",
+    to: Annotated[
+        str,
+        typer.Option("--to", help="the provider to rehearse on", autocompletion=complete_providers),
+    ] = "",
     junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report")] = None,
     cold: Annotated[
         bool, typer.Option("--cold", help="a fresh host even when a warm standby is on --to")

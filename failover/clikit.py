@@ -51,8 +51,43 @@ StateOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+
+
+def _names(ctx: typer.Context, section: str) -> list[str]:
+    """The service or provider names of the config the command line names, for shell
+    completion: read as written (no ``${ENV}``, no validation), never an error."""
+    import yaml
+
+    root = ctx.find_root()
+    chosen = ctx.params.get("config") or root.params.get("config")
+    path = Path(chosen or os.environ.get("FAILOVER_CONFIG") or "failover.yaml")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    part = doc.get(section) if isinstance(doc, dict) else None
+    if isinstance(part, dict):
+        return [str(name) for name in part]
+    if isinstance(part, list):
+        return [str(p["name"]) for p in part if isinstance(p, dict) and "name" in p]
+    return []
+
+
+def complete_services(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _names(ctx, "services") if n.startswith(incomplete)]
+
+
+def complete_providers(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _names(ctx, "providers") if n.startswith(incomplete)]
+
+
 ServiceArg = Annotated[
-    str | None, typer.Argument(help="service name (optional with one service)", show_default=False)
+    str | None,
+    typer.Argument(
+        help="service name (optional with one service)",
+        show_default=False,
+        autocompletion=complete_services,
+    ),
 ]
 
 

@@ -656,3 +656,40 @@ def test_doctor_checks_a_cloud_store_and_its_bucket(
     assert stores["s3-dr"]["state"] == "available", stores["s3-dr"]
     assert stores["s3-gone"]["state"] == "unknown" and doc["ok"] is False
     assert stores["s3-gone"]["checks"][-1]["name"] == "root"
+
+
+# --------------------------------------------------------------------------- missing
+
+
+def _complete(words: str, cword: int, cwd: Path) -> list[str]:
+    env = env_for({"_FAILOVER_COMPLETE": "complete_bash", "COMP_WORDS": words})
+    env["COMP_CWORD"] = str(cword)
+    proc = subprocess.run(
+        [FAILOVER], capture_output=True, text=True, env=env, cwd=cwd, timeout=60, check=True
+    )
+    return proc.stdout.split()
+
+
+def test_shell_completion_offers_the_configs_services_and_providers(tmp_path: Path) -> None:
+    conf = base_config()
+    conf["services"]["api"] = conf["services"]["web"]
+    conf["providers"].append({"name": "backup-site", "type": "local"})
+    write_config(tmp_path, conf)
+    assert _complete("failover move --to ", 3, tmp_path) == ["alpha", "beta", "backup-site"]
+    assert _complete("failover move --to b", 3, tmp_path) == ["beta", "backup-site"]
+    assert _complete("failover plan --to a", 3, tmp_path) == ["alpha"]
+    assert _complete("failover drill --to ", 3, tmp_path) == ["alpha", "beta", "backup-site"]
+    assert _complete("failover deploy --provider be", 3, tmp_path) == ["beta"]
+    assert _complete("failover status ", 2, tmp_path) == ["web", "api"]
+    assert _complete("failover move a", 2, tmp_path) == ["api"]
+    # Another config, named on the command line (before the command or after it).
+    other = tmp_path / "other"
+    other.mkdir()
+    conf["providers"] = [{"name": "gamma", "type": "local"}]
+    path = write_config(other, conf)
+    assert _complete(f"failover -c {path} move --to ", 5, tmp_path) == ["gamma"]
+    assert _complete(f"failover move -c {path} --to ", 5, tmp_path) == ["gamma"]
+    # No config here: nothing offered, no error.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _complete("failover move --to ", 3, empty) == []

@@ -487,15 +487,9 @@ def state_migrate(
     on the other side. Refused when the target holds another history, unless --force."""
 
     def go() -> int:
-        from failover.state.migrate import Refused
-        from failover.state.migrate import migrate_config
+        from failover.cli_ops import migrate_command
 
-        try:
-            doc = migrate_config(load(config, state_dir, notify=False), to, force=force)
-        except Refused as exc:
-            raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
-        show(as_json, doc, lambda: [doc["message"]])
-        return ExitCode.SUCCESS
+        return migrate_command(config, state_dir, to, force=force, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -669,32 +663,9 @@ def destroy(
     """Destroy every host of the service and forget it (the journal is kept)."""
 
     def go() -> int:
-        from failover.engine.destroy import destroy_service
+        from failover.cli_ops import destroy_command
 
-        conf, name = one_service(config, state_dir, service)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise Exit(
-                    ExitCode.USAGE, "refusing to destroy without --yes when not on a terminal"
-                )
-            if not typer.confirm(f"destroy every host of {name} and forget it?"):
-                return ExitCode.FAILED
-        with open_engine(conf, quiet=True) as engine:
-            doc = destroy_service(engine, name, unlisted_ok=yes)
-        for warning in doc.get("warnings", []):
-            err(f"warning: {warning}")
-        lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
-        lines += [
-            f"NOT destroyed: {h['provider']} {h['host_id'] or '(its hosts)'}: {h['error']}"
-            for h in doc["failed"]
-        ]
-        lines.append(
-            f"{name}: forgotten (the journal is kept; DNS is left as it is)"
-            if doc["ok"]
-            else f"{name}: {doc['why']}"
-        )
-        show(as_json, doc, lambda: lines)
-        return ExitCode.of(doc["ok"])
+        return destroy_command(config, state_dir, service, yes=yes, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -722,25 +693,9 @@ def systemd(
     """Print (or --write) failover-watch.service, failover-check.service and .timer."""
 
     def go() -> int:
-        from failover import systemd as units
+        from failover.cli_ops import systemd_command
 
-        path = config or GLOBAL["config"]
-        where = path.resolve() if path else Path("/etc/failover/failover.yaml")
-        try:
-            made, warnings = units.for_config(
-                units.executable(), where, user=user, every=every, metrics_port=metrics_port
-            )
-        except units.BadOption as exc:
-            raise Exit(ExitCode.USAGE, str(exc)) from None
-        for warning in warnings:
-            err(f"warning: {warning}")
-        if write is None:
-            for name, text in made.files().items():
-                out(f"# {name}\n{text}")
-            return ExitCode.SUCCESS
-        for written in units.write(made, write):
-            out(f"wrote {written}")
-        return ExitCode.SUCCESS
+        return systemd_command(write, config, user=user, every=every, metrics_port=metrics_port)
 
     run(go)
 

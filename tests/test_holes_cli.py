@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -693,3 +694,30 @@ def test_shell_completion_offers_the_configs_services_and_providers(tmp_path: Pa
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _complete("failover move --to ", 3, empty) == []
+
+
+def test_the_ci_example_installs_failover_from_its_repository() -> None:
+    from packaging.requirements import Requirement
+
+    workflow = yaml.safe_load((ROOT / "examples/github-actions/drill.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    installs = [s for s in job["steps"] if "pip install" in str(s.get("run", ""))]
+    assert installs
+    for step in installs:
+        env = {**job.get("env", {}), **step.get("env", {})}
+        line = str(step["run"])
+        for name, value in env.items():
+            line = line.replace("${" + name + "}", str(value))
+        (spec,) = [w for w in shlex.split(line) if w.startswith("failover")]
+        requirement = Requirement(spec)
+        # A direct reference (git URL or wheel), never a name looked up on a package index.
+        assert requirement.name == "failover" and requirement.extras == {"all"}
+        assert requirement.url and requirement.url.startswith(("git+https://", "file://"))
+
+
+def test_readme_documents_probe_networks_and_the_ssh_starter() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = readme[readme.index("## Commands") : readme.index("## Configuration")]
+    assert "FAILOVER_PROBE_NETWORKS" in commands
+    assert "--provider local\\|aws\\|gcp\\|azure\\|ssh" in commands
+    assert "state migrate --to etcd\\|sqlite" in commands

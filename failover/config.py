@@ -75,6 +75,11 @@ class StateConfig(Model):
     backend: Literal["sqlite", "etcd"] = Field(
         default="sqlite", description="where the journal, health counters and lock live"
     )
+    dir: str | None = Field(
+        default=None,
+        description="the state directory (relative: to this file's folder); default "
+        ".failover/ beside this file. --state-dir and FAILOVER_STATE_DIR override it",
+    )
     lease_ttl: Duration = Field(
         default=30.0,
         gt=0,
@@ -555,11 +560,14 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("FAILOVER_CONFIG") or DEFAULT_CONFIG)
 
 
-def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | None) -> Path:
+def resolve_state_dir(
+    config_path: Path, state_dir: str | os.PathLike[str] | None, in_file: str | None = None
+) -> Path:
     chosen = state_dir or os.environ.get("FAILOVER_STATE_DIR")
     if chosen:
         return Path(chosen).resolve()
-    return (config_path.resolve().parent / ".failover").resolve()
+    here = config_path.resolve().parent
+    return (here / Path(in_file).expanduser() if in_file else here / ".failover").resolve()
 
 
 _MAX_VALUES = 100_000  # a real config has a few hundred
@@ -593,8 +601,10 @@ class _Loader(NoDuplicateKeys, _YamlBase):  # type: ignore[misc]
     """The loader of ``failover.yaml``."""
 
 
-def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
-    """Parse and validate config text. Raises ConfigError with located problems."""
+def parse(text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True) -> Config:
+    """Parse and validate config text. Raises ConfigError with located problems.
+    ``notify=False``: without the ``notify:`` targets, for the commands that never notify
+    (their secrets are needed only to notify: issue 21)."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except DuplicateKey as exc:
@@ -624,6 +634,8 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
             ],
             source,
         )
+    if not notify:
+        data.pop("notify", None)
     data, problems = interpolate(data)
     if problems:
         raise ConfigError(problems, source)
@@ -643,7 +655,10 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
 
 
 def load(
-    path: str | os.PathLike[str] | None = None, state_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    notify: bool = True,
 ) -> Config:
     config_path = resolve_path(path)
     try:
@@ -654,32 +669,25 @@ def load(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
-    config = parse(text, str(config_path))
+    config = parse(text, str(config_path), notify=notify)
     config.path = config_path.resolve()
-    config.state_dir = resolve_state_dir(config_path, state_dir)
+    config.state_dir = resolve_state_dir(config_path, state_dir, config.state.dir)
     return config
 
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the file, with the built-in provider and DNS types spelled out."""
-    schema = Config.model_json_schema()
-    props = schema["properties"]
-    for key in ("path", "state_dir"):
-        props.pop(key, None)
-    variants = []
+    from failover.schema import file_schema
+
+    providers, dns = [], []
     for kind in known_types():
         try:
-            variants.append(provider_class(kind).Settings.model_json_schema())
+            providers.append(provider_class(kind).Settings)
         except Exception:
             continue
-    props["providers"]["items"] = {"anyOf": variants} if variants else {"type": "object"}
-    dns_variants = []
     for kind in known_types(dns=True):
         try:
-            dns_variants.append(dns_class(kind).Settings.model_json_schema())
+            dns.append(dns_class(kind).Settings)
         except Exception:
             continue
-    one = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
-    props["dns"] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
-    schema["title"] = "failover.yaml"
-    return schema
+    return file_schema(Config, providers, dns)

@@ -107,7 +107,7 @@ class Metrics:
         )
         self.provider_state = Gauge(
             "failover_provider_state",
-            "1 for each provider's current account state (ok, blocked, ...)",
+            "1 for each provider's current account state (available, blocked, unknown)",
             ["provider", "state"],
             registry=r,
         )

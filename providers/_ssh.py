@@ -29,9 +29,6 @@ T = TypeVar("T")
 _ENDPOINT = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
 )
-# What a pinned key looks like, checked when the config loads (asyncssh parses it for real
-# when a machine is reached): an optional marker, a key type, base64.
-HOST_KEY = re.compile(r"^(@cert-authority\s+)?[a-z0-9@.-]+\s+[A-Za-z0-9+/]+={0,3}(\s+\S.*)?$")
 
 
 class HostKeyMismatch(ProviderError):

@@ -512,6 +512,10 @@ class ComputeProvider(ABC):
     # thread-safe and made under a lock): the parallel moves of a round then share it
     # instead of each building its own clients (a boto3 session costs ~25 MB and 0.15 s).
     shared_across_threads: ClassVar[bool] = False
+    # False when a new host can take no backup in: it neither runs commands
+    # (exec_on_host) nor boots an image that restores itself. The planner then skips it
+    # for a service with `data:` (a move there could only start the service empty).
+    restores_data: ClassVar[bool] = True
 
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """:meth:`get_host` for several ids, in one call where the platform can (set

@@ -67,6 +67,8 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
     # The records file is the only thing that changes, and every read-modify-write of
     # it holds its flock (parallel moves of one round adopt and release at once).
     shared_across_threads = True
+    # Nothing is copied onto a machine kept by hand: a service with `data:` cannot go there.
+    restores_data = False
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
+from pydantic import model_validator
 
 from failover.redact import register_secret
 from providers.base import Duration
@@ -94,7 +95,11 @@ class GcsStoreSettings(_CloudStore):
 
 class AzureBlobStoreSettings(_CloudStore):
     type: Literal["azureblob"]
-    account_url: str = Field(min_length=1, description="https://<account>.blob.core.windows.net")
+    account_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="https://<account>.blob.core.windows.net (not with connection_string)",
+    )
     container: str = Field(min_length=1)
     connection_string: str | None = Field(
         default=None, description="instead of the credential chain (Azurite, SAS setups)"
@@ -102,8 +107,14 @@ class AzureBlobStoreSettings(_CloudStore):
 
     @field_validator("account_url")
     @classmethod
-    def _account_url(cls, value: str) -> str:
-        return check_url(value)
+    def _account_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @model_validator(mode="after")
+    def _where(self) -> AzureBlobStoreSettings:
+        if not (self.account_url or self.connection_string or self.endpoint):
+            raise ValueError("account_url (or connection_string) is required")
+        return self
 
     @field_validator("connection_string")
     @classmethod

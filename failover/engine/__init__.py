@@ -33,6 +33,7 @@ from failover.engine import settle as _settle
 from failover.engine import standby
 from failover.engine import views
 from failover.engine.fanout import DnsFanout
+from failover.engine.fit import restore_problem
 from failover.engine.health import CRITICAL
 from failover.engine.health import OK
 from failover.engine.health import UNKNOWN
@@ -226,6 +227,7 @@ class Engine:
             # Fresh: a long-lived engine (`watch`) must see a provider that was blocked
             # earlier and has been restored since, or it would skip it forever (issue 3).
             account=self._round_account,
+            unfit=lambda provider: restore_problem(self.config, service, provider),
         )
 
     def _round_account(self, name: str) -> AccountReport:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -13,7 +15,11 @@ from failover.data import plane as data_plane
 from failover.engine import dnsview
 from failover.probes import reach
 from failover.render import host_name
+from failover.state import StateError
+from failover.state.sqlite import place
 from providers.base import AccountReport
+from providers.base import Check
+from providers.base import ProviderError
 from providers.base import provider_class
 
 if TYPE_CHECKING:
@@ -28,10 +34,11 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     target = selection.usable[0] if selection.usable else None
     svc = engine.config.services[service]
     gen = row.generation + 1
+    restore = _restore_preview(engine, service) if target else None
     candidates = ", ".join(f"{c.provider} ({c.reason})" for c in selection.candidates)
     steps = [
         ("lock", f"take the lock on {service}"),
-        ("select", "candidates: " + candidates or "none"),
+        ("select", "candidates: " + (candidates or "none")),
         (
             "provision",
             f"create host {host_name(service, gen, target)} on {target}"
@@ -43,11 +50,7 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
             f"until the provider reports it running (ready_timeout "
             f"{svc.policy.ready_timeout:g}s, then the next candidate)",
         ),
-        (
-            "restore",
-            f"setup ({len(svc.run.setup)} commands) and restore "
-            f"({len(svc.run.restore)} commands); the service port answers",
-        ),
+        ("restore", _restore_step(svc.run.setup, svc.run.restore, restore)),
         ("verify", f"{svc.health.rise} good probe rounds against the new host"),
         (
             "cutover",
@@ -65,13 +68,53 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     return {
         "service": service,
         "kind": kind,
-        "from": row.active,
+        "from": place(row.active),
         "to": target,
         "possible": target is not None,
         "candidates": [c.to_dict() for c in selection.candidates],
         "steps": [{"name": n, "does": d} for n, d in steps],
         "generation": row.generation,
+        **({"restore": restore} if svc.data is not None else {}),
     }
+
+
+def _restore_preview(engine: Engine, service: str) -> dict[str, Any] | None:
+    """The backup a move would restore now: the newest complete one, from the first of
+    the service's stores that holds it (as the restore step picks it); None without
+    ``data:``."""
+    if engine.config.services[service].data is None:
+        return None
+    try:
+        backups = data_plane.catalog(engine, service)
+    except ProviderError as exc:
+        return {"backup": None, "error": str(exc)}
+    if not backups:
+        return {"backup": None}
+    newest = backups[0]
+    taken = datetime.fromisoformat(newest["taken_at"]).timestamp()
+    return {
+        "backup": newest["id"],
+        "store": newest["stores"][0],
+        "taken_at": newest["taken_at"],
+        "age_s": round(max(0.0, time.time() - taken), 1),
+        "bytes": newest["bytes"],
+    }
+
+
+def _restore_step(setup: list[str], commands: list[str], restore: dict[str, Any] | None) -> str:
+    does = f"setup ({len(setup)} commands) and restore ({len(commands)} commands)"
+    if restore is not None:
+        if restore.get("error"):
+            does = f"{does}; data: {restore['error']}"
+        elif restore["backup"] is None:
+            does = f"{does}; data: no backup yet, the service starts empty"
+        else:
+            does = (
+                f"{does}; data: backup {restore['backup']} from store {restore['store']} "
+                f"(taken {restore['taken_at']}, {restore['age_s']:.0f}s old, "
+                f"{restore['bytes']} bytes)"
+            )
+    return f"{does}; the service port answers"
 
 
 def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list[dict[str, Any]]:
@@ -157,11 +200,15 @@ def _provider_state(engine: Engine, name: str, states: dict[str, dict[str, Any]]
 
 
 def doctor(engine: Engine) -> dict[str, Any]:
-    """Each provider's account and the DNS zone, checked now; warnings on shared fate."""
+    """Each provider's account, the DNS zone, the state store and each backup store,
+    checked now, each on its own; warnings on shared fate."""
+    from failover.engine import doctor_checks
+
+    state = doctor_checks.state_store(engine)
     providers = []
     reports: list[AccountReport] = []
     for name, settings in engine.config.provider_settings().items():
-        report = engine.account(name, fresh=True)
+        report = _account(engine, name)
         reports.append(report)
         providers.append(
             {
@@ -180,15 +227,18 @@ def doctor(engine: Engine) -> dict[str, Any]:
         if not c.ok and c.level == "error"
     ]
     canaries = _canaries(engine)
+    stores = doctor_checks.backup_stores(engine)
     ok = (
         all(p["state"] == "available" for p in providers)
         and dns_report.state == "available"
         and not failed_checks
         and all(c["ok"] for c in canaries)
+        and all(part["state"] == "available" for part in (state, *stores))
     )
     dns_settings = engine.config.dns_settings()
     return {
         "ok": ok,
+        "state": state,
         "providers": providers,
         "dns": {
             "type": dns_settings.type,
@@ -198,11 +248,24 @@ def doctor(engine: Engine) -> dict[str, Any]:
             "checks": [c.__dict__ for c in dns_report.checks],
             "providers": dns_providers,
         },
+        "stores": stores,
         "canaries": canaries,
         "warnings": warnings(engine)
         + dnsview.warnings(engine, dns_providers)
         + [f"{c['service']}: {c['detail']}" for c in canaries if not c["ok"]],
     }
+
+
+def _account(engine: Engine, name: str) -> AccountReport:
+    """The provider asked now; recorded in the state when the state answers (doctor
+    reports a state store that does not on its own line)."""
+    try:
+        return engine.account(name, fresh=True)
+    except StateError:
+        try:
+            return engine.provider(name).check_account()
+        except ProviderError as exc:
+            return AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
 
 
 def _canaries(engine: Engine) -> list[dict[str, Any]]:
@@ -241,9 +304,12 @@ def warnings(engine: Engine) -> list[str]:
                 f"keep the old address up to {dns_settings.ttl}s after a cutover; lower "
                 "dns.ttl"
             )
-    out.extend(engine.watchers.warnings())  # several watchers: shared places, etcd size
-    out.extend(data_plane.warnings(engine))  # every store at one company
-    return out
+    from failover.engine.doctor_checks import tolerant
+
+    unread: list[str] = []
+    out.extend(tolerant(engine.watchers.warnings, unread))  # several watchers, etcd size
+    out.extend(tolerant(lambda: data_plane.warnings(engine), unread))  # one company
+    return out + unread
 
 
 def history(engine: Engine, service: str | None, limit: int) -> list[dict[str, Any]]:

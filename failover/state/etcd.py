@@ -51,6 +51,7 @@ from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import StateError
 from failover.state.sqlite import counters_after
 from failover.state.sqlite import now_iso
+from failover.state.sqlite import place
 from providers.util import pid_alive
 
 _RETRIES = 50  # compare-and-set rounds before giving up on a key others keep writing
@@ -75,10 +76,18 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         """Refuse a store a newer failover wrote; once per process, on first use."""
         if self._schema_checked:
             return
-        key = self.k("meta", "schema")
+        key, mark = self.k("meta", "schema"), self.k("meta", "migration")
         ok, responses, _ = self.gw.txn(
-            [created_at(key, 0)], [put(key, SCHEMA_VERSION)], [get_op(key)]
+            [created_at(key, 0)],
+            [put(key, SCHEMA_VERSION), get_op(mark)],
+            [get_op(key), get_op(mark)],
         )
+        if range_kvs(responses[-1]):
+            # failover.state.migrate: half a history is never acted on.
+            raise StateError(
+                f"etcd under {self.prefix} holds a migration that did not finish: nothing "
+                "acts on it until `failover state migrate --to etcd --force` replaces it"
+            )
         if not ok:
             found = range_kvs(responses[0])
             version = int(found[0].json()) if found else SCHEMA_VERSION
@@ -554,8 +563,8 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
         "kind": raw["kind"],
         "status": raw["status"],
         "reason": raw.get("reason"),
-        "from": raw.get("origin"),
-        "to": raw.get("target"),
+        "from": place(raw.get("origin")),
+        "to": place(raw.get("target")),
         "started_at": raw["started_at"],
         "finished_at": raw.get("finished_at"),
         "duration_s": round(raw["finished"] - raw["started"], 3) if raw.get("finished") else None,

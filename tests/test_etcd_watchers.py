@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -147,24 +146,19 @@ def test_one_location_cut_off_moves_nothing_and_status_shows_it(
     w.start(2)
     w.start(3, FAILOVER_PROBE_NETWORKS=CUT_OFF)
     wait_for(lambda: all_see(config, ["w1", "w2"], "up"), timeout=60, what="w1, w2 see up")
-    wait_for(lambda: all_see(config, ["w3"], "down"), timeout=60, what="w3 sees down")
-    # Many rounds of w3 seeing it down: a warning each round, never a move.
+    # Its probes are never sent: it cannot tell (issue 21), which is never "down".
+    wait_for(lambda: all_see(config, ["w3"], "unknown"), timeout=60, what="w3 cannot tell")
+    # Many rounds of w3 unable to see: UNKNOWN each round, never a move, never the lead.
     wait_for(lambda: w.log(3).count(" web ") >= 20, timeout=60, what="20 rounds of w3")
     found = seen(config)
     assert {n: found[n]["sees"]["web"] for n in ("w1", "w2", "w3")} == {
         "w1": "up",
         "w2": "up",
-        "w3": "down",
+        "w3": "unknown",
     }
     assert not found["w3"]["leader"]
     rounds = [line for line in w.log(3).splitlines() if " web " in line]
-    # The shared counters are the tally of every watcher's rounds (w1 and w2 keep
-    # resetting them); when w3's failures reach fall anyway, the votes outvote it.
-    assert all(" [1] " in line for line in rounds), rounds
-    assert all("failing" in line for line in rounds)
-    outvoted = [line for line in rounds if "nothing moves" in line]
-    counts = [re.search(r"(\d) of \d locations see it down \(quorum 2", line) for line in outvoted]
-    assert all(m is not None and int(m.group(1)) <= 1 for m in counts), outvoted
+    assert all(" [3] " in line and "cannot tell" in line for line in rounds), rounds
     assert moves(config) == []
     assert status(config)["services"][0]["active"]["host_id"] == before["host_id"]
     assert len(live_hosts(config)) == 1

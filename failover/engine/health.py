@@ -274,6 +274,9 @@ def after_failover(verdict: Verdict, outcome: Outcome, origin: str, port: int) -
         return replace(verdict, state="up", exit_code=WARNING, message=msg)
     if outcome.status in ("busy", "noop"):
         return replace(verdict, exit_code=WARNING, action=outcome.status, message=outcome.message)
+    if outcome.status == "interrupted":  # stopped, or handed over to another watcher
+        msg = f"{name} DOWN on {verdict.where}: {why}; {outcome.message}"
+        return replace(verdict, action="interrupted", message=msg)
     msg = f"{name} DOWN on {verdict.where}: {why}; failover failed: {outcome.message}"
     return replace(verdict, action="failover_failed", message=msg)
 

@@ -1,0 +1,144 @@
+"""Issue 21, item 1: a watcher that cannot see must never lead, and a leader that
+cannot see its own candidate hands the run over instead of destroying a healthy host.
+
+Real ``failover watch`` processes on a real three-member etcd, as in
+test_etcd_watchers.py. ``FAILOVER_PROBE_NETWORKS`` blinds a watcher without any traffic
+leaving the machine: every probe (or every probe but the first host's) is refused
+before it is sent. Leases are long (``LEASE``) so a loaded machine never lets one lapse
+by accident; where a test needs a lease to lapse (SIGKILL), it waits for that state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.etcd_server import EtcdCluster
+from tests.helpers import host_records
+from tests.helpers import kill_active
+from tests.helpers import wait_for
+from tests.test_etcd_watchers import Watchers
+from tests.test_etcd_watchers import all_see
+from tests.test_etcd_watchers import moves
+from tests.test_etcd_watchers import one_live_host_behind_dns
+from tests.test_etcd_watchers import seen
+from tests.test_etcd_watchers import settled
+from tests.test_etcd_watchers import setup
+from tests.test_etcd_watchers import status
+
+pytestmark = pytest.mark.timeout(400)
+
+BLIND = "10.0.0.0/8"  # the hosts live on 127.77.x.y: no probe is ever sent
+LEASE = "20s"
+
+
+@pytest.fixture
+def watchers() -> Iterator[Any]:
+    made: list[Watchers] = []
+
+    def make(config: Path) -> Watchers:
+        made.append(Watchers(config))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+def leader(config: Path) -> str | None:
+    return next((n for n, w in seen(config).items() if w["leader"]), None)
+
+
+def test_a_blind_watcher_started_first_never_leads_and_the_others_move_it(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd, lease_ttl=LEASE)
+    w = watchers(config)
+    w.start(1, FAILOVER_PROBE_NETWORKS=BLIND)
+    # Its probes were never sent: it cannot tell, so it does not lead.
+    wait_for(lambda: all_see(config, ["w1"], "unknown"), timeout=60, what="w1 cannot tell")
+    wait_for(lambda: w.log(1).count(" web ") >= 5, timeout=60, what="5 rounds of w1")
+    assert leader(config) is None
+    assert "cannot tell" in w.log(1) and "FAILOVER_PROBE_NETWORKS" in w.log(1)
+    w.start(2)
+    w.start(3)
+    wait_for(lambda: all_see(config, ["w2", "w3"], "up"), timeout=60, what="w2, w3 see up")
+    wait_for(lambda: leader(config) in ("w2", "w3"), timeout=60, what="a seeing leader")
+    old = kill_active(config)
+    wait_for(lambda: settled(config), timeout=120, what="the failover")
+    wait_for(lambda: all_see(config, ["w2", "w3"], "up"), timeout=60, what="up again")
+    assert seen(config)["w1"]["sees"]["web"] == "unknown" and leader(config) != "w1"
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    assert " moved from " not in w.log(1)
+    new = one_live_host_behind_dns(config)
+    assert new["host_id"] != old["id"]
+    # One host made by the failover, and that one serves: no candidate was destroyed.
+    assert {h["id"] for h in host_records(config)} == {old["id"], new["host_id"]}
+
+
+def test_leader_sigkilled_the_blind_watcher_does_not_take_over(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd, lease_ttl="5s")
+    w = watchers(config)
+    first = w.start(2)
+    wait_for(lambda: leader(config) == "w2", timeout=60, what="w2 leads")
+    w.start(1, FAILOVER_PROBE_NETWORKS=BLIND)
+    wait_for(lambda: all_see(config, ["w1"], "unknown"), timeout=60, what="w1 cannot tell")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    # w2's lease lapses, its lead with it; w1 goes on voting and must not take the lead.
+    wait_for(lambda: not seen(config)["w2"]["alive"], timeout=60, what="w2's lease to lapse")
+    rounds = w.log(1).count(" web ")
+    wait_for(lambda: w.log(1).count(" web ") >= rounds + 5, timeout=60, what="5 more rounds")
+    assert leader(config) is None
+    old = kill_active(config)  # the provider's word would be proof enough to act on
+    wait_for(lambda: w.log(1).count(" web ") >= rounds + 15, timeout=60, what="rounds after")
+    assert moves(config) == [] and leader(config) is None
+    # A watcher that can see comes: it leads and moves the service, once.
+    w.start(3)
+    wait_for(lambda: settled(config), timeout=120, what="the failover by w3")
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    new = one_live_host_behind_dns(config)
+    assert {h["id"] for h in host_records(config)} == {old["id"], new["host_id"]}
+
+
+def test_a_leader_blind_to_its_candidate_hands_the_run_over_and_keeps_the_host(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd, lease_ttl=LEASE)
+    active = status(config)["services"][0]["active"]
+    w = watchers(config)
+    # w1 sees the live host and nothing else: it leads, and cannot see any candidate.
+    w.start(1, FAILOVER_PROBE_NETWORKS=f"{active['address']}/32")
+    wait_for(lambda: leader(config) == "w1", timeout=60, what="w1 leads")
+    w.start(2)
+    w.start(3)
+    wait_for(lambda: all_see(config, ["w1", "w2", "w3"], "up"), timeout=60, what="all see up")
+    frozen = next(h for h in host_records(config) if h["id"] == active["host_id"])
+    os.killpg(int(frozen["pid"]), signal.SIGSTOP)  # no proof: the provider says running
+    try:
+        wait_for(lambda: settled(config), timeout=180, what="the failover")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(frozen["pid"]), signal.SIGCONT)
+    wait_for(lambda: all_see(config, ["w2", "w3"], "up"), timeout=60, what="up again")
+    assert leader(config) in ("w2", "w3")
+    w.stop()
+    done = moves(config)
+    assert [e["status"] for e in done] == ["succeeded"], done
+    assert "gives up the lead" in w.log(1), w.log(1)
+    new = one_live_host_behind_dns(config)
+    # The candidate w1 could not see is the host that serves now: never destroyed.
+    made = [h for h in host_records(config) if h["id"] != active["host_id"]]
+    assert [h["id"] for h in made] == [new["host_id"]], made

@@ -512,6 +512,9 @@ class EtcdWatchers:
             self.gw.txn([], [delete(key)])
             return
         view = self._others(self.read(), service)
+        if not view:  # alone: no other view to wait for a change in, as with one watcher
+            self.gw.txn([], [delete(key)])
+            return
         kv = self.gw.get(key)
         before = (kv.json() or {}) if kv else {}
         same = before.get("signature") == signature and before.get("view") == view

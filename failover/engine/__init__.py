@@ -299,10 +299,11 @@ class Engine:
     def check(self, services: list[str], *, dry_run: bool = False) -> list[Verdict]:
         """One probe round for ``services`` (concurrently), counters updated, and a
         failover where the policy says so."""
+        finished: dict[str, list[str]] = {}
         if not dry_run:
             self.notifier.retry()
             for name in self.watchers.settle_due(services):
-                _settle.settle(self, name)
+                finished[name] = _settle.settle(self, name)
         self.blocklist = rounds.RoundBlocklist()
         rows = self.store.services(services)
         results = {n: not_deployed(n) for n, r in rows.items() if not r.active}
@@ -317,7 +318,7 @@ class Engine:
         if not dry_run:
             standby.maintain(self, results, spares)
             self.notifier.verdicts(results.values())
-        return [results[n] for n in services]
+        return [_settle.with_notes(results[n], finished.get(n)) for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:
         """Each live host's provider asked about it, batched per provider where it can
@@ -387,17 +388,25 @@ class Engine:
         beat.start()
         try:
             event = self.store.open_event(service)
+            earlier = None
+            if event is not None and not _settle.same_run(event, kind, to):
+                # Another run was interrupted: finish it first, then do what was asked
+                # (its success is not ours to report, issue 21).
+                event["data"]["pid"] = os.getpid()
+                earlier = run_event(self, event, lease, lease_lost=lambda: beat.lost)
+                self.notifier.outcome(earlier)
+                event = None
             if event is None:
                 row = self.store.service(service)
                 early = self._nothing_to_do(service, kind, row, to, observed_generation)
                 if early is not None:
-                    return early
+                    return _settle.after_earlier(earlier, early)
                 event = self._start(service, kind, reason, row, to, lease)
             else:
                 event["data"]["pid"] = os.getpid()
             outcome = run_event(self, event, lease, lease_lost=lambda: beat.lost)
             self.notifier.outcome(outcome)  # queued: sent after the run, never during
-            return outcome
+            return _settle.after_earlier(earlier, outcome)
         except LeaseLost as exc:
             return Outcome(service, kind, "failed", str(exc))
         finally:

@@ -35,6 +35,7 @@ from failover.engine.health import ProviderWord
 from failover.engine.health import Verdict
 from failover.engine.health import host_word
 from failover.engine.health import provider_word
+from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import Event
 from failover.probes import ProbeResult
 from failover.probes import Target
@@ -240,10 +241,11 @@ def remember_failure(engine: Engine, name: str, verdict: Verdict) -> None:
     raw = engine.store.events(name, limit=1, kinds=("failover",))
     if not raw:
         return
-    event = Event.from_dict(raw[0])
-    signature = [f"{a.provider}: {a.step}" for a in event.data.attempts]
-    signature += [f"{s}: failed" for s, status in event.steps.items() if status == "failed"]
-    engine.watchers.failed(name, sorted(set(signature)))
+    # Only candidates that failed count: a broken DNS backend or a lost lock is not the
+    # candidate's doing and is retried as before.
+    attempts = Event.from_dict(raw[0]).data.attempts
+    signature = sorted({f"{a.provider}: {a.step}" for a in attempts if a.step in CANDIDATE_STEPS})
+    engine.watchers.failed(name, signature or None)
 
 
 def fail_over_all(engine: Engine, due: dict[str, tuple[ServiceRow, Verdict]]) -> dict[str, Verdict]:

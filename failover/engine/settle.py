@@ -4,10 +4,14 @@ the hosts the providers still run for a service (found by their tags)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
+from failover.engine.health import WARNING
+from failover.engine.health import Verdict
 from failover.engine.journal import Event
+from failover.engine.journal import Outcome
 from failover.engine.journal import Role
 from providers.base import Host
 from providers.base import HostState
@@ -36,6 +40,32 @@ def settle(engine: Engine, service: str) -> list[str]:
         if note:
             notes.append(note)
     return notes
+
+
+def same_run(event: dict[str, Any], kind: str, to: str | None) -> bool:
+    """Is the open ``event`` the run that was asked for (``kind`` to ``to``), so that
+    resuming it is doing what was asked?"""
+    return bool(event["kind"] == kind and (to is None or event["data"].get("to") == to))
+
+
+def after_earlier(earlier: Outcome | None, outcome: Outcome) -> Outcome:
+    """The outcome of a run that first finished another, interrupted one: both said,
+    and the status is the asked run's own (a move that finished someone else's move to
+    beta has not reached gamma)."""
+    if earlier is None:
+        return outcome
+    first = f"first finished an interrupted {earlier.kind} ({earlier.status}: {earlier.message})"
+    return replace(outcome, message=f"{first}; then: {outcome.message}")
+
+
+def with_notes(verdict: Verdict, notes: list[str] | None) -> Verdict:
+    """A round that first finished an earlier run (or removed what one left) says so,
+    and is at least a WARNING: something changed that nobody asked this check for."""
+    if not notes:
+        return verdict
+    code = max(verdict.exit_code, WARNING)
+    said = "; ".join(notes)
+    return replace(verdict, exit_code=code, message=f"{verdict.message} (first: {said})")
 
 
 def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str | None:

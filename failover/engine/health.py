@@ -73,7 +73,8 @@ class Observer(Protocol):
 
     def provider_says(self) -> tuple[str, str]:
         """The provider's word on the live host: ``gone`` or ``blocked`` (proof it is
-        down), ``alive``, or ``silent`` (its API did not answer); and a sentence."""
+        down), ``alive``, ``silent`` (its API did not answer) or ``untrusted`` (its
+        machine shows a host key the pin refuses); and a sentence."""
 
     def watcher_sees(self, provider_word: str) -> tuple[bool, str]:
         """Is a failed round the service's fault rather than the watcher's own?"""
@@ -185,6 +186,8 @@ class Judge:
         word, detail = self.observer.provider_says()
         if word == "blocked":
             return self.refused(detail)
+        if word == "untrusted":
+            return self.untrusted(detail)
         rise = self.svc.health.rise
         if self.row.health_state == "up":
             return self.make("up", OK, "none", f"{self.service} healthy on {self.where}")
@@ -200,6 +203,16 @@ class Judge:
             f"`failover move {self.service} --to PROVIDER` moves it"
         )
         return replace(self.make("up", WARNING, "none", msg), blocked=detail)
+
+    def untrusted(self, detail: str) -> Verdict:
+        """The host answers, but the machine under it no longer shows the pinned host
+        key: nothing can be sent to it (no fence, no stop) until someone finds out why."""
+        msg = (
+            f"{self.service} answers on {self.where}, but its machine cannot be trusted: "
+            f"{detail}; a move could not fence it: check the machine's key out of band "
+            "(someone in the middle, or a reinstall?) and re-pin host_key"
+        )
+        return self.make("up", WARNING, "none", msg)
 
     def dns_problem(self) -> Verdict:
         msg = (
@@ -351,7 +364,7 @@ class EngineObserver:
 
 @dataclass(frozen=True)
 class ProviderWord:
-    word: str  # gone | blocked | alive | silent
+    word: str  # gone | blocked | alive | silent | untrusted
     detail: str
     blocked: AccountBlocked | None = None
 
@@ -366,8 +379,14 @@ def provider_word(provider: ComputeProvider, name: str, host_id: str) -> Provide
     except NotFound:
         host = None
     except ProviderError as exc:
-        return ProviderWord("silent", str(exc))
+        return ProviderWord(unanswered(exc), str(exc))
     return host_word(name, host)
+
+
+def unanswered(exc: ProviderError) -> str:
+    """``untrusted``: the machine answered with a host key the pin refuses (ssh), so
+    nothing can be sent to it; else ``silent``: the API did not answer."""
+    return "untrusted" if exc.kind == "host_key" else "silent"
 
 
 def host_word(name: str, host: Host | None) -> ProviderWord:

@@ -35,6 +35,7 @@ from failover.engine.health import ProviderWord
 from failover.engine.health import Verdict
 from failover.engine.health import host_word
 from failover.engine.health import provider_word
+from failover.engine.health import unanswered
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import Event
 from failover.probes import ProbeResult
@@ -158,7 +159,7 @@ def _batch(
         except AccountBlocked as exc:
             return {s: ProviderWord("blocked", str(exc), exc) for s in hosts}
         except ProviderError as exc:
-            return {s: ProviderWord("silent", str(exc)) for s in hosts}
+            return {s: ProviderWord(unanswered(exc), str(exc)) for s in hosts}
         return {s: host_word(pname, found.get(h)) for s, h in hosts.items()}
 
     return ask

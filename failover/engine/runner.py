@@ -132,6 +132,9 @@ class Run:
         self.steps = {"drill": DRILL_STEPS, "standby": STANDBY_STEPS}.get(self.kind, STEPS)
         self.origin = event.origin
         self._deadline: tuple[float, float] | None = None
+        # A step that did what it could and left the rest to later rounds (a fence that
+        # could not reach the old host): journaled "deferred", never "succeeded".
+        self.deferred: dict[str, str] = {}
         if self.data.deadline:
             self.deadline()  # a resumed run: what is left of its budget, from now on
 
@@ -178,7 +181,7 @@ class Run:
                     self.next_candidate(step, str(exc))
                     index = self.steps.index("provision")
                     continue
-                self.journal(step, "succeeded", detail)
+                self.journal(step, self.deferred.pop(step, "succeeded"), detail)
                 if step == self.steps[-1]:
                     self.finish("succeeded", None)
                 _failpoint(step)
@@ -252,9 +255,15 @@ class Run:
             where = f"{provider} ({host.address if host else None}:{self.svc.port})"
             return f"warm standby of {self.service} ready on {where}, out of DNS"
         origin = f" from {self.origin.provider}" if self.origin else ""
+        unfenced = ""
+        if self.status_of("fence") == "deferred" and self.origin:
+            unfenced = (
+                f"; the old host {self.origin.host_id} on {self.origin.provider} is NOT "
+                "fenced yet (out of DNS; every check retries)"
+            )
         return (
             f"{self.service} now lives on {provider} ({host.address if host else None}:"
-            f"{self.svc.port}){origin}, generation {self.data.generation}"
+            f"{self.svc.port}){origin}, generation {self.data.generation}{unfenced}"
         )
 
     # --------------------------------------------------------------- candidates
@@ -659,14 +668,19 @@ class Run:
             self.e.destroy(origin.provider, origin.host_id, stop_only=how == "stop")
         except AccountBlocked as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
+            self.deferred["fence"] = "deferred"
             return (
-                f"{where}: the provider refuses us ({exc.message}); out of DNS, will be "
-                f"{how}ed when it answers again"
+                f"{where} NOT {how}ed: the provider refuses us ({exc.message}); out of DNS, "
+                f"will be {how}ed when it answers again"
             )
         except ProviderError as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
-            return f"{where}: {exc}; out of DNS, will be {how}ed by the next check"
+            self.deferred["fence"] = "deferred"
+            return f"{where} NOT {how}ed: {exc}; out of DNS, retried by every check"
         self.remember_origin(Role.DESTROYED if how == "destroy" else Role.STOPPED)
+        if self.e.config.provider_settings()[origin.provider].type == "static":
+            # A static machine is never stopped by us: the record of it is released.
+            return f"{where} released (static: the service there keeps running); out of DNS"
         return f"{where} {how}ed; out of DNS"
 
     def step_park(self) -> str:

@@ -36,9 +36,7 @@ def settle(engine: Engine, service: str) -> list[str]:
             continue
         if host["role"] in (Role.CANDIDATE, Role.DRILL) and owned(engine, host):
             continue
-        note = remove_leftover(engine, service, host)
-        if note:
-            notes.append(note)
+        notes.append(remove_leftover(engine, service, host))
     return notes
 
 
@@ -68,7 +66,7 @@ def with_notes(verdict: Verdict, notes: list[str] | None) -> Verdict:
     return replace(verdict, exit_code=code, message=f"{verdict.message} (first: {said})")
 
 
-def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str | None:
+def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str:
     """Stop or destroy one leftover host; its row says what happened (or why not)."""
     fence_by_stop = engine.config.services[service].policy.fence == "stop"
     stop_only = host["role"] == Role.FENCE and fence_by_stop
@@ -83,7 +81,10 @@ def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str |
             role=host["role"],
             note=str(exc),
         )
-        return None
+        # Said every round (the check is a WARNING meanwhile): an old host that may
+        # still serve stale data is not something to be quiet about.
+        how = "fenced" if host["role"] == Role.FENCE else "removed"
+        return f"{host['role']} host {host['host_id']} on {host['provider']} NOT {how} yet: {exc}"
     engine.store.set_host(
         host["provider"],
         host["host_id"],

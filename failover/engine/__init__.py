@@ -465,6 +465,8 @@ class Engine:
                     f"{reason}: adopted {adopted.id} on {adopted.provider} "
                     f"(generation {adopted.generation}), found by its tags"
                 )
+        if kind == "deploy" and row.active is None and data.target_generation is None:
+            data.target_generation = _settle.next_generation(self, service, row.generation)
         event_id = self.store.start_event(service, kind, reason, row.active, data.to_dict(), lease)
         event = self.store.event(event_id)
         assert event is not None

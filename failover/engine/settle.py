@@ -40,6 +40,19 @@ def settle(engine: Engine, service: str) -> list[str]:
     return notes
 
 
+def next_generation(engine: Engine, service: str, generation: int) -> int | None:
+    """The generation a deploy after ``destroy`` cuts over to: past every one the
+    journal holds (the state forgot the service, the journal did not), so the number
+    keeps growing and stays a fencing token. None: the usual next one."""
+    made = [
+        int(e["data"]["generation"])
+        for e in engine.store.events(service, limit=50)
+        if (e.get("data") or {}).get("generation")
+    ]
+    top = max(made, default=0)
+    return top + 1 if top > generation else None
+
+
 def same_run(event: dict[str, Any], kind: str, to: str | None) -> bool:
     """Is the open ``event`` the run that was asked for (``kind`` to ``to``), so that
     resuming it is doing what was asked?"""

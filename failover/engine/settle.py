@@ -30,13 +30,18 @@ def settle(engine: Engine, service: str) -> list[str]:
     event = engine.store.open_event(service)
     if event is not None:
         outcome = engine.run(service, event["kind"], reason=event["reason"] or "resume")
-        notes.append(outcome.message)
+        # A finished move or failover moved the service in this run (WARNING, contract
+        # section 3); a finished deploy only put it where it was meant to be.
+        if event["kind"] != "deploy" or not outcome.ok:
+            notes.append(outcome.message)
     for host in engine.store.hosts(service):
         if host["role"] not in _LEFTOVER:
             continue
         if host["role"] in (Role.CANDIDATE, Role.DRILL) and owned(engine, host):
             continue
-        notes.append(remove_leftover(engine, service, host))
+        note = remove_leftover(engine, service, host)
+        if note:
+            notes.append(note)
     return notes
 
 
@@ -79,7 +84,7 @@ def with_notes(verdict: Verdict, notes: list[str] | None) -> Verdict:
     return replace(verdict, exit_code=code, message=f"{verdict.message} (first: {said})")
 
 
-def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str:
+def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str | None:
     """Stop or destroy one leftover host; its row says what happened (or why not)."""
     fence_by_stop = engine.config.services[service].policy.fence == "stop"
     stop_only = host["role"] == Role.FENCE and fence_by_stop
@@ -106,7 +111,7 @@ def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str:
         role=Role.STOPPED if stop_only else Role.DESTROYED,
         note=f"cleaned up after {host['role']}",
     )
-    return f"{host['role']} host {host['host_id']} on {host['provider']} removed"
+    return None
 
 
 def owned(engine: Engine, host: dict[str, Any]) -> bool:

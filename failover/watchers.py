@@ -34,7 +34,6 @@ from typing import Any
 from failover.state import StateError
 from failover.state import now_iso
 from failover.state.gateway import KV
-from failover.state.gateway import b64
 from failover.state.gateway import created_at
 from failover.state.gateway import delete
 from failover.state.gateway import get_op
@@ -197,8 +196,16 @@ class EtcdWatchers:
         return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})
 
     def leads(self, snap: Snapshot | None = None) -> bool:
+        """Does the leader key name this watcher? By name, not by lease: another process
+        of the same watcher (a cron ``check`` before this one) is the same voice, and
+        its lead is this process's to use (issue 21: model seed 9001)."""
         snap = snap or self.snap
-        return bool(snap and snap.leader and snap.leader.value == self._leader_value())
+        return bool(snap and snap.leader and (snap.leader.json() or {}).get("name") == self.me.name)
+
+    def _lead_compare(self, snap: Snapshot) -> list[dict[str, Any]]:
+        """The leader key is still the one read (and it names this watcher)."""
+        assert snap.leader is not None
+        return [modified_at(snap.leader.key, snap.leader.mod_revision)]
 
     # ----------------------------------------------------------------- a round
 
@@ -280,11 +287,12 @@ class EtcdWatchers:
         leader = self._k("leader")
         minority = self._minority(snap, mine, cands)
         self.eligible = not minority
-        if minority:
-            compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
-                        "value": b64(self._leader_value())}]  # fmt: skip
+        if minority and self.leads(snap):
+            compare = self._lead_compare(snap)
             ok, responses, revision = self.gw.txn(compare, [*ops, delete(leader)], ops)
             snap.leader = None if ok else snap.leader
+        elif minority:
+            _, responses, revision = self.gw.txn([], ops)
         else:
             ok, responses, revision = self.gw.txn(
                 [created_at(leader, 0)],
@@ -296,9 +304,24 @@ class EtcdWatchers:
             else:
                 found = range_kvs(responses[-1])
                 snap.leader = found[0] if found else None
+                revision = self._rebind(snap, revision)
         self.round_revision = revision
         self._merge(snap, mine, member, revision)
         self.snap = snap
+
+    def _rebind(self, snap: Snapshot, revision: int) -> int:
+        """An earlier process of this watcher left the lead on its own lease: bind it to
+        this one's, so it lives as long as this process does."""
+        if not (self.leads(snap) and snap.leader and snap.leader.lease != self.lease):
+            return revision
+        value = json.loads(self._leader_value())
+        key = self._k("leader")
+        ok, _, rebound = self.gw.txn(self._lead_compare(snap), [put(key, value, self.lease)])
+        if ok:
+            snap.leader = KV(key, self._leader_value(), snap.leader.create_revision, rebound,
+                             self.lease)  # fmt: skip
+            return rebound
+        return revision
 
     def _merge(
         self,
@@ -419,9 +442,7 @@ class EtcdWatchers:
                 return False, f"watcher {who.get('name')} ({who.get('location')}) acts"
             return False, "no watcher leads yet (the next round elects one)"
         counted = snap.votes.get(service, {})
-        leader = self._k("leader")
-        compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
-                    "value": b64(self._leader_value())}]  # fmt: skip
+        compare = self._lead_compare(snap)
         compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
         compare.append(self.store.generation_compare(service, row.generation))
         decision = {

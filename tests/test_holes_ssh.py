@@ -85,3 +85,13 @@ def test_a_changed_host_key_under_the_live_host_warns_and_the_fence_is_retried(
     doc = failover_json("status", config=config)["services"][0]
     assert doc["active"]["provider"] == "beta"
     json.dumps(doc)
+
+
+def test_the_supervisors_files_on_a_machine_are_for_its_owner_only(
+    running_sshd: Sshd, machines: Path
+) -> None:
+    config = configure(machines, running_sshd, ssh_first=True)
+    failover("deploy", config=config, check=True)
+    folder = machines / "machines" / "m1" / "web"
+    modes = {n: (folder / n).stat().st_mode & 0o777 for n in ("log", "phase", "pid")}
+    assert modes == {"log": 0o600, "phase": 0o600, "pid": 0o600}, modes

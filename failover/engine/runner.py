@@ -135,6 +135,7 @@ class Run:
         # A step that did what it could and left the rest to later rounds (a fence that
         # could not reach the old host): journaled "deferred", never "succeeded".
         self.deferred: dict[str, str] = {}
+        self.destroyed: list[str] = []  # the hosts this process cleaned up
         if self.data.deadline:
             self.deadline()  # a resumed run: what is left of its budget, from now on
 
@@ -211,6 +212,9 @@ class Run:
     def fail(self, step: str, message: str) -> Outcome:
         self.journal(step, "failed", message)
         self.rollback()
+        if self.kind == "drill" and self.destroyed:
+            # The drill's host went with the failure: its teardown did run (issue 21).
+            self.journal("teardown", "succeeded", ", ".join(self.destroyed) + " destroyed")
         self.finish("failed", message)
         return self.outcome("failed", message)
 
@@ -335,6 +339,7 @@ class Run:
                 "the next `failover check` will also retry"
             ) from None
         self.remember(host, Role.DESTROYED, note=why)
+        self.destroyed.append(f"{host.host_id} on {host.provider}")
 
     def rollback(self) -> None:
         host = self.data.host
@@ -524,10 +529,9 @@ class Run:
                 if host.address != record.address:
                     record.address = host.address
                     self.save()
-                return (
-                    f"{host.raw_state or host.state.value} at {host.address} after "
-                    f"{time.monotonic() - started:.1f}s"
-                )
+                # The host's state, never the name of the phase it is in (issue 21).
+                booted = "running" if host.state == HostState.RUNNING else "booted"
+                return f"{booted} at {host.address} after {time.monotonic() - started:.1f}s"
             if time.monotonic() > self.deadline():
                 raise self.timed_out(f"not running ({host.state.value})")
             time.sleep(poll_interval(self.svc))

@@ -10,6 +10,7 @@ from typing import Any
 from tests.helpers import base_config
 from tests.helpers import failover
 from tests.helpers import failover_json
+from tests.helpers import kill_active
 from tests.helpers import write_config
 
 
@@ -74,3 +75,18 @@ def test_the_generation_keeps_growing_after_destroy_and_deploy(project: Path) ->
     failover("deploy", config=config, check=True)
     assert failover_json("status", config=config)["services"][0]["generation"] == 3
     assert failover("check", config=config).returncode == 0
+
+
+def test_manual_moves_do_not_open_the_circuit_breaker(project: Path) -> None:
+    data = base_config(health={"fall": 1}, policy={"max_moves_per_hour": 1})
+    data["providers"] = [{"name": p, "type": "local"} for p in ("alpha", "beta", "gamma")]
+    config = write_config(project, data)
+    failover("deploy", config=config, check=True)
+    for to in ("beta", "gamma"):
+        assert failover("move", "web", "--to", to, "--yes", config=config).returncode == 0
+    kill_active(config)
+    check = failover("check", config=config)
+    assert check.returncode == 1 and "moved from gamma" in check.stdout, check.stdout
+    kill_active(config)
+    check = failover("check", config=config)  # one failover this hour: now it holds
+    assert check.returncode == 2 and "circuit breaker open: 1 failovers" in check.stdout

@@ -83,7 +83,8 @@ class Observer(Protocol):
         """Add this round to the health counters; the row as it is afterwards."""
 
     def moves_last_hour(self) -> int:
-        """Moves of this service in the last hour (the circuit breaker)."""
+        """Failovers of this service in the last hour (the circuit breaker): a manual
+        move is an operator's decision, not flapping."""
 
     def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
         """Do enough watcher locations see the service down (always, with one watcher;
@@ -268,8 +269,9 @@ class Judge:
     def circuit_open(self, why: str, moves: int) -> Verdict:
         limit = self.svc.policy.max_moves_per_hour
         msg = (
-            f"{self.service} DOWN on {self.where}: {why}; circuit breaker open: {moves} moves "
-            f"in the last hour (max_moves_per_hour={limit}); move it by hand with "
+            f"{self.service} DOWN on {self.where}: {why}; circuit breaker open: {moves} "
+            f"failovers in the last hour (max_moves_per_hour={limit}; manual moves do not "
+            "count); move it by hand with "
             f"`failover move {self.service} --to PROVIDER`"
         )
         return self.make("down", CRITICAL, "circuit_breaker", msg, why)

@@ -113,6 +113,9 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        from failover.watcher_metrics import WatcherMetrics
+
+        self.watchers = WatcherMetrics(r)
         self.notifications = Counter(
             "failover_notifications_total",
             "notification deliveries by target, event and result (sent, failed, gave_up)",
@@ -240,6 +243,7 @@ class Watcher:
                     if self.metrics:
                         with contextlib.suppress(StateError):
                             self.metrics.providers(engine.store.provider_states())
+                        self.metrics.watchers.update(engine.watchers)
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

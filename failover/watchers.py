@@ -349,7 +349,7 @@ class EtcdWatchers:
         """The locations that see ``service`` up, down (``fall`` rounds running) or
         cannot tell; a vote about an older generation's host counts as unknown."""
         fall = self.config.services[service].health.fall
-        out: dict[str, set[str]] = {"up": set(), "down": set(), "unknown": set()}
+        out: dict[str, set[str]] = {"up": set(), "down": set(), "failing": set(), "unknown": set()}
         for name, kv in snap.votes.get(service, {}).items():
             if name not in snap.members:
                 continue
@@ -362,6 +362,11 @@ class EtcdWatchers:
             if sees in out:
                 out[sees].add(str(vote.get("location")))
         return out
+
+    def counts(self, snap: Snapshot, service: str) -> dict[str, int]:
+        """How many live locations see ``service`` each way (the metrics)."""
+        views = self._views(snap, service)
+        return {view: len(locations) for view, locations in views.items()}
 
     def needed(self, snap: Snapshot | None = None) -> int:
         """``watchers.quorum``, or a majority of the live watchers' locations."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,55 @@ def test_a_leader_blind_to_its_candidate_hands_the_run_over_and_keeps_the_host(
     # The candidate w1 could not see is the host that serves now: never destroyed.
     made = [h for h in host_records(config) if h["id"] != active["host_id"]]
     assert [h["id"] for h in made] == [new["host_id"]], made
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("failover_watcher_", "failover_etcd_"))
+    }
+
+
+def test_watch_exports_the_lead_the_votes_and_etcd_reachability(
+    project: Path, etcd: EtcdCluster, watchers: Any
+) -> None:
+    config = setup(project, etcd, lease_ttl=LEASE)
+    ports = {1: free_port(), 2: free_port()}
+    w = watchers(config)
+    w.start(1, "--metrics-port", str(ports[1]))
+    wait_for(lambda: leader(config) == "w1", timeout=60, what="w1 leads")
+    w.start(2, "--metrics-port", str(ports[2]), FAILOVER_PROBE_NETWORKS=BLIND)
+    wait_for(lambda: all_see(config, ["w2"], "unknown"), timeout=60, what="w2 cannot tell")
+    up = 'failover_watcher_votes{service="web",view="up"}'
+    unknown = 'failover_watcher_votes{service="web",view="unknown"}'
+
+    def exported(n: int, leads: float) -> bool:
+        found = scrape(ports[n])
+        return (
+            found.get("failover_watcher_leader") == leads
+            and found.get("failover_etcd_reachable") == 1.0
+            and found.get(up) == 1.0
+            and found.get(unknown) == 1.0
+        )
+
+    wait_for(lambda: exported(1, 1.0) and exported(2, 0.0), timeout=60, what="the metrics")
+    # Two members of three down: etcd has no quorum and cannot answer.
+    etcd.stop("m1")
+    etcd.stop("m2")
+    wait_for(
+        lambda: scrape(ports[1]).get("failover_etcd_reachable") == 0.0,
+        timeout=120,
+        what="etcd unreachable in the metrics",
+    )

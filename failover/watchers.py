@@ -94,7 +94,7 @@ class Solo:
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         return True, ""
 
-    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+    def decide(self, service: str, row: ServiceRow, *, proof: bool = False) -> tuple[bool, str]:
         return True, ""
 
     def hand_over(self, service: str, host_id: str) -> str | None:
@@ -436,10 +436,11 @@ class EtcdWatchers:
         says += f": {', '.join(down)})" if down else ")"
         return proof or len(down) >= need, says
 
-    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+    def decide(self, service: str, row: ServiceRow, *, proof: bool = False) -> tuple[bool, str]:
         """Commit the decision to fail ``service`` over, in one transaction that checks
-        the leader key is ours, the votes counted are unchanged and the generation is
-        the one probed. False (and who acts instead) when any of them moved."""
+        the leader key is ours, the votes counted are unchanged (unless the provider's
+        word, ``proof``, decided: it needs no votes) and the generation is the one
+        probed. False (and who acts instead) when any of them moved."""
         snap = self.snap or self.read()
         if not self.leads(snap):
             who = (snap.leader.json() or {}) if snap.leader else {}
@@ -448,7 +449,8 @@ class EtcdWatchers:
             return False, "no watcher leads yet (the next round elects one)"
         counted = snap.votes.get(service, {})
         compare = self._lead_compare(snap)
-        compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
+        if not proof:
+            compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
         compare.append(self.store.generation_compare(service, row.generation))
         decision = {
             "leader": self.me.name,

@@ -21,9 +21,15 @@ from typing import Any
 
 import pytest
 
+from failover import config as cfg
+from failover.engine import Engine
+from failover.state.etcd import EtcdStore
+from failover.watchers import EtcdWatchers
+from failover.watchers import Identity
 from tests.etcd_server import EtcdCluster
 from tests.helpers import host_records
 from tests.helpers import kill_active
+from tests.helpers import state_dir
 from tests.helpers import wait_for
 from tests.test_etcd_watchers import Watchers
 from tests.test_etcd_watchers import all_see
@@ -196,3 +202,38 @@ def test_watch_exports_the_lead_the_votes_and_etcd_reachability(
         timeout=120,
         what="etcd unreachable in the metrics",
     )
+
+
+def as_watcher(engine: Engine, name: str) -> None:
+    """An in-process engine as watcher ``name`` in its own location."""
+    store = engine.store
+    assert isinstance(store, EtcdStore)
+    engine.watchers = EtcdWatchers(engine.config, store, Identity(name, f"loc-{name}"))
+
+
+def test_the_providers_word_acts_in_the_same_round_though_a_vote_changed(
+    project: Path, etcd: EtcdCluster
+) -> None:
+    config = setup(project, etcd, lease_ttl="120s")
+    first, second = Engine(cfg.load(config)), Engine(cfg.load(config))
+    try:
+        as_watcher(first, "w1")
+        as_watcher(second, "w2")
+        assert [v.exit_code for v in (*first.check(["web"]), *second.check(["web"]))] == [0, 0]
+        kill_active(config)
+        (state_dir(config) / "local" / "alpha" / "SUSPENDED").touch()  # alpha refuses us
+        decide = first.watchers.decide
+
+        def another_votes_meanwhile(*args: Any, **kw: Any) -> tuple[bool, str]:
+            # The window between w1 reading the votes and committing its decision is a
+            # few milliseconds; w2's round is put in it so that w2's vote changes there.
+            second.check(["web"])
+            return decide(*args, **kw)
+
+        first.watchers.decide = another_votes_meanwhile  # type: ignore[method-assign]
+        (verdict,) = first.check(["web"])
+    finally:
+        first.close()
+        second.close()
+    assert "moved from alpha" in verdict.message, verdict.message
+    assert [e["status"] for e in moves(config)] == ["succeeded"]

@@ -319,6 +319,7 @@ class EngineObserver:
         self.svc = engine.config.services[service]
         self.healthy_elsewhere = healthy_elsewhere
         self.word = word
+        self.proof = False
 
     def provider_says(self) -> tuple[str, str]:
         if self.word.blocked is not None and self.row.active:
@@ -358,10 +359,13 @@ class EngineObserver:
         return self.engine.store.moves_since(self.service, time.time() - 3600)
 
     def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
+        self.proof = proof
         return self.engine.watchers.quorum(self.service, self.row, proof)
 
     def may_act(self) -> tuple[bool, str]:
-        return self.engine.watchers.decide(self.service, self.row)
+        # The provider's word needs no votes: the decision does not wait for them to
+        # hold still (issue 21: with etcd the leader waited a round).
+        return self.engine.watchers.decide(self.service, self.row, proof=self.proof)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from tests.helpers import host_records
 from tests.helpers import kill_active
 from tests.helpers import state_dir
 from tests.helpers import wait_for
+from tests.test_etcd_store import round_of
+from tests.test_etcd_store import watchers_on
 from tests.test_etcd_watchers import Watchers
 from tests.test_etcd_watchers import all_see
 from tests.test_etcd_watchers import moves
@@ -237,3 +239,22 @@ def test_the_providers_word_acts_in_the_same_round_though_a_vote_changed(
         second.close()
     assert "moved from alpha" in verdict.message, verdict.message
     assert [e["status"] for e in moves(config)] == ["succeeded"]
+
+
+def test_a_failover_that_failed_twice_the_same_way_is_held_until_the_view_changes(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    w1, w2 = watchers_on(etcd_cluster, ("w1", "loc1"), ("w2", "loc2"))
+    for w in (w1, w2, w1):
+        round_of(w, ok=False)
+    same = ["beta: restore"]
+    w1.failed("web", same)
+    assert w1.held("web") is None  # once is not a pattern
+    w1.failed("web", ["beta: verify"])  # another way: counted afresh
+    w1.failed("web", ["beta: verify"])
+    assert "failed twice the same way (beta: verify)" in (w1.held("web") or "")
+    round_of(w2, ok=True)  # the other watcher's view changed: try again
+    w1.snap = None
+    assert w1.held("web") is None
+    w1.failed("web", None)  # a failover that succeeded clears it
+    assert w1.held("web") is None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.config import ServiceConfig
+from failover.engine import settle as _settle
 from failover.engine import standby
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import DRILL_STEPS
@@ -175,7 +176,7 @@ class Run:
                 try:
                     detail = self.call(step)
                 except CandidateFailed as exc:
-                    handed = self.handed_over(step, str(exc))
+                    handed = _settle.hand_over(self, step, str(exc))
                     if handed:
                         return self.outcome("interrupted", handed)
                     self.journal(step, "failed", str(exc))
@@ -296,22 +297,6 @@ class Run:
             # The steps stay as they ran, the failed one marked failed, for the report.
             raise StepFailed(self.no_candidates())
         self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
-
-    def handed_over(self, step: str, why: str) -> str | None:
-        """A failover's candidate failed as this watcher sees it while a quorum of other
-        locations sees it healthy: the run is left open (the host kept, a fresh
-        ``ready_timeout``) for a watcher that can see, and this one gives up the lead."""
-        host = self.data.host
-        if self.kind != "failover" or host is None or step not in CANDIDATE_STEPS:
-            return None
-        said = self.e.watchers.hand_over(self.service, host.host_id)
-        if said is None:
-            return None
-        self.data.deadline = time.time() + self.svc.policy.ready_timeout
-        self.save()
-        why = why.removesuffix("; host destroyed")
-        self.journal(step, "failed", f"{why}; host kept: {said}")
-        return f"{self.service}: {step} failed as seen from here ({why}); {said}"
 
     def remember(
         self, host: HostRecord, role: Role, *, generation: int | None = None, note: str = ""

@@ -4,12 +4,14 @@ the hosts the providers still run for a service (found by their tags)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.engine.health import WARNING
 from failover.engine.health import Verdict
+from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import Event
 from failover.engine.journal import Outcome
 from failover.engine.journal import Role
@@ -20,6 +22,7 @@ from providers.util import pid_alive
 
 if TYPE_CHECKING:
     from failover.engine import Engine
+    from failover.engine.runner import Run
 
 _LEFTOVER = (Role.FENCE, Role.CANDIDATE, Role.DRILL)
 
@@ -56,6 +59,23 @@ def next_generation(engine: Engine, service: str, generation: int) -> int | None
     ]
     top = max(made, default=0)
     return top + 1 if top > generation else None
+
+
+def hand_over(run: Run, step: str, why: str) -> str | None:
+    """A failover's candidate failed as this watcher sees it while a quorum of other
+    locations sees it healthy: the run is left open (the host kept, a fresh
+    ``ready_timeout``) for a watcher that can see, and this one gives up the lead."""
+    host = run.data.host
+    if run.kind != "failover" or host is None or step not in CANDIDATE_STEPS:
+        return None
+    said = run.e.watchers.hand_over(run.service, host.host_id)
+    if said is None:
+        return None
+    run.data.deadline = time.time() + run.svc.policy.ready_timeout
+    run.save()
+    why = why.removesuffix("; host destroyed")
+    run.journal(step, "failed", f"{why}; host kept: {said}")
+    return f"{run.service}: {step} failed as seen from here ({why}); {said}"
 
 
 def same_run(event: dict[str, Any], kind: str, to: str | None) -> bool:

@@ -123,6 +123,9 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        from failover.watcher_metrics import WatcherMetrics
+
+        self.watchers = WatcherMetrics(r)
         self.notifications = Counter(
             "failover_notifications_total",
             "notification deliveries by target, event and result (sent, failed, gave_up)",
@@ -258,6 +261,7 @@ class Watcher:
                         with contextlib.suppress(StateError):
                             self.metrics.providers(engine.store.provider_states())
                         self.metrics.repaired(engine.fanout().take_repairs())
+                        self.metrics.watchers.update(engine.watchers)
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

@@ -352,11 +352,19 @@ SUPERVISE = """\
 # Detached from the SSH session (its own session, or a systemd unit): writes its pid,
 # runs the host's script and records how it ended, as the local provider does.
 cd "$(dirname "$0")" || exit 1
+# What the supervisor writes is for the service's owner only (issue 21); the service
+# itself runs with the umask it was given.
+given=$(umask)
+umask 077
 echo $$ > pid.new && mv pid.new pid
+touch log phase && chmod 600 log phase
 . ./env
 cd root || exit 1
+umask "$given"
 /bin/sh ../run.sh >> ../log 2>&1 < /dev/null
-echo $? > ../exit
+status=$?
+umask 077
+echo $status > ../exit
 """
 
 _ALIVE = """\
@@ -385,6 +393,7 @@ echo "pid=$pid"
 START = """\
 cd {dir} || exit 10
 rm -f pid exit phase stopped supervisor
+touch log && chmod 600 log
 pref={pref}
 unit={unit}
 mode=pidfile

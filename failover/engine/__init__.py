@@ -277,10 +277,11 @@ class Engine:
     def check(self, services: list[str], *, dry_run: bool = False) -> list[Verdict]:
         """One probe round for ``services`` (concurrently), counters updated, and a
         failover where the policy says so."""
+        finished: dict[str, list[str]] = {}
         if not dry_run:
             self.notifier.retry()
             for name in self.watchers.settle_due(services):
-                _settle.settle(self, name)
+                finished[name] = _settle.settle(self, name)
         self.blocklist = rounds.RoundBlocklist()
         rows = self.store.services(services)
         results = {n: not_deployed(n) for n, r in rows.items() if not r.active}
@@ -297,7 +298,7 @@ class Engine:
             standby.maintain(self, results, spares)
             announce_round(self, results)  # and the verdicts to the notifier
             self.publisher.round(results.values())
-        return [results[n] for n in services]
+        return [_settle.with_notes(results[n], finished.get(n)) for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:
         """Each live host's provider asked about it, batched per provider where it can
@@ -367,17 +368,25 @@ class Engine:
         beat.start()
         try:
             event = self.store.open_event(service)
+            earlier = None
+            if event is not None and not _settle.same_run(event, kind, to):
+                # Another run was interrupted: finish it first, then do what was asked
+                # (its success is not ours to report, issue 21).
+                event["data"]["pid"] = os.getpid()
+                earlier = run_event(self, event, lease, lease_lost=lambda: beat.lost)
+                self.notifier.outcome(earlier)
+                event = None
             if event is None:
                 row = self.store.service(service)
                 early = self._nothing_to_do(service, kind, row, to, observed_generation)
                 if early is not None:
-                    return early
+                    return _settle.after_earlier(earlier, early)
                 event = self._start(service, kind, reason, row, to, lease)
             else:
                 event["data"]["pid"] = os.getpid()
             outcome = run_event(self, event, lease, lease_lost=lambda: beat.lost)
             self.notifier.outcome(outcome)  # queued: sent after the run, never during
-            return outcome
+            return _settle.after_earlier(earlier, outcome)
         except LeaseLost as exc:
             return Outcome(service, kind, "failed", str(exc))
         finally:
@@ -436,6 +445,8 @@ class Engine:
                     f"{reason}: adopted {adopted.id} on {adopted.provider} "
                     f"(generation {adopted.generation}), found by its tags"
                 )
+        if kind == "deploy" and row.active is None and data.target_generation is None:
+            data.target_generation = _settle.next_generation(self, service, row.generation)
         event_id = self.store.start_event(service, kind, reason, row.active, data.to_dict(), lease)
         event = self.store.event(event_id)
         assert event is not None

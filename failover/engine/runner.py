@@ -27,6 +27,7 @@ from typing import Any
 
 from failover.config import ServiceConfig
 from failover.engine import dnsmove
+from failover.engine import settle as _settle
 from failover.engine import standby
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import DRILL_STEPS
@@ -130,6 +131,10 @@ class Run:
         self.steps = {"drill": DRILL_STEPS, "standby": STANDBY_STEPS}.get(self.kind, STEPS)
         self.origin = event.origin
         self._deadline: tuple[float, float] | None = None
+        # A step that did what it could and left the rest to later rounds (a fence that
+        # could not reach the old host): journaled "deferred", never "succeeded".
+        self.deferred: dict[str, str] = {}
+        self.destroyed: list[str] = []  # the hosts this process cleaned up
         if self.data.deadline:
             self.deadline()  # a resumed run: what is left of its budget, from now on
 
@@ -170,11 +175,14 @@ class Run:
                 try:
                     detail = self.call(step)
                 except CandidateFailed as exc:
+                    handed = _settle.hand_over(self, step, str(exc))
+                    if handed:
+                        return self.outcome("interrupted", handed)
                     self.journal(step, "failed", str(exc))
                     self.next_candidate(step, str(exc))
                     index = self.steps.index("provision")
                     continue
-                self.journal(step, "succeeded", detail)
+                self.journal(step, self.deferred.pop(step, "succeeded"), detail)
                 if step == self.steps[-1]:
                     self.finish("succeeded", None)
                 _failpoint(step)
@@ -204,6 +212,9 @@ class Run:
     def fail(self, step: str, message: str) -> Outcome:
         self.journal(step, "failed", message)
         self.rollback()
+        if self.kind == "drill" and self.destroyed:
+            # The drill's host went with the failure: its teardown did run (issue 21).
+            self.journal("teardown", "succeeded", ", ".join(self.destroyed) + " destroyed")
         self.finish("failed", message)
         return self.outcome("failed", message)
 
@@ -249,9 +260,15 @@ class Run:
             where = f"{provider} ({host.address if host else None}:{self.svc.port})"
             return f"warm standby of {self.service} ready on {where}, out of DNS"
         origin = f" from {self.origin.provider}" if self.origin else ""
+        unfenced = ""
+        if self.status_of("fence") == "deferred" and self.origin:
+            unfenced = (
+                f"; the old host {self.origin.host_id} on {self.origin.provider} is NOT "
+                "fenced yet (out of DNS; every check retries)"
+            )
         return (
             f"{self.service} now lives on {provider} ({host.address if host else None}:"
-            f"{self.svc.port}){origin}, generation {self.data.generation}"
+            f"{self.svc.port}){origin}, generation {self.data.generation}{unfenced}"
         )
 
     # --------------------------------------------------------------- candidates
@@ -307,6 +324,7 @@ class Run:
                 "the next `failover check` will also retry"
             ) from None
         self.remember(host, Role.DESTROYED, note=why)
+        self.destroyed.append(f"{host.host_id} on {host.provider}")
 
     def rollback(self) -> None:
         host = self.data.host
@@ -496,10 +514,9 @@ class Run:
                 if host.address != record.address:
                     record.address = host.address
                     self.save()
-                return (
-                    f"{host.raw_state or host.state.value} at {host.address} after "
-                    f"{time.monotonic() - started:.1f}s"
-                )
+                # The host's state, never the name of the phase it is in (issue 21).
+                booted = "running" if host.state == HostState.RUNNING else "booted"
+                return f"{booted} at {host.address} after {time.monotonic() - started:.1f}s"
             if time.monotonic() > self.deadline():
                 raise self.timed_out(f"not running ({host.state.value})")
             time.sleep(poll_interval(self.svc))
@@ -609,14 +626,19 @@ class Run:
             self.e.destroy(origin.provider, origin.host_id, stop_only=how == "stop")
         except AccountBlocked as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
+            self.deferred["fence"] = "deferred"
             return (
-                f"{where}: the provider refuses us ({exc.message}); out of DNS, will be "
-                f"{how}ed when it answers again"
+                f"{where} NOT {how}ed: the provider refuses us ({exc.message}); out of DNS, "
+                f"will be {how}ed when it answers again"
             )
         except ProviderError as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
-            return f"{where}: {exc}; out of DNS, will be {how}ed by the next check"
+            self.deferred["fence"] = "deferred"
+            return f"{where} NOT {how}ed: {exc}; out of DNS, retried by every check"
         self.remember_origin(Role.DESTROYED if how == "destroy" else Role.STOPPED)
+        if self.e.config.provider_settings()[origin.provider].type == "static":
+            # A static machine is never stopped by us: the record of it is released.
+            return f"{where} released (static: the service there keeps running); out of DNS"
         return f"{where} {how}ed; out of DNS"
 
     def step_park(self) -> str:

@@ -152,7 +152,8 @@ def _service_status(
         "domain": svc.domain,
         "active": active,
         "health": {
-            "state": row.health_state if row.active else "unknown",
+            # Never probed since it went live: nobody has seen it up yet (issue 21).
+            "state": row.health_state if row.active and row.last_check else "unknown",
             "consecutive_failures": row.failures,
             "consecutive_successes": row.successes,
             "last_check": row.last_check,

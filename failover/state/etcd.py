@@ -481,7 +481,7 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         return sum(
             1
             for e in self._journal(service)
-            if e["kind"] in ("failover", "move")
+            if e["kind"] == "failover"  # the circuit breaker counts failovers, not moves
             and e["status"] == "succeeded"
             and float(e["started"]) >= since
         )

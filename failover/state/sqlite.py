@@ -590,7 +590,7 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
 
     def moves_since(self, service: str, since: float) -> int:
         row = self.db.execute(
-            "SELECT COUNT(*) FROM events WHERE service=? AND kind IN ('failover','move')"
+            "SELECT COUNT(*) FROM events WHERE service=? AND kind='failover'"
             " AND status='succeeded' AND started>=?",
             (service, since),
         ).fetchone()

@@ -190,15 +190,10 @@ def test_a_failover_loses_seconds_not_the_interval_between_backups(
     must = {i for i, at in acked.items() if at < cut - ARCHIVE_TIMEOUT - PUSH}
     assert must, "the writer ran too short a time to judge"
     lost = sorted(must - present)
-    listing = sorted(
-        (p.name[:24], round(cut - p.stat().st_mtime, 1))
-        for p in (pg_root / "r1").rglob("0000*")
-    )
-    assert not lost, (detail, cut - point, cut - acked[lost[0]], len(lost), len(must), listing)
+    assert not lost
     # The recovery point reported is what was really kept: no row acknowledged after
     # the last replayed segment arrived is there (1s: the repository's clock is in
     # whole seconds), and every row acknowledged well before it is.
     assert all(acked[i] <= point + 1 for i in present if i in acked)
     assert {i for i, at in acked.items() if at < point - ARCHIVE_TIMEOUT - PUSH} <= present
     assert len(present - set(acked)) <= 1  # at most the commit in flight at the cut-off
-    print(f"{len(acked)} acknowledged, {len(present)} kept; {detail}")

@@ -116,6 +116,9 @@ def measure(engine: EngineLike, service: str) -> dict[str, str]:
             if age <= data.oldest_ok()
             else f"newest WAL {newest[0]} is {age:.0f}s old (max_age {data.oldest_ok():g}s)"
         )
+    for name in results:
+        if results[name] == "ok" and wal and name not in wal:
+            results[name] = "holds no archived WAL (the other stores do)"
     _note(engine, service, wal=wal or None)
     return results
 
@@ -153,12 +156,18 @@ def _pb(service: str, rest: str) -> str:
 
 
 def _ready(engine: EngineLike, service: str, host: tuple[str, str]) -> None:
-    """Wait until the database accepts connections: recovery replayed the archive."""
+    """Wait until recovery is over: the database replayed the archive to its end and
+    took writes (a hot standby answers read-only connections long before)."""
     pg = _data(engine, service).postgres
     assert pg is not None
     port = engine.config.services[service].port
-    ready = f'{shlex.quote(pg.bin_dir)}/pg_isready -q -h "$C/run" -p {port}'
-    wait = f"i=0; until {ready}; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.5; done"
+    ask = (
+        f'as {shlex.quote(pg.bin_dir)}/psql -h "$C/run" -p {port} -d postgres -Atqc '
+        '"SELECT pg_is_in_recovery()" 2>/dev/null'
+    )
+    wait = (
+        f'i=0; until [ "$({ask})" = f ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.5; done'
+    )
     _on_host(engine, service, host, wait, 320.0)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from failover import config as cfg
+from failover.data.plane import status
 from failover.data.plane import take_backup
 from failover.engine import Engine
 from tests.conftest import need
@@ -197,3 +198,61 @@ def test_a_failover_loses_seconds_not_the_interval_between_backups(
     assert all(acked[i] <= point + 1 for i in present if i in acked)
     assert {i for i, at in acked.items() if at < point - ARCHIVE_TIMEOUT - PUSH} <= present
     assert len(present - set(acked)) <= 1  # at most the commit in flight at the cut-off
+
+
+def wait_rows(writer: Writer, more: int) -> None:
+    target = len(writer.acked) + more
+    for _ in range(600):
+        if len(writer.acked) >= target or not writer.is_alive():
+            break
+        time.sleep(0.1)
+    assert len(writer.acked) >= target, "the database stopped committing"
+
+
+def test_a_dead_store_never_stalls_writes_and_the_failover_uses_the_other(
+    world: Any, pg_root: Path
+) -> None:
+    engine = deployed(world, pg_root)
+    writer = Writer(dsn(engine))
+    writer.start()
+    wait_rows(writer, 20)
+    (pg_root / "r1").rename(pg_root / "r1.gone")  # the store is removed mid-write
+    wait_rows(writer, 300)  # the database keeps committing
+    for _ in range(3):  # a store failing three rounds in a row makes check WARNING
+        (verdict,) = engine.check(["db"])
+        time.sleep(ARCHIVE_TIMEOUT * 5)
+    assert verdict.exit_code == 1 and "data: store one failed 3 rounds" in verdict.message
+    doc = status(engine, "db")
+    assert doc is not None and doc["stores"]["one"]["ok"] is False, doc
+    assert doc["stores"]["two"]["ok"] is True and doc["rpo_s"]["two"] >= 0
+
+    cut = time.time()
+    cut_off(engine, "alpha", "db")
+    writer.join(30)
+    acked = dict(writer.acked)
+    fail_over(engine)
+    detail = step(engine, "failover")
+    assert "from store two (repository 2)" in detail, detail
+    present = {int(r[0]) for r in query(engine, "SELECT id FROM t")}
+    must = {i for i, at in acked.items() if at < cut - ARCHIVE_TIMEOUT - PUSH}
+    assert must and must <= present, sorted(must - present)[:5]
+
+
+def test_a_drill_restores_into_a_throwaway_host_and_leaves_the_live_database(
+    world: Any, pg_root: Path
+) -> None:
+    from failover.output import drill_doc
+
+    engine = deployed(world, pg_root)
+    query(engine, "INSERT INTO t SELECT FROM generate_series(1, 50)")
+    live = engine.store.service("db").active
+    outcome = engine.drill("db", "beta")
+    assert outcome.ok, outcome.message
+    assert "restored backup" in step(engine, "drill") and "WAL replayed to" in step(engine, "drill")
+    restore = drill_doc(outcome)["restore"]
+    assert restore["store"] == "one" and restore["restore_s"] >= 0 and restore["rpo_s"] >= 0
+    assert engine.store.service("db").active == live
+    query(engine, "INSERT INTO t DEFAULT VALUES")  # the live database still takes writes
+    assert query(engine, "SELECT count(*) FROM t") == [(51,)]
+    # The drill's host never archived: its promotion (timeline 2) is not in any store.
+    assert not list(pg_root.glob("r*/archive/db/*/00000002.history*"))

@@ -464,7 +464,7 @@ def problems(engine: EngineLike, service: str) -> list[str]:
     doc = engine.store.data_state(service) or {}
     out = []
     last = doc.get("last_backup")
-    limit = data.oldest_ok()
+    limit = data.backup_max_age()
     if not last:
         out.append("no backup yet")
     elif time.time() - float(last["taken"]) > limit:

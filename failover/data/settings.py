@@ -204,6 +204,10 @@ class DataConfig(_Model):
             raise ValueError("needs `backup` and `restore` commands (or engine: pgbackrest)")
         return self
 
+    def backup_max_age(self) -> float:
+        """How old the newest backup may be (pgbackrest: the WAL is what ages fast)."""
+        return 3 * self.every if self.engine == "pgbackrest" else self.oldest_ok()
+
     def oldest_ok(self) -> float:
         if self.max_age is not None:
             return self.max_age

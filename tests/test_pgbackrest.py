@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -55,7 +56,27 @@ def pg_root() -> Iterator[Path]:
         (root / repo).mkdir()
         os.chown(root / repo, user.pw_uid, user.pw_gid)
     yield root
+    stragglers(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def stragglers(root: Path) -> None:
+    """PostgreSQL's children leave the host's process group (setsid), so killing a host
+    leaves an archiver inside ``archive_command`` for up to pgBackRest's archive-timeout:
+    end the test's own pgBackRest processes by pid; the archiver then sees its
+    postmaster gone and exits."""
+    for _ in range(50):
+        found = []
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if proc.name.isdigit() and str(root).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def pg_config(root: Path, **data: Any) -> dict[str, Any]:

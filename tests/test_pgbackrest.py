@@ -277,3 +277,16 @@ def test_a_drill_restores_into_a_throwaway_host_and_leaves_the_live_database(
     assert query(engine, "SELECT count(*) FROM t") == [(51,)]
     # The drill's host never archived: its promotion (timeline 2) is not in any store.
     assert not list(pg_root.glob("r*/archive/db/*/00000002.history*"))
+
+
+def test_no_store_gives_the_known_backup_the_run_fails_before_cutover(
+    world: Any, pg_root: Path
+) -> None:
+    engine = deployed(world, pg_root)
+    live = engine.store.service("db").active
+    for repo in ("r1", "r2"):  # every store emptied: the new host would start empty
+        (pg_root / repo).rename(pg_root / f"{repo}.gone")
+    outcome = engine.drill("db", "beta")
+    assert not outcome.ok
+    assert "no repository gives a backup and the newest known is" in outcome.message
+    assert engine.store.service("db").active == live

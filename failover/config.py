@@ -455,8 +455,8 @@ def _data_problems(
     if data.engine == "pgbackrest":
         from failover.data.engines.pgsettings import repo_problems
 
-        types = {s.name: s.type for s in config.stores}
-        out.extend(repo_problems(loc, list(data.stores or names), types))
+        stores = {s.name: s for s in config.stores}
+        out.extend(repo_problems(loc, list(data.stores or names), stores))
     if data.encryption_key:
         register_secret(data.encryption_key)
     return out

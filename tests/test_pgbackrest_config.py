@@ -50,6 +50,11 @@ def test_at_most_four_stores_each_one_repository() -> None:
         "repository each), not 5"
     ]
     parse(yaml.safe_dump(config({"postgres": PG, "stores": ["s0", "s3"]}, stores)), "f.yaml")
+    stores[1]["path"] = "backups"  # the host and the watcher would mean two folders
+    found = problems(config({"postgres": PG, "stores": ["s0", "s1"]}, stores))
+    assert found == [
+        "services.web.data.stores[1]: store s1: engine pgbackrest needs an absolute path"
+    ]
 
 
 def test_the_commands_engine_still_needs_its_commands() -> None:

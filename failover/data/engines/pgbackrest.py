@@ -47,8 +47,7 @@ def _conf(engine: EngineLike, service: str) -> Path:
     here = state / "pgbackrest" / service
     private_dir(here)
     data = _data(engine, service)
-    base = str(engine.config.path.parent) if engine.config.path else "."
-    text = render_conf(service, data, engine.config.stores, 5432, base)
+    text = render_conf(service, data, engine.config.stores, engine.config.services[service].port)
     text = text.replace(DATA, str(here / "unused")).replace(CONF, str(here))
     write_private(here / "pgbackrest.conf", text.encode())
     return here / "pgbackrest.conf"

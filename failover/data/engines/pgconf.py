@@ -42,14 +42,14 @@ def _endpoint(n: int, url: str, kind: str) -> list[str]:
     return out
 
 
-def repo_lines(n: int, store: StoreBase, base: str) -> list[str]:
+def repo_lines(n: int, store: StoreBase) -> list[str]:
     """One store as repository ``n``. Credentials stay out of the file: pgBackRest reads
     ``PGBACKREST_REPO<n>_S3_KEY``... from the environment (``run.env`` on the host)."""
     kind = REPO_TYPES[getattr(store, "type", "")]
     out = [f"repo{n}-type={kind}"]
     if kind == "posix":
         path = getattr(store, "path")  # noqa: B009 - DirStoreSettings
-        out.append(f"repo{n}-path={path if path.startswith('/') else base + '/' + path}")
+        out.append(f"repo{n}-path={path}")  # absolute: config validation
         return out
     assert isinstance(store, S3StoreSettings | GcsStoreSettings | AzureBlobStoreSettings)
     out.append(f"repo{n}-path=/{store.prefix.strip('/')}")
@@ -74,9 +74,7 @@ def repo_lines(n: int, store: StoreBase, base: str) -> list[str]:
     return out
 
 
-def render_conf(
-    service: str, data: DataConfig, stores: Sequence[StoreBase], port: int, base: str = "."
-) -> str:
+def render_conf(service: str, data: DataConfig, stores: Sequence[StoreBase], port: int) -> str:
     """pgbackrest.conf for ``service``'s host (``@DATA@``/``@CONF@`` left to fill)."""
     lines = [
         "[global]",
@@ -93,7 +91,7 @@ def render_conf(
         "archive-timeout=60",
     ]
     for n, store in enumerate(chosen(data, stores), start=1):
-        lines += repo_lines(n, store, base)
+        lines += repo_lines(n, store)
         lines.append(f"repo{n}-retention-full=2")
         if data.encryption_key:
             lines += [

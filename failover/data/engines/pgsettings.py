@@ -37,9 +37,10 @@ class PostgresSettings(BaseModel):
 
 
 def repo_problems(
-    loc: tuple[Any, ...], chosen: list[str], types: Mapping[str, str]
+    loc: tuple[Any, ...], chosen: list[str], stores: Mapping[str, Any]
 ) -> list[tuple[tuple[Any, ...], str]]:
-    """``data.stores`` as pgBackRest repositories: at most four, of types it has."""
+    """``data.stores`` as pgBackRest repositories: at most four, of types it has, and a
+    ``dir`` store's path absolute (the host and the watcher must mean one folder)."""
     out: list[tuple[tuple[Any, ...], str]] = []
     if len(chosen) > MAX_REPOS:
         out.append(
@@ -50,7 +51,12 @@ def repo_problems(
             )
         )
     for i, name in enumerate(chosen):
-        kind = types.get(name)
+        kind = getattr(stores.get(name), "type", None)
+        path = str(getattr(stores.get(name), "path", "/"))
+        if kind == "dir" and not path.startswith("/"):
+            out.append(
+                ((*loc, "stores", i), f"store {name}: engine pgbackrest needs an absolute path")
+            )
         if kind is not None and kind not in REPO_TYPES:
             out.append(
                 ((*loc, "stores", i), f"store {name} ({kind}) cannot be a pgBackRest repository")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from failover import config as cfg
+from failover.data.plane import catalog
 from failover.data.plane import status
 from failover.data.plane import take_backup
 from failover.engine import Engine
@@ -185,6 +186,8 @@ def deployed(world: Any, root: Path) -> Engine:
     assert "no backup yet: initdb, stanza created" in step(engine, "deploy")
     query(engine, "CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
     assert take_backup(engine, "db")["stores"] == {"one": "ok", "two": "ok"}
+    rows = catalog(engine, "db")  # `failover backups`: one full backup in each repository
+    assert sorted((r["type"], r["stores"][0]) for r in rows) == [("full", "one"), ("full", "two")]
     return engine
 
 

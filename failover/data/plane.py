@@ -501,7 +501,10 @@ def _judge(engine: EngineLike, service: str, verdict: Verdict) -> Verdict:
 def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
     """``failover backups``: every complete backup, newest first, with the stores that
     hold it."""
-    _data(engine, service)
+    if _data(engine, service).engine == "pgbackrest":
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.catalog(engine, service)
     stores, _ = usable(engine, service, reading=True)
     found, failed = listings(engine, stores, service)
     if failed and not found:

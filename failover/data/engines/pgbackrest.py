@@ -95,6 +95,35 @@ def backups(engine: EngineLike, service: str, repo: int) -> list[dict[str, Any]]
     return [b for stanza in info for b in stanza.get("backup", [])]
 
 
+def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
+    """``failover backups``: each repository's backup sets, newest first, by label."""
+    rows: dict[str, dict[str, Any]] = {}
+    failed = []
+    for repo, name in enumerate(stores(engine, service), start=1):
+        try:
+            found = backups(engine, service, repo)
+        except DataError as exc:
+            failed.append(f"{name}: {exc.message}")
+            continue
+        for b in found:
+            stop = float((b.get("timestamp") or {}).get("stop") or 0)
+            row = rows.setdefault(
+                b["label"],
+                {
+                    "service": service,
+                    "id": b["label"],
+                    "type": b.get("type"),
+                    "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stop)),
+                    "bytes": int((b.get("info") or {}).get("size") or 0),
+                    "stores": [],
+                },
+            )
+            row["stores"].append(name)
+    if failed and not rows:
+        raise DataError(f"{service}: no store answered ({'; '.join(failed)})")
+    return [rows[k] for k in sorted(rows, reverse=True)]
+
+
 def measure(engine: EngineLike, service: str) -> dict[str, str]:
     """Each store's newest archived WAL segment, recorded; the stores' results."""
     data = _data(engine, service)

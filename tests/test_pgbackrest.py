@@ -179,8 +179,8 @@ def fail_over(engine: Engine) -> Any:
     raise AssertionError(f"no failover: {verdict.message}")
 
 
-def deployed(world: Any, root: Path) -> Engine:
-    engine = world(pg_config(root))
+def deployed(world: Any, root: Path, **data: Any) -> Engine:
+    engine = world(pg_config(root, **data))
     outcome = engine.run("db", "deploy", reason="test", to="alpha")
     assert outcome.ok, outcome.message
     assert "no backup yet: initdb, stanza created" in step(engine, "deploy")
@@ -293,3 +293,16 @@ def test_no_store_gives_the_known_backup_the_run_fails_before_cutover(
     assert not outcome.ok
     assert "no repository gives a backup and the newest known is" in outcome.message
     assert engine.store.service("db").active == live
+
+
+def test_a_move_loses_nothing_the_old_host_acknowledged(world: Any, pg_root: Path) -> None:
+    # No segment is switched by time: only the move's final WAL carries these rows.
+    engine = deployed(world, pg_root, archive_timeout="1h")
+    query(engine, "INSERT INTO t SELECT FROM generate_series(1, 500)")  # after the backup
+    moved = engine.run("db", "move", reason="test", to="beta")
+    assert moved.ok, moved.message
+    assert query(engine, "SELECT count(*) FROM t") == [(500,)]
+    detail = step(engine, "move")
+    assert re.search(r"final WAL \w+ archived by the old host", detail), detail
+    assert "promoted" in detail and "NOT replayed" not in detail, detail
+    query(engine, "INSERT INTO t DEFAULT VALUES")  # the new primary takes writes

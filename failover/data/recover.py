@@ -112,7 +112,7 @@ def restore(
     if data.restore is None:  # engine pgbackrest: the host restored itself before starting
         from failover.data.engines import pgbackrest
 
-        return pgbackrest.restore(engine, service, provider, host_id, kind)
+        return pgbackrest.restore(engine, service, (provider, host_id), kind, origin)
     first = final_backup(engine, service, kind, origin)
     stores, skipped = usable(engine, service, reading=True)
     found, failed = listings(engine, stores, service)

@@ -183,31 +183,98 @@ def _pb(service: str, rest: str) -> str:
     return "as " + pgbackrest('"$C"', shlex.quote(service), rest)
 
 
-def _ready(engine: EngineLike, service: str, host: tuple[str, str]) -> None:
-    """Wait until recovery is over: the database replayed the archive to its end and
-    took writes (a hot standby answers read-only connections long before)."""
+def _sql(engine: EngineLike, service: str, query: str) -> str:
+    """``query`` through the engine's socket on the host, as ``postgres.user``."""
     pg = _data(engine, service).postgres
     assert pg is not None
     port = engine.config.services[service].port
-    ask = (
+    return (
         f'as {shlex.quote(pg.bin_dir)}/psql -h "$C/run" -p {port} -d postgres -Atqc '
-        '"SELECT pg_is_in_recovery()" 2>/dev/null'
+        f"{shlex.quote(query)}"
     )
+
+
+def _until(
+    engine: EngineLike, service: str, host: tuple[str, str], query: str, bound: float
+) -> bool:
+    """Poll ``query`` on the host until it answers ``t``; False after ``bound`` seconds."""
+    ask = _sql(engine, service, query) + " 2>/dev/null"
+    tries = max(1, int(bound / 0.5))
     wait = (
-        f'i=0; until [ "$({ask})" = f ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.5; done'
+        f'i=0; until [ "$({ask})" = t ]; do i=$((i+1)); [ $i -lt {tries} ] || exit 1; '
+        "sleep 0.5; done"
     )
-    _on_host(engine, service, host, wait, 320.0)
+    try:
+        _on_host(engine, service, host, wait, bound + 30.0)
+    except DataError:
+        return False
+    return True
+
+
+def _final_wal(engine: EngineLike, service: str, kind: str, origin: Any) -> tuple[str, str]:
+    """On a move (or a failover whose old host still answers): the old host's WAL
+    switched and archived now. The step's first words and the LSN to replay to."""
+    from failover.data.recover import FAILOVER_BOUND
+    from failover.data.recover import _answers
+    from failover.data.recover import _quiesce
+
+    row = engine.store.service(service)
+    if kind not in ("move", "failover") or origin is None or not row.active:
+        return "", ""
+    if row.active.get("host_id") != origin.host_id:
+        return "", ""
+    if kind == "failover" and not _answers(engine, service, origin.address):
+        return "the old host does not answer: no final WAL; ", ""
+    data = _data(engine, service)
+    bound = data.timeout if kind == "move" else min(data.timeout, FAILOVER_BOUND)
+    old = (origin.provider, origin.host_id)
+    try:
+        quiesced = _quiesce(engine, service, origin, data.quiesce) if data.quiesce else ""
+        found = _on_host(
+            engine,
+            service,
+            old,
+            _sql(engine, service, "SELECT s, pg_walfile_name(s) FROM pg_switch_wal() s"),
+            30.0,
+        )
+    except ProviderError as exc:
+        return f"no final WAL from the old host ({exc.message}); ", ""
+    lsn, segment = found.split("|")
+    archived = (
+        f"SELECT coalesce(last_archived_wal COLLATE \"C\" >= '{segment}', false) "
+        "FROM pg_stat_archiver"
+    )
+    if not _until(engine, service, old, archived, bound):
+        return f"the old host's final WAL {segment} was not archived in {bound:g}s; ", ""
+    return f"final WAL {segment} archived by the old host {origin.host_id}{quiesced}; ", lsn
+
+
+def _promote(engine: EngineLike, service: str, host: tuple[str, str], lsn: str) -> str:
+    """The new host, a standby replaying the archive, promoted (after ``lsn``)."""
+    data = _data(engine, service)
+    note = ""
+    if lsn:
+        reached = f"SELECT coalesce(pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn, false)"
+        if not _until(engine, service, host, reached, data.timeout):
+            note = f"; NOT replayed to the old host's final WAL ({lsn})"
+    elif not _until(engine, service, host, "SELECT pg_is_in_recovery()", 300.0):
+        raise DataError(f"{host[1]}: the database did not start its recovery")
+    promote = _sql(engine, service, "SELECT pg_promote(true, 300)") + " >/dev/null"
+    _on_host(engine, service, host, promote, 330.0)
+    if not _until(engine, service, host, "SELECT NOT pg_is_in_recovery()", 300.0):
+        raise DataError(f"{host[1]}: the database did not leave recovery")
+    return note
 
 
 def restore(
-    engine: EngineLike, service: str, provider: str, host_id: str, kind: str
+    engine: EngineLike, service: str, host: tuple[str, str], kind: str, origin: Any
 ) -> tuple[str, dict[str, Any]]:
     """The restore step of engine pgbackrest: what the host's restore phase did, read
     back once the database has replayed the archive; the stanza made on a first deploy.
     Raises ``DataUnavailable`` when the state knows of a backup and the host made an
     empty cluster (issue 20's rule)."""
-    host = (provider, host_id)
-    _ready(engine, service, host)
+    host_id = host[1]
+    first, lsn = _final_wal(engine, service, kind, origin)
     words = _on_host(
         engine, service, host, 'cat "$C/restored"; cat "$C/last-wal" 2>/dev/null || true', 30.0
     ).split()
@@ -217,13 +284,16 @@ def restore(
     seconds = max(0.0, float(ended) - float(started))
     known = (engine.store.data_state(service) or {}).get("last_backup")
     if what == "initdb":
+        _until(engine, service, host, "SELECT true", 300.0)
         if known:
             raise DataUnavailable(
                 f"no repository gives a backup and the newest known is {known['id']}; "
                 f"not starting {service} empty"
             )
         _on_host(engine, service, host, _pb(service, "stanza-create") + " >/dev/null", 300.0)
-        return "no backup yet: initdb, stanza created", {}
+        return first + "no backup yet: initdb, stanza created", {}
+    note = _promote(engine, service, host, lsn)
+    words = _on_host(engine, service, host, 'cat "$C/restored" "$C/last-wal"', 30.0).split()
     names = stores(engine, service)
     store = names[int(repo) - 1]
     segment = words[5] if len(words) > 5 else ""
@@ -239,9 +309,9 @@ def restore(
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else "unknown"
     detail = (
         f"restored backup {label} from store {store} (repository {repo}) in {seconds:.1f}s; "
-        f"WAL replayed to {segment or 'the backup end'} (archived {when})"
+        f"WAL replayed to {segment or 'the backup end'} (archived {when}), promoted{note}"
     )
-    return detail, record
+    return first + detail, record
 
 
 def _arrived(engine: EngineLike, service: str, repo: int, segment: str) -> float | None:

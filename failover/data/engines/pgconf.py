@@ -176,7 +176,7 @@ for n in {repos}; do
   if [ -n "$(ls -A "$D")" ]; then delta="--delta --force"; else delta=""; fi
   get=$(printf %s {restore_cmd} | sed "s|@CONF@|$C|g")
   if out=$(as pgbackrest --config="$C/pgbackrest.conf" --stanza={stanza} --repo=$n \
-      restore --type=default $delta --recovery-option=restore_command="$get" 2>&1); then
+      restore --type=standby $delta --recovery-option=restore_command="$get" 2>&1); then
     set=$(printf '%s\n' "$out" | sed -n 's/.*restore backup set \([^ ,]*\).*/\1/p' | head -n 1)
     echo "restored $set $n $started $(date +%s)" > "$C/restored"
     break

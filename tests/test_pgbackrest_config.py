@@ -119,7 +119,7 @@ def test_the_host_part_runs_in_the_restore_phase_and_in_cloud_init() -> None:
     svc = conf.services["web"]
     spec = host_spec("web", svc, generation=3, provider="alpha", stores=conf.stores)
     script = host_script(spec)
-    assert "restore --type=default" in script and "initdb" in script
+    assert "restore --type=standby" in script and "initdb" in script
     assert "D='/srv/pg/{host_id}'" in spec.run.restore[0]  # filled in with the host's
     # Image-booted hosts run the same line from cloud-init, their name as {host_id}.
     assert spec.run.restore[0].replace("{host_id}", spec.name) in spec.user_data

@@ -169,6 +169,11 @@ mkdir -p "$C/spool" "$C/log" "$C/lock" "$C/run" "$D"
 printf %s {conf} | fill > "$C/pgbackrest.conf"
 chmod 700 "$C" "$D"; chmod 600 "$C/pgbackrest.conf"
 chown -R "$U:" "$C" "$D" 2>/dev/null || true
+if [ -f "$D/PG_VERSION" ] && [ -f "$C/restored" ]; then
+  # This host's own cluster, restarted: the engine only makes new hosts' data.
+  printf %s {pgconf} | fill > "$D/failover.conf"
+  exit 0
+fi
 rm -f "$C/restored" "$C/last-wal"
 started=$(date +%s)
 failed=""

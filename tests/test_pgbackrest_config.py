@@ -133,3 +133,19 @@ def test_postgresql_settings_and_a_drill_that_never_archives() -> None:
     assert "archive-get %f" in serving
     drill = postgres_conf("web", data, "drill")
     assert "archive-push" not in drill and "archive_command = '/bin/true'" in drill
+
+
+def test_the_recovery_point_per_store_and_the_warning_over_max_age() -> None:
+    import time
+
+    from failover.data.engines.measure import engine_problems
+    from failover.data.engines.measure import rpo
+
+    data = loaded({"postgres": PG, "archive_timeout": "5s"}).services["web"].data
+    now = time.time()
+    doc = {"wal": {"offsite": {"segment": "A", "time": now - 3}}, "last_backup": {"id": "x"}}
+    assert 2.5 < rpo(doc)["offsite"] < 60 and engine_problems(data, doc) == []
+    doc["wal"]["offsite"]["time"] = now - 600
+    (problem,) = engine_problems(data, doc)
+    assert problem.startswith("recovery point 600s old in every store (max_age 20s)")
+    assert engine_problems(data, {"last_backup": {"id": "x"}}) == ["no WAL archived to any store"]

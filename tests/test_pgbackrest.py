@@ -266,6 +266,8 @@ def test_a_drill_restores_into_a_throwaway_host_and_leaves_the_live_database(
     world: Any, pg_root: Path
 ) -> None:
     from failover.output import drill_doc
+    from failover.output import drill_lines
+    from failover.output import junit_xml
 
     engine = deployed(world, pg_root)
     query(engine, "INSERT INTO t SELECT FROM generate_series(1, 50)")
@@ -275,6 +277,8 @@ def test_a_drill_restores_into_a_throwaway_host_and_leaves_the_live_database(
     assert "restored backup" in step(engine, "drill") and "WAL replayed to" in step(engine, "drill")
     restore = drill_doc(outcome)["restore"]
     assert restore["store"] == "one" and restore["restore_s"] >= 0 and restore["rpo_s"] >= 0
+    assert "recovery point" in drill_lines(drill_doc(outcome), "beta")[1]
+    assert 'name="restore.age_s"' in junit_xml(drill_doc(outcome))
     assert engine.store.service("db").active == live
     query(engine, "INSERT INTO t DEFAULT VALUES")  # the live database still takes writes
     assert query(engine, "SELECT count(*) FROM t") == [(51,)]

@@ -304,6 +304,8 @@ def restore(
         "wal": segment or None,
         "recovery_point": at,
         "rpo_s": round(time.time() - at, 1) if at else None,
+        # What drill output calls the recovery point for every engine.
+        "age_s": round(time.time() - at, 1) if at else None,
         "restore_s": round(seconds, 3),
     }
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else "unknown"

@@ -469,6 +469,11 @@ def _data_problems(
     for i, name in enumerate(data.stores or []):
         if name not in names:
             out.append(((*loc, "stores", i), f"no store named {name!r} in `stores`"))
+    if data.engine == "pgbackrest":
+        from failover.data.engines.pgsettings import repo_problems
+
+        stores = {s.name: s for s in config.stores}
+        out.extend(repo_problems(loc, list(data.stores or names), stores))
     if data.encryption_key:
         register_secret(data.encryption_key)
     return out

@@ -124,9 +124,9 @@ def rows(db: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT id, at FROM visits ORDER BY id").fetchall()
 
 
-def cut_off(engine: Engine, provider: str) -> None:
+def cut_off(engine: Engine, provider: str, service: str = "web") -> None:
     """The provider suspends the account and the host dies (kill + suspend)."""
-    active = engine.store.service("web").active
+    active = engine.store.service(service).active
     assert active is not None and active["provider"] == provider
     root = engine.config.state_dir / "local" / provider  # type: ignore[operator]
     (root / "SUSPENDED").write_text("closed\n")

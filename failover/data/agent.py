@@ -45,7 +45,7 @@ def host_config(
     service: str, data: DataConfig | None, stores: list[StoreBase]
 ) -> dict[str, Any] | None:
     """What the template needs for the timer, or None when the host takes no backups."""
-    if data is None or data.encryption_key:
+    if data is None or data.encryption_key or data.engine != "commands":
         return None
     names = data.stores or [s.name for s in stores]
     chosen = [

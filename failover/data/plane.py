@@ -33,6 +33,8 @@ from failover.data.backup import iso
 from failover.data.backup import prune
 from failover.data.backup import scan
 from failover.data.backup import trusted_order
+from failover.data.engines.measure import engine_problems
+from failover.data.engines.measure import rpo
 from failover.data.manifest import Manifest
 from failover.data.pool import Pool
 from failover.data.settings import DataConfig
@@ -232,6 +234,10 @@ def take_backup(
     ``in_round``: the round's replication that follows records the stores' standing;
     ``timeout``: less than ``data.timeout`` (a failover's final backup)."""
     data = _data(engine, service)
+    if data.backup is None:  # engine pgbackrest: a full backup into every repository
+        from failover.data.engines import pgbackrest
+
+        return {"stores": pgbackrest.take_backup(engine, service)}
     row = engine.store.service(service)
     if not row.active:
         raise DataError(f"{service} is not deployed: nothing to back up")
@@ -433,6 +439,10 @@ def _round_one(engine: EngineLike, service: str) -> None:
     ``RETRY_FAILING`` seconds), and every ``every`` anyway: a round costs no store call
     otherwise."""
     data = _data(engine, service)
+    if data.engine == "pgbackrest":
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.round_one(engine, service)
     doc = engine.store.data_state(service) or {}
     row = engine.store.service(service)
     now = time.time()
@@ -471,7 +481,7 @@ def problems(engine: EngineLike, service: str) -> list[str]:
     doc = engine.store.data_state(service) or {}
     out = []
     last = doc.get("last_backup")
-    limit = data.oldest_ok()
+    limit = data.backup_max_age()
     if not last:
         out.append("no backup yet")
     elif time.time() - float(last["taken"]) > limit:
@@ -484,6 +494,7 @@ def problems(engine: EngineLike, service: str) -> list[str]:
     if doc.get("behind"):
         out.append(doc["behind"]["message"])
     out.extend(f"skipped {w}" for w in doc.get("untrusted") or [])
+    out.extend(engine_problems(data, doc))
     for name, entry in sorted((doc.get("stores") or {}).items()):
         if int(entry.get("failures", 0)) >= FAILING_ROUNDS:
             out.append(f"store {name} failed {entry['failures']} rounds: {entry.get('error')}")
@@ -507,7 +518,10 @@ def _judge(engine: EngineLike, service: str, verdict: Verdict) -> Verdict:
 def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
     """``failover backups``: every complete backup, newest first, with the stores that
     hold it."""
-    _data(engine, service)
+    if _data(engine, service).engine == "pgbackrest":
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.catalog(engine, service)
     stores, _ = usable(engine, service, reading=True)
     found, failed = listings(engine, stores, service)
     if failed and not found:
@@ -524,7 +538,8 @@ def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
 
 def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
     """``status --json``'s ``data`` object, from the state (no store is asked)."""
-    if engine.config.services[service].data is None:
+    data = engine.config.services[service].data
+    if data is None:
         return None
     doc = engine.store.data_state(service) or {}
     last = doc.get("last_backup")
@@ -548,6 +563,7 @@ def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
             for name, entry in sorted(stores.items())
         },
         "problems": problems(engine, service),
+        **({"rpo_s": rpo(doc)} if data.engine == "pgbackrest" else {}),
     }
 
 

@@ -109,6 +109,10 @@ def restore(
     Raises ``DataUnavailable`` when backups exist but none could be restored,
     ``ProviderError`` (of the host's provider) when the host failed."""
     data = _data(engine, service)
+    if data.restore is None:  # engine pgbackrest: the host restored itself before starting
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.restore(engine, service, (provider, host_id), kind, origin)
     first = final_backup(engine, service, kind, origin)
     stores, skipped = usable(engine, service, reading=True)
     found, failed = listings(engine, stores, service)

@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic import field_validator
 from pydantic import model_validator
 
+from failover.data.engines.pgsettings import PostgresSettings
 from failover.redact import register_secret
 from providers.base import Duration
 
@@ -148,9 +149,23 @@ STORE_VENDOR = {"s3": "aws", "gcs": "google", "azureblob": "microsoft"}
 class DataConfig(_Model):
     """``services.<name>.data``: how the service's data is backed up and restored."""
 
-    backup: str = Field(min_length=1, description="runs on the live host; stdout is the backup")
-    restore: str = Field(
-        min_length=1, description="runs on a new host after setup; the backup on stdin"
+    engine: Literal["commands", "pgbackrest"] = Field(
+        default="commands", description="backup/restore commands, or pgBackRest (PostgreSQL)"
+    )
+    backup: str | None = Field(
+        default=None, min_length=1, description="runs on the live host; stdout is the backup"
+    )
+    restore: str | None = Field(
+        default=None,
+        min_length=1,
+        description="runs on a new host after setup; the backup on stdin",
+    )
+    postgres: PostgresSettings | None = Field(default=None, description="engine pgbackrest")
+    archive_timeout: Duration = Field(
+        default=60.0, gt=0, le=_DAY, description="pgbackrest: WAL is pushed at least this often"
+    )
+    full_every: Duration = Field(
+        default=_DAY, gt=0, le=30 * _DAY, description="pgbackrest: full backups; diff every `every`"
     )
     every: Duration = Field(
         default=300.0, gt=0, le=_DAY, description="how often check/watch back up"
@@ -188,8 +203,25 @@ class DataConfig(_Model):
                     raise ValueError(f"{name!r} is not a store name")
         return value
 
+    @model_validator(mode="after")
+    def _engine(self) -> DataConfig:
+        if self.engine == "pgbackrest":
+            if self.postgres is None:
+                raise ValueError("engine pgbackrest needs `postgres` (data_dir, bin_dir, user)")
+            if self.backup or self.restore:
+                raise ValueError("engine pgbackrest takes no backup/restore commands")
+        elif not (self.backup and self.restore):
+            raise ValueError("needs `backup` and `restore` commands (or engine: pgbackrest)")
+        return self
+
+    def backup_max_age(self) -> float:
+        """How old the newest backup may be (pgbackrest: the WAL is what ages fast)."""
+        return 3 * self.every if self.engine == "pgbackrest" else self.oldest_ok()
+
     def oldest_ok(self) -> float:
-        return self.max_age if self.max_age is not None else 3 * self.every
+        if self.max_age is not None:
+            return self.max_age
+        return 4 * self.archive_timeout if self.engine == "pgbackrest" else 3 * self.every
 
 
 def store_vendor(store: StoreBase) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,11 @@ def summary(seed: int, results: list[Result]) -> dict[str, Any]:
         "lost_writes": sum(o.lost_writes for o in outcomes),
         "detection_s": spread([d for o in outcomes for d in o.detection_s]),
         "recovery_s": spread([d for o in outcomes for d in o.recovery_s]),
+        "skipped": {
+            k: sum(n.startswith(f"{k} skipped") for r in results for n in r.notes)
+            for k in KINDS
+            if any(n.startswith(f"{k} skipped") for r in results for n in r.notes)
+        },
         "failed_seeds": [r.seed for r in results if not r.ok],
     }
 
@@ -67,6 +73,7 @@ def table(doc: dict[str, Any]) -> str:
         "|---|---|",
     ]
     lines += [f"| {k} | {n} |" for k, n in doc["faults"].items()]
+    lines += [f"(not applied here: {k} x{n})" for k, n in doc["skipped"].items()]
     lines += ["", "| invariant | violations |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in doc["violations"].items()]
     det, rec = doc["detection_s"], doc["recovery_s"]
@@ -108,6 +115,10 @@ def main() -> int:
     finally:
         sites.stop()
     doc = summary(args.seed, results)
+    if doc["failed_seeds"]:
+        print(f"logs of every schedule: {sites.base}/seed-N", file=sys.stderr)
+    else:
+        shutil.rmtree(sites.base, ignore_errors=True)
     print(json.dumps(doc, indent=2) if args.json else table(doc))
     return 1 if doc["failed_seeds"] else 0
 

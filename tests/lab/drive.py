@@ -98,8 +98,10 @@ def apply(run: Run, f: Fault) -> None:
     elif f.kind == "suspend":
         _suspended(run, f.site).parent.mkdir(parents=True, exist_ok=True)
         _suspended(run, f.site).write_text("lab\n")
-    elif f.kind == "latency" and not run.sites.net.delay(run.sites.net.sets[f.site], f.arg):
-        f.detail["skipped"] = "lo already has a qdisc: no latency without touching it"
+    elif f.kind == "latency":
+        skipped = run.sites.net.delay(run.sites.net.sets[f.site], f.arg)
+        if skipped:
+            f.detail["skipped"] = skipped
 
 
 def heal(run: Run, f: Fault) -> None:
@@ -214,6 +216,9 @@ def execute(sites: Sites, seed: int, base: Path) -> Result:
     ]
     if leftover + sites.net.members("cli"):
         outcome.violations["orphan"].append(f"processes left after the run: {leftover}")
+    notes += [
+        f"{f.kind} skipped: {f.detail['skipped']}" for f in run.faults if "skipped" in f.detail
+    ]
     return Result(seed, [f.describe() for f in run.faults], outcome, notes)
 
 

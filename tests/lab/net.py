@@ -18,6 +18,7 @@ deletes the table, the route, the qdisc and the cgroups, whatever state a killed
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import signal
@@ -26,12 +27,14 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from typing import Any
 
 TABLE = "failover_lab"
 NETWORK = "127.88.0.0/16"
 SOURCE = "127.88.0.254"
 QDISC = "88:"
+LOCK = Path("/run/failover-lab.lock")
 _lock = threading.Lock()
 
 
@@ -77,6 +80,7 @@ class Net:
         self.groups = groups  # "site1/etcd", "site1/watcher", ...
         self.sets: dict[str, set[str]] = {}
         self.netem = False
+        self._lockfile: IO[str] | None = None
 
     def cgroup(self, group: str) -> Path:
         return self.root / TABLE / group
@@ -93,6 +97,7 @@ class Net:
         return [int(p) for p in text.split()]
 
     def setup(self, sets: list[str]) -> None:
+        self._hold_lock()
         self.reset()
         for group in self.groups:
             self.cgroup(group).mkdir(parents=True, exist_ok=True)
@@ -109,6 +114,17 @@ class Net:
         )
         self.sets = {name: set() for name in sets}
         _install_cleanup(self)
+
+    def _hold_lock(self) -> None:
+        # One lab per machine: a second one's reset would kill the first one's processes.
+        self._lockfile = LOCK.open("a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.close()
+            raise RuntimeError(
+                f"another fault lab runs on this machine (it holds {LOCK})"
+            ) from None
 
     def add_address(self, address: str) -> None:
         """Put ``address`` on ``lo`` (BIND listens only on an interface's addresses)."""
@@ -151,60 +167,68 @@ class Net:
             "drop",
         )
 
-    def delay(self, addresses: set[str], ms: int) -> bool:
-        """Add ``ms`` of latency to packets sent to ``addresses``; False when unsafe here."""
-        if "noqueue" not in _run("tc", "qdisc", "show", "dev", "lo").split("\n")[0]:
-            return False
-        self.netem = True
-        _run(
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "lo",
-            "root",
-            "handle",
-            QDISC,
-            "prio",
-            "bands",
-            "4",
-            "priomap",
-            *["1", "2", "2", "2", "1", "2", "0", "0", "1", "1", "1", "1", "1", "1", "1", "1"],
-        )
-        _run(
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "lo",
-            "parent",
-            f"{QDISC}4",
-            "handle",
-            "89:",
-            "netem",
-            "delay",
-            f"{ms}ms",
-        )
-        for address in sorted(addresses):
+    def delay(self, addresses: set[str], ms: int) -> str | None:
+        """Add ``ms`` of latency to packets sent to ``addresses``; why not, when it cannot.
+
+        Never a bare netem on ``lo``: a ``prio`` root whose default bands behave as before,
+        and netem on a fourth band that only 127.88 destinations are filtered into."""
+        first = _run("tc", "qdisc", "show", "dev", "lo").split("\n")[0]
+        if "noqueue" not in first:
+            return f"lo already has a qdisc ({first.strip()}): left alone"
+        try:
             _run(
                 "tc",
-                "filter",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "handle",
+                QDISC,
+                "prio",
+                "bands",
+                "4",
+                "priomap",
+                *(["1", "2", "2", "2", "1", "2", "0", "0"] + ["1"] * 8),
+            )
+            self.netem = True
+            _run(
+                "tc",
+                "qdisc",
                 "add",
                 "dev",
                 "lo",
                 "parent",
-                QDISC,
-                "protocol",
-                "ip",
-                "u32",
-                "match",
-                "ip",
-                "dst",
-                f"{_lab_address(address)}/32",
-                "flowid",
                 f"{QDISC}4",
+                "handle",
+                "89:",
+                "netem",
+                "delay",
+                f"{ms}ms",
             )
-        return True
+            for address in sorted(addresses):
+                _run(
+                    "tc",
+                    "filter",
+                    "add",
+                    "dev",
+                    "lo",
+                    "parent",
+                    QDISC,
+                    "protocol",
+                    "ip",
+                    "u32",
+                    "match",
+                    "ip",
+                    "dst",
+                    f"{_lab_address(address)}/32",
+                    "flowid",
+                    f"{QDISC}4",
+                )
+        except RuntimeError as exc:
+            self.undelay()
+            return f"no filtered netem here ({exc})"
+        return None
 
     def flush(self) -> None:
         _run("nft", "flush", "chain", "inet", TABLE, "out", check=False)

@@ -10,6 +10,7 @@ was violated, 2 when the lab cannot run here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.checker import INVARIANTS  # noqa: E402
+from tests.lab.checker import Outcome  # noqa: E402
 from tests.lab.drive import Result  # noqa: E402
 from tests.lab.drive import execute  # noqa: E402
 from tests.lab.nemesis import KINDS  # noqa: E402
@@ -36,6 +39,23 @@ def spread(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"median": None, "max": None}
     return {"median": round(statistics.median(values), 2), "max": round(max(values), 2)}
+
+
+def record(result: Result) -> dict[str, Any]:
+    doc = dataclasses.asdict(result)
+    doc["outcome"]["violations"] = {k: v for k, v in doc["outcome"]["violations"].items() if v}
+    return doc
+
+
+def load(path: Path) -> list[Result]:
+    """Results a run wrote with ``--jsonl`` (several runs add up to one table)."""
+    results = []
+    for line in path.read_text().splitlines():
+        doc = json.loads(line)
+        outcome = Outcome(**{**doc.pop("outcome")})
+        outcome.violations = defaultdict(list, outcome.violations)
+        results.append(Result(**doc, outcome=outcome))
+    return results
 
 
 def summary(seed: int, results: list[Result]) -> dict[str, Any]:
@@ -93,7 +113,16 @@ def main() -> int:
     parser.add_argument("--schedules", type=int, default=10)
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--jsonl", type=Path, help="append each schedule's result to this file")
+    parser.add_argument(
+        "--summarize", type=Path, nargs="+", help="print the table of --jsonl files"
+    )
     args = parser.parse_args()
+    if args.summarize:
+        loaded = [r for path in args.summarize for r in load(path)]
+        doc = summary(min(r.seed for r in loaded), loaded)
+        print(json.dumps(doc, indent=2) if args.json else table(doc))
+        return 1 if doc["failed_seeds"] else 0
     reason = unavailable()
     if reason:
         print(f"bench/lab.py: {reason}", file=sys.stderr)
@@ -106,6 +135,9 @@ def main() -> int:
         for seed in range(args.seed, args.seed + args.schedules):
             result = execute(sites, seed, sites.base)
             results.append(result)
+            if args.jsonl:
+                with args.jsonl.open("a") as out:
+                    out.write(json.dumps(record(result)) + "\n")
             verdict = "ok" if result.ok else dict(result.outcome.violations)
             print(
                 f"seed {seed}: {'; '.join(result.faults)}: {verdict} {result.notes or ''}",

@@ -189,8 +189,11 @@ def verdict(run: Run, did_settle: bool, first: str) -> checker.Outcome:
     return out
 
 
-def execute(sites: Sites, seed: int, base: Path) -> Result:
-    run = Run(sites, seed, base)
+def execute(
+    sites: Sites, seed: int, base: Path, tweak: Callable[[dict[str, Any]], None] | None = None
+) -> Result:
+    """Run schedule ``seed``; ``tweak`` may change the config first (the tests' controls)."""
+    run = Run(sites, seed, base, tweak)
     notes: list[str] = []
     try:
         run.write_config()

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ def call(address: str, method: str, path: str, timeout: float) -> dict[str, Any]
 
 
 class Run:
-    def __init__(self, sites: Sites, seed: int, base: Path) -> None:
-        self.sites, self.seed = sites, seed
+    def __init__(
+        self, sites: Sites, seed: int, base: Path, tweak: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        self.sites, self.seed, self.tweak = sites, seed, tweak
         self.faults: list[Fault] = schedule(seed)
         self.project = base / f"seed-{seed}"
         self.config = self.project / "failover.yaml"
@@ -152,6 +155,8 @@ class Run:
                 }
             },
         }
+        if self.tweak is not None:
+            self.tweak(data)
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

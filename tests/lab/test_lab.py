@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,16 @@ def test_schedule_keeps_every_invariant(lab_sites: Sites, tmp_path: Path, seed: 
     violations = {k: v for k, v in result.outcome.violations.items() if v}
     assert result.ok, (seed, result.faults, violations)
     assert result.outcome.acked_writes > 0, (seed, result.faults)
+
+
+def test_the_lab_catches_a_restore_that_drops_a_write(lab_sites: Sites, tmp_path: Path) -> None:
+    """The checker is not vacuous on a real run: a restore that drops the backup's first
+    write (seed 46 kills the service at 5.1 s) leaves a hole in the old host's writes."""
+
+    def lossy(data: dict[str, Any]) -> None:
+        web = data["services"]["web"]["data"]
+        web["restore"] = "tail -n +2 | " + web["restore"]
+
+    result = execute(lab_sites, 46, tmp_path, lossy)
+    assert result.outcome.failovers == 1, (result.faults, dict(result.outcome.violations))
+    assert [v for v in result.outcome.violations["lost_write"] if "which survived" in v]

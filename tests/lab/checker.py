@@ -34,7 +34,7 @@ INVARIANTS = (
 SPLIT_GRACE_S = 15.0
 # A move is false when, through this window before its first host appeared, a quorum of
 # locations could reach the healthy service.
-DECISION_WINDOW = (6.0, 1.0)
+DECISION_WINDOW = (6.0, 0.0)
 QUORUM = 2
 SLOW_MS = 250  # latency at which the model no longer counts a location as reaching
 

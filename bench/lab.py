@@ -42,8 +42,12 @@ def spread(values: list[float]) -> dict[str, float | None]:
 
 
 def record(result: Result) -> dict[str, Any]:
+    outcome = result.outcome
+    violations = {k: v for k, v in outcome.violations.items() if v}
+    outcome.violations = {}  # asdict cannot copy a defaultdict
     doc = dataclasses.asdict(result)
-    doc["outcome"]["violations"] = {k: v for k, v in doc["outcome"]["violations"].items() if v}
+    outcome.violations = defaultdict(list, violations)
+    doc["outcome"]["violations"] = violations
     return doc
 
 

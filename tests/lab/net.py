@@ -146,26 +146,8 @@ class Net:
         """Drop every packet a process of ``group`` sends to an address of set ``target``."""
         level = group.count("/") + 2
         rel = (self.root / TABLE / group).relative_to("/sys/fs/cgroup")
-        _run(
-            "nft",
-            "add",
-            "rule",
-            "inet",
-            TABLE,
-            "out",
-            "ip",
-            "saddr",
-            NETWORK,
-            "ip",
-            "daddr",
-            f"@{target}",
-            "socket",
-            "cgroupv2",
-            "level",
-            str(level),
-            f'"{rel}"',
-            "drop",
-        )
+        rule = f"ip saddr {NETWORK} ip daddr @{target} socket cgroupv2 level {level}"
+        _run("nft", "add", "rule", "inet", TABLE, "out", *rule.split(), f'"{rel}"', "drop")
 
     def delay(self, addresses: set[str], ms: int) -> str | None:
         """Add ``ms`` of latency to packets sent to ``addresses``; why not, when it cannot.
@@ -175,56 +157,14 @@ class Net:
         first = _run("tc", "qdisc", "show", "dev", "lo").split("\n")[0]
         if "noqueue" not in first:
             return f"lo already has a qdisc ({first.strip()}): left alone"
+        priomap = "1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1"
         try:
-            _run(
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "root",
-                "handle",
-                QDISC,
-                "prio",
-                "bands",
-                "4",
-                "priomap",
-                *(["1", "2", "2", "2", "1", "2", "0", "0"] + ["1"] * 8),
-            )
+            _run(*f"tc qdisc add dev lo root handle {QDISC} prio bands 4 priomap {priomap}".split())
             self.netem = True
-            _run(
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "parent",
-                f"{QDISC}4",
-                "handle",
-                "89:",
-                "netem",
-                "delay",
-                f"{ms}ms",
-            )
+            _run(*f"tc qdisc add dev lo parent {QDISC}4 handle 89: netem delay {ms}ms".split())
             for address in sorted(addresses):
-                _run(
-                    "tc",
-                    "filter",
-                    "add",
-                    "dev",
-                    "lo",
-                    "parent",
-                    QDISC,
-                    "protocol",
-                    "ip",
-                    "u32",
-                    "match",
-                    "ip",
-                    "dst",
-                    f"{_lab_address(address)}/32",
-                    "flowid",
-                    f"{QDISC}4",
-                )
+                match = f"u32 match ip dst {_lab_address(address)}/32 flowid {QDISC}4"
+                _run(*f"tc filter add dev lo parent {QDISC} protocol ip {match}".split())
         except RuntimeError as exc:
             self.undelay()
             return f"no filtered netem here ({exc})"

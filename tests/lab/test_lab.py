@@ -26,8 +26,10 @@ from tests.lab.sites import Sites
 
 pytestmark = pytest.mark.timeout(900)
 
-# Short schedules that cover a partition, a pause past the lease, a clock jump, a killed
-# service and a suspended provider between them.
+# Short schedules covering a partition, an isolated site, watchers paused past the lease,
+# clock steps and a killed service. Seed 0 (a watcher paused, then the service killed)
+# once read as a false failover: the provider's word moves at once, so a move's decision
+# window must reach up to its first host.
 SEEDS = [0, 5, 19]
 
 

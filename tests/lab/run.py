@@ -39,7 +39,7 @@ from tests.lab.sites import Sites
 from tests.lab.sites import server
 
 PORT = 8080
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+CLOCKSHIFT = Path(__file__).parent / "clockshift"
 APP = "{python} -m tests.lab.app"
 SETTLE_S = 120.0
 
@@ -98,13 +98,10 @@ class Run:
             env.update(FAILOVER_WATCHER=f"w-{site}", FAILOVER_LOCATION=site)
             if any(f.kind == "clock" and f.site == site for f in self.faults):
                 # A clock step as NTP makes one: the wall clock jumps, CLOCK_MONOTONIC
-                # does not (libfaketime fakes both unless told, and Python's
-                # time.monotonic reads the faked one).
+                # does not (see clockshift/sitecustomize.py for why not libfaketime).
                 env.update(
-                    LD_PRELOAD=FAKETIME,
-                    FAKETIME_CACHE_DURATION="1",
-                    FAKETIME_DONT_FAKE_MONOTONIC="1",
-                    FAKETIME_TIMESTAMP_FILE=str(self.clock_file(site)),
+                    PYTHONPATH=os.pathsep.join([str(CLOCKSHIFT), str(ROOT)]),
+                    LAB_CLOCK_FILE=str(self.clock_file(site)),
                 )
         return env
 

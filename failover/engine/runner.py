@@ -160,6 +160,8 @@ class Run:
             len(self.steps),
         )
         try:
+            if self.restore_left_in_flight(index):
+                index = self.steps.index("provision")
             while index < len(self.steps):
                 step = self.steps[index]
                 lost = self.lease_lost()
@@ -297,6 +299,26 @@ class Run:
             # The steps stay as they ran, the failed one marked failed, for the report.
             raise StepFailed(self.no_candidates())
         self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
+
+    def restore_left_in_flight(self, index: int) -> bool:
+        """A restore another run started and never finished: that run may still be alive
+        (paused, cut off from etcd) and finish streaming its backup into the host after
+        this run cut over to it, replacing the writes the host acknowledged since (the
+        fault lab's seed 1029). Never restore into that host: destroy it and provision a
+        fresh one on the same provider."""
+        host = self.data.host
+        if index >= len(self.steps) or self.steps[index] != "restore" or host is None:
+            return False
+        if self.svc.data is None or self.event.steps.get("restore") != "in_progress":
+            return False
+        why = "another run left a restore into it in flight; provisioning a fresh host"
+        self.journal("restore", "failed", why)
+        self.cleanup(host, why)
+        self.data.attempts.append(Attempt(host.provider, "restore", why))
+        self.data.host = None
+        self.save()
+        self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
+        return True
 
     def remember(
         self, host: HostRecord, role: Role, *, generation: int | None = None, note: str = ""

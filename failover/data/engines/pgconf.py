@@ -67,11 +67,23 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
         if store.endpoint:
             out += _endpoint(n, store.endpoint, "gcs")
     else:
-        account = (urlsplit(store.account_url).hostname or "").split(".")[0]
+        url, account = _azure_account(store)
         out += [f"repo{n}-azure-account={account}", f"repo{n}-azure-container={store.container}"]
-        if not (urlsplit(store.account_url).hostname or "").endswith(".blob.core.windows.net"):
-            out += [*_endpoint(n, store.account_url, "azure"), f"repo{n}-azure-uri-style=path"]
+        if not (urlsplit(url).hostname or "").endswith(".blob.core.windows.net"):
+            out += [*_endpoint(n, url, "azure"), f"repo{n}-azure-uri-style=path"]
     return out
+
+
+def _azure_account(store: AzureBlobStoreSettings) -> tuple[str, str]:
+    """The blob endpoint and the account name, from ``account_url`` or, without it, from
+    the connection string (its ``BlobEndpoint`` and ``AccountName``)."""
+    fields = dict(
+        part.split("=", 1) for part in (store.connection_string or "").split(";") if "=" in part
+    )
+    url = store.account_url or store.endpoint or fields.get("BlobEndpoint", "")
+    host = urlsplit(url).hostname or ""
+    account = fields.get("AccountName") or host.split(".")[0]
+    return url, account
 
 
 def render_conf(service: str, data: DataConfig, stores: Sequence[StoreBase], port: int) -> str:

@@ -621,6 +621,25 @@ def _options(
     GLOBAL["config"] = config
 
 
+dns_app = typer.Typer(help="DNS providers (section 12).", no_args_is_help=True)
+app.add_typer(dns_app, name="dns")
+
+
+@dns_app.command("sync")
+def dns_sync(
+    service: ServiceArg = None,
+    force: Annotated[bool, typer.Option(help="also overwrite what a newer move wrote")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every DNS provider's records of SERVICE set to the active host; exit 1 if one lags."""
+    from failover.dnscli import sync_command
+
+    run(lambda: sync_command(config, state_dir, service, force=force, yes=yes, as_json=as_json))
+
+
 notify_app = typer.Typer(
     help="Notifications: the config's `notify:` targets.", no_args_is_help=True
 )

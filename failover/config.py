@@ -17,24 +17,23 @@ import yaml
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
+from pydantic import PrivateAttr
 from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
+from failover import dnsconfig
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
 from failover.checks import canary_problem
-from failover.checks import dns_name_problem
 from failover.checks import env_problems
 from failover.checks import node_path
-from failover.checks import zone_problems
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
 from failover.notify_config import NotifyTargets
 from failover.redact import register_secret
 from failover.status_config import StatusPageConfig
 from failover.status_config import status_page_problems
-from providers.base import DnsProvider
 from providers.base import DnsSettings
 from providers.base import Duration
 from providers.base import ProviderSettings
@@ -265,24 +264,34 @@ class PolicyConfig(Model):
 
 
 class ServiceConfig(Model):
-    domain: str = Field(min_length=1)
+    domain: str = Field(default="", description="the DNS name users reach (or `domains`)")
+    domains: list[str] = Field(
+        default_factory=list,
+        description="every DNS name users reach, the first as `domain` (section 12)",
+    )
     port: int = Field(ge=1, le=65535)
     record_type: Literal["A", "AAAA"] = "A"
     run: RunConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig | None = Field(default=None, description="backups and restore")
+    _listed: bool = PrivateAttr(default=False)  # `domains:` given: error paths name its entries
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        given = value
-        value = value.rstrip(".").lower()
-        problem = dns_name_problem(value)
-        if problem:
-            # Quote it as written: a lowercased secret would slip past redaction (issue 3).
-            raise ValueError(f"{given!r} {problem}")
-        return value
+        return dnsconfig.normal_domain(value) if value else value
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [dnsconfig.normal_domain(v) for v in value]
+
+    @model_validator(mode="after")
+    def _one_list(self) -> ServiceConfig:
+        self._listed = bool(self.domains)
+        self.domain, self.domains = dnsconfig.service_domains(self.domain, self.domains)
+        return self
 
 
 class Config(Model):
@@ -294,7 +303,13 @@ class Config(Model):
     state: StateConfig = Field(default_factory=StateConfig)
     watcher: WatcherConfig = Field(default_factory=WatcherConfig)
     watchers: WatchersConfig = Field(default_factory=WatchersConfig)
-    dns: dict[str, Any] = Field(default_factory=lambda: {"type": "local", "zone": "example.test"})
+    dns: dict[str, Any] | list[dict[str, Any]] = Field(
+        default_factory=lambda: {"type": "local", "zone": "example.test"},
+        description="one DNS provider, or a list of named ones (section 12)",
+    )
+    dns_audit: Duration = Field(
+        default=300.0, gt=0, le=_DAY, description="how often every DNS provider is read back"
+    )
     providers: list[dict[str, Any]] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
     stores: list[StoreSettings] = Field(default_factory=list, description="where backups live")
@@ -328,7 +343,14 @@ class Config(Model):
         return self._provider_settings
 
     def dns_settings(self) -> DnsSettings:
-        return self._dns_settings
+        """The first DNS provider (the one of a single-provider file)."""
+        return self._dns_settings[0]
+
+    def dns_list(self) -> list[DnsSettings]:
+        return list(self._dns_settings)
+
+    def zones(self) -> dnsconfig.Zones:
+        return dnsconfig.Zones(self._dns_settings)
 
     def service_providers(self, service: str) -> list[str]:
         policy = self.services[service].policy
@@ -338,23 +360,25 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         problems: list[tuple[tuple[Any, ...], str]] = []
         settings = _provider_problems(self.providers, problems)
-        dns_settings = _dns_problems(self.dns, problems)
-        if dns_settings is not None:
-            problems.extend(
-                zone_problems(dns_settings, {n: s.domain for n, s in self.services.items()})
+        dns_settings = dnsconfig.dns_problems(self.dns, problems, _message)
+        problems.extend(
+            dnsconfig.domain_problems(
+                dns_settings,
+                {n: s.domains for n, s in self.services.items()},
+                {n: s._listed for n, s in self.services.items()},
             )
+        )
         for sname, service in self.services.items():
             problems.extend(_service_problems(sname, service, self, settings))
         problems.extend(status_page_problems(self))
         if problems:
             raise _Located(problems)
         self._provider_settings = settings
-        assert dns_settings is not None
         self._dns_settings = dns_settings
         return self
 
     _provider_settings: dict[str, ProviderSettings]
-    _dns_settings: DnsSettings
+    _dns_settings: list[DnsSettings]
 
 
 Problems = list[tuple[tuple[Any, ...], str]]
@@ -387,22 +411,6 @@ def _provider_problems(providers: list[Any], problems: Problems) -> dict[str, Pr
         except ValidationError as exc:
             problems.extend(((*loc, *err["loc"]), _message(err)) for err in exc.errors())
     return settings
-
-
-def _dns_problems(dns: Any, problems: Problems) -> DnsSettings | None:
-    """The DNS backend's settings, validated by its own type's model."""
-    kind = dns.get("type") if isinstance(dns, dict) else None
-    if not isinstance(kind, str):
-        problems.append((("dns", "type"), f"required, one of: {', '.join(known_types(True))}"))
-        return None
-    try:
-        dcls: type[DnsProvider] = dns_class(kind)
-        return dcls.Settings.model_validate(dns)
-    except UnknownType as exc:
-        problems.append((("dns", "type"), str(exc)))
-    except ValidationError as exc:
-        problems.extend((("dns", *err["loc"]), _message(err)) for err in exc.errors())
-    return None
 
 
 def _service_problems(
@@ -671,6 +679,7 @@ def json_schema() -> dict[str, Any]:
             dns_variants.append(dns_class(kind).Settings.model_json_schema())
         except Exception:
             continue
-    props["dns"] = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
+    one = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
+    props["dns"] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
     schema["title"] = "failover.yaml"
     return schema

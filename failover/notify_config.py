@@ -32,6 +32,8 @@ EventName = Literal[
     "quorum_lost",
     "service_down",
     "resolved",
+    "dns_provider_blocked",
+    "dns_drift",
 ]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
 # The events that wake somebody up: PagerDuty's default, and the ones that open an

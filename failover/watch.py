@@ -117,6 +117,12 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.dns_repairs = Counter(
+            "failover_dns_repairs_total",
+            "DNS records set back to the active host (drift repairs), by DNS provider",
+            ["provider"],
+            registry=r,
+        )
         self.notifications = Counter(
             "failover_notifications_total",
             "notification deliveries by target, event and result (sent, failed, gave_up)",
@@ -178,6 +184,10 @@ class Metrics:
                 self.provider_state.labels(name, old).set(0)
             self.provider_state.labels(name, info["state"]).set(1)
             self._states[name] = info["state"]
+
+    def repaired(self, counts: dict[str, int]) -> None:
+        for provider, n in counts.items():
+            self.dns_repairs.labels(provider).inc(n)
 
     def delivered(self, event: str, target: str, result: str) -> None:
         self.notifications.labels(target, event, result).inc()
@@ -247,6 +257,7 @@ class Watcher:
                     if self.metrics:
                         with contextlib.suppress(StateError):
                             self.metrics.providers(engine.store.provider_states())
+                        self.metrics.repaired(engine.fanout().take_repairs())
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

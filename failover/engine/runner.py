@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.config import ServiceConfig
+from failover.engine import dnsmove
 from failover.engine import standby
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import DRILL_STEPS
@@ -48,15 +49,12 @@ from failover.state import LeaseLost
 from providers.base import AccountBlocked
 from providers.base import CapacityError
 from providers.base import ComputeProvider
-from providers.base import ConflictError
 from providers.base import Host
 from providers.base import HostSpec
 from providers.base import HostState
 from providers.base import NotFound
 from providers.base import ProviderError
 from providers.base import QuotaError
-from providers.base import Record
-from providers.base import RecordChange
 from providers.base import TransientError
 
 if TYPE_CHECKING:
@@ -572,44 +570,10 @@ class Run:
                 raise self.timed_out(f"probes not passing ({last})")
             time.sleep(min(self.svc.health.interval, 0.25))
 
-    def point_dns(self, address: str) -> tuple[Record, int]:
-        """The record moved from the old host to ``address`` (and how many cutovers went
-        in the same DNS request), or an error saying why not.
-
-        Every write is conditional on the record still pointing at the old host: when
-        someone else moved it (another watcher with its own state, a person), this run
-        stops and leaves DNS to them rather than overwrite it."""
-        svc, dns = self.svc, self.e.dns()
-        ttl = self.e.config.dns_settings().ttl
-        old = [self.origin.address] if self.origin and self.origin.address else None
-        change = RecordChange(svc.domain, svc.record_type.upper(), [address], ttl, old)
-        try:
-            return self.e.write_record(change)
-        except ConflictError:
-            current = dns.get_record(svc.domain, svc.record_type)
-            if current is not None and sorted(current.values) == [address]:
-                return current, 1  # ours already: a resumed cutover
-            row = self.store.service(self.service)
-            if row.generation != self.data.expected_generation:
-                raise LeaseLost(
-                    f"{self.service} moved meanwhile (generation {row.generation}); this run stops"
-                ) from None
-            values = current.values if current else "no record"
-            raise StepFailed(
-                f"{svc.domain} {svc.record_type} now answers {values}, neither the old host "
-                f"({', '.join(old or ['none'])}) nor the new one ({address}): another writer "
-                "changed it; DNS left alone. Find out who (another watcher with its own state?)"
-                " and run `failover status`"
-            ) from None
-        except TransientError as exc:
-            raise StepFailed(f"DNS update failed: {exc}") from None
-
     def step_cutover(self) -> str:
         host = self.host()
         assert host.address is not None
-        record, together = self.point_dns(host.address)
-        if sorted(record.values) != [host.address]:
-            raise StepFailed(f"DNS answers {record.values} after the update, not {host.address}")
+        moved = dnsmove.cutover(self, host.address)
         generation = self.store.cutover(
             self.service,
             self.data.expected_generation,
@@ -622,11 +586,7 @@ class Run:
         self.remember(host, Role.ACTIVE, generation=generation)
         if self.origin:
             self.remember_origin(Role.FENCE, address=self.origin.address)
-        batch = f"; one DNS change with {together - 1} other cutovers" if together > 1 else ""
-        return (
-            f"{self.svc.domain} {self.svc.record_type} -> {host.address} (ttl {record.ttl}"
-            f"{batch}); generation {generation}"
-        )
+        return f"{moved}; generation {generation}"
 
     def remember_origin(self, role: Role, *, address: str | None = None, note: str = "") -> None:
         assert self.origin is not None

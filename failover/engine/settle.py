@@ -141,9 +141,12 @@ def adoptable(engine: Engine, service: str, generation: int) -> Host | None:
 
 
 def _dns_values(engine: Engine, service: str) -> list[str]:
-    svc = engine.config.services[service]
-    try:
-        record = engine.dns().get_record(svc.domain, svc.record_type)
-    except ProviderError:
-        return []
-    return record.values if record else []
+    """Every address any provider holds for any domain of ``service``."""
+    svc, fan = engine.config.services[service], engine.fanout()
+    found: list[str] = []
+    for domain in svc.domains:
+        for name in fan.zones.providers_of(domain):
+            values = fan.read(name, domain, svc.record_type)
+            if isinstance(values, list):
+                found += values
+    return found

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.data import plane as data_plane
+from failover.engine import dnsview
 from failover.probes import reach
 from failover.render import host_name
 from providers.base import AccountReport
-from providers.base import Check
-from providers.base import ProviderError
-from providers.base import dns_class
 from providers.base import provider_class
 
 if TYPE_CHECKING:
@@ -84,28 +81,8 @@ def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list
         for name in names:
             engine.account(name, fresh=True)
     states = engine.store.provider_states()
-    records = _records(engine, services)
-    return [_service_status(engine, name, states, records[name]) for name in services]
-
-
-def _records(engine: Engine, services: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Each service's DNS record, read concurrently (bounded): one after another, 200
-    services behind a cloud DNS API make `status` wait for 200 round trips (issue 16)."""
-    dns = engine.dns()
-
-    def read(name: str) -> dict[str, Any] | None:
-        svc = engine.config.services[name]
-        try:
-            found = dns.get_record(svc.domain, svc.record_type)
-        except ProviderError as exc:
-            return {"name": svc.domain, "type": svc.record_type, "error": str(exc)}
-        return found.to_dict() if found else None
-
-    if len(services) <= 1:
-        return {name: read(name) for name in services}
-    width = min(engine.config.watcher.lookups, len(services))
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="failover-dns") as pool:
-        return dict(zip(services, pool.map(read, services), strict=True))
+    records = dnsview.records(engine, services)
+    return [_service_status(engine, name, states, *records[name]) for name in services]
 
 
 def _service_status(
@@ -113,6 +90,7 @@ def _service_status(
     name: str,
     states: dict[str, dict[str, Any]],
     record: dict[str, Any] | None,
+    domains: list[dict[str, Any] | None],
 ) -> dict[str, Any]:
     svc = engine.config.services[name]
     row = engine.store.service(name)
@@ -138,6 +116,7 @@ def _service_status(
             "latency_s": None if row.latency is None else round(row.latency, 4),
         },
         "dns": record,
+        "domains": domains,
         "generation": row.generation,
         "standby": _standby(engine, name),
         "last_event": {
@@ -193,10 +172,7 @@ def doctor(engine: Engine) -> dict[str, Any]:
                 "checks": [c.__dict__ for c in report.checks],
             }
         )
-    try:
-        dns_report = engine.dns().check()
-    except ProviderError as exc:
-        dns_report = AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
+    dns_report, dns_providers = dnsview.doctor(engine)
     failed_checks = [
         c
         for report in (*reports, dns_report)
@@ -220,9 +196,11 @@ def doctor(engine: Engine) -> dict[str, Any]:
             "state": dns_report.state,
             "reason": dns_report.reason,
             "checks": [c.__dict__ for c in dns_report.checks],
+            "providers": dns_providers,
         },
         "canaries": canaries,
         "warnings": warnings(engine)
+        + dnsview.warnings(engine, dns_providers)
         + [f"{c['service']}: {c['detail']}" for c in canaries if not c["ok"]],
     }
 
@@ -254,9 +232,6 @@ def warnings(engine: Engine) -> list[str]:
                     "elsewhere too"
                 )
     dns_settings = config.dns_settings()
-    dns_vendor = dns_class(dns_settings.type).vendor or str(
-        getattr(dns_settings, "vendor", "") or ""
-    )
     for name, svc in config.services.items():
         detect = svc.health.interval * svc.health.fall
         if dns_settings.ttl > detect:
@@ -266,15 +241,6 @@ def warnings(engine: Engine) -> list[str]:
                 f"keep the old address up to {dns_settings.ttl}s after a cutover; lower "
                 "dns.ttl"
             )
-        for pname in config.service_providers(name):
-            vendor = provider_class(config.provider_settings()[pname].type).vendor
-            if dns_vendor and vendor and vendor == dns_vendor and vendor != "local":
-                out.append(
-                    f"{name}: the zone {dns_settings.zone} is hosted by {vendor}, like "
-                    f"provider {pname}: if {pname}'s account is closed, the zone in "
-                    f"{dns_settings.type} goes with it and no failover can repoint "
-                    f"{svc.domain}; keep the zone with another company"
-                )
     out.extend(engine.watchers.warnings())  # several watchers: shared places, etcd size
     out.extend(data_plane.warnings(engine))  # every store at one company
     return out

@@ -1,0 +1,139 @@
+"""Renewal in ``check``/``watch`` and on ``failover certs`` (contract section 13).
+
+A certificate with less than ``renew_before`` left is issued again (the authorities in
+order, :mod:`failover.certs`), sealed in the stores, written on the live host through
+the provider's own channel (``exec_on_host``, the files on its stdin: never on a command
+line) and the service's ``reload`` run. The verdict turns WARNING when the certificate
+expires within half of ``renew_before``.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Any
+
+from failover.certs_store import Certificate
+from failover.certs_store import CertStore
+from failover.engine.health import OK
+from failover.engine.health import WARNING
+
+if TYPE_CHECKING:
+    from failover.engine import Engine
+    from failover.engine.health import Verdict
+
+# A stored certificate is read again at most this often by a watcher's rounds.
+REREAD = 300.0
+
+
+def certs_round(
+    engine: Engine, verdicts: dict[str, Verdict], *, dry_run: bool = False
+) -> dict[str, Verdict]:
+    """Each TLS service's certificate renewed when due; WARNING when it is close."""
+    out = {}
+    for service, verdict in verdicts.items():
+        if engine.config.services[service].tls is None:
+            continue
+        cert = _cached(engine, service)
+        if cert is not None and due(engine, cert) and not dry_run:
+            cert = renew(engine, service) or cert
+        out[service] = _judge(engine, service, verdict, cert)
+    return out
+
+
+def due(engine: Engine, cert: Certificate, now: float | None = None) -> bool:
+    certs = engine.config.certificates
+    assert certs is not None
+    return cert.not_after - (time.time() if now is None else now) < certs.renew_before
+
+
+def _cached(engine: Engine, service: str) -> Certificate | None:
+    cache: dict[str, tuple[float, Certificate | None]] = engine.__dict__.setdefault(
+        "_certificates", {}
+    )
+    hit = cache.get(service)
+    if hit is None or time.monotonic() - hit[0] > REREAD:
+        cert, _ = CertStore(engine).load(service)
+        hit = cache[service] = (time.monotonic(), cert)
+    return hit[1]
+
+
+def _remember(engine: Engine, service: str, cert: Certificate) -> None:
+    engine.__dict__.setdefault("_certificates", {})[service] = (time.monotonic(), cert)
+
+
+def _judge(engine: Engine, service: str, verdict: Verdict, cert: Certificate | None) -> Verdict:
+    certs = engine.config.certificates
+    assert certs is not None
+    if cert is None:
+        why = "no certificate in the stores (run `failover certs`)"
+    elif cert.not_after - time.time() < certs.renew_before / 2:
+        why = f"certificate {cert.serial} expires {_iso(cert.not_after)} and was not renewed"
+    else:
+        return verdict
+    row = engine.store.service(service)
+    if verdict.exit_code != OK or row is None or not row.active:
+        return verdict
+    return replace(verdict, exit_code=WARNING, message=f"{verdict.message}; {why}")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def renew(engine: Engine, service: str) -> Certificate | None:
+    """Issue, store, install on the live host and reload; None (journaled and announced
+    as ``certificate_failed``) when no authority issued."""
+    from failover.certs import IssueFailed
+    from failover.certs import issue
+
+    try:
+        issued = issue(engine, service)
+    except IssueFailed as exc:
+        engine.log(f"{service}: certificate renewal failed: {exc}")
+        engine.announce("certificate_failed", service, message=str(exc))
+        return None
+    cert = issued.certificate
+    _remember(engine, service, cert)
+    installed = install_live(engine, service, cert)
+    engine.log(f"{service}: renewed: {issued.detail()}; {installed}")
+    engine.announce(
+        "certificate_renewed", service, message=f"{issued.detail()}; {installed}", **cert.public()
+    )
+    return cert
+
+
+def install_live(engine: Engine, service: str, cert: Certificate) -> str:
+    """``cert`` written on the live host and ``reload`` run there; what happened."""
+    tls = engine.config.services[service].tls
+    assert tls is not None
+    row = engine.store.service(service)
+    active: dict[str, Any] | None = row.active if row is not None else None
+    if not active:
+        return "no live host to install it on"
+    provider = engine.provider(str(active["provider"]))
+    host = str(active["host_id"])
+    try:
+        for path, text in ((tls.cert_file, cert.fullchain_pem), (tls.key_file, cert.key_pem)):
+            _write(provider, host, path, text)
+        if tls.reload:
+            result = provider.exec_on_host(host, tls.reload, timeout=60)
+            if result.status != 0:
+                return f"installed on {host}; reload exited {result.status}"
+    except Exception as exc:  # the host cannot take it: said, the next round retries
+        return f"not installed on {host}: {type(exc).__name__}: {exc}"
+    return f"installed on {host}" + ("; reloaded" if tls.reload else "")
+
+
+def _write(provider: Any, host: str, path: str, text: str) -> None:
+    quoted, part = shlex.quote(path), shlex.quote(path + ".new")
+    command = (
+        f'umask 077 && mkdir -p "$(dirname {quoted})" && cat > {part} && '
+        f"chmod 600 {part} && mv {part} {quoted}"
+    )
+    result = provider.exec_on_host(host, command, stdin=io.BytesIO(text.encode()), timeout=60)
+    if result.status != 0:
+        raise RuntimeError(f"writing {path} exited {result.status}: {result.stderr[-200:]}")

@@ -1,0 +1,220 @@
+"""Certificates follow the service (contract section 13), against real servers: Pebble
+(Let's Encrypt's ACME test server) validating DNS-01 against the test BINDs, local hosts
+serving HTTPS with the installed files, a dir store holding the sealed certificate."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failover import config as cfg
+from failover.certs_store import CertStore
+from failover.engine import Engine
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import host_records
+from tests.helpers import pid_alive
+from tests.helpers import state_dir
+from tests.helpers import wait_for
+from tests.helpers import write_config
+from tests.pebble import Pebble
+from tests.pebble import pebble_server
+from tests.servers import bind_server
+from tests.servers import free_port
+
+pytest.importorskip("acme")
+
+WWW = "www.example.test"
+KEY = "cert-key-" + "k" * 24
+HTTPS_APP = "{python} -m tests.apps.https --port {port} --bind {address}"
+
+
+@dataclass
+class Rig:
+    tmp: Path
+    binds: list[tuple[str, int, str, str, str]]
+    pebbles: list[Pebble]
+    monkeypatch: pytest.MonkeyPatch
+    engines: list[Engine] = field(default_factory=list)
+    path: Path | None = None
+
+    def write(self, authorities: list[dict[str, Any]], dns_servers: list[str]) -> Path:
+        data = base_config(
+            run={"command": HTTPS_APP},
+            health={"http": {"scheme": "https"}},
+            tls={"reload": "kill -HUP $(cat app.pid)"},
+        )
+        fast = {"timeout": "500ms", "retry_attempts": 1, "retry_max_time": "1s"}
+        data["dns"] = [
+            {
+                "name": f"b{i + 1}",
+                "type": "rfc2136",
+                "zone": "example.test",
+                "ttl": 5,
+                "server": server,
+                "key_name": bind[2],
+                "key_secret": bind[3],
+                "poll_interval": "0s",
+                "propagation_timeout": "5s",
+                **fast,
+            }
+            for i, (server, bind) in enumerate(zip(dns_servers, self.binds, strict=True))
+        ]
+        (self.tmp / "offsite").mkdir(exist_ok=True)
+        data["stores"] = [{"name": "offsite", "type": "dir", "path": str(self.tmp / "offsite")}]
+        data["certificates"] = {
+            "email": "ops@example.test",
+            "authorities": authorities,
+            "renew_before": "30d",
+            "encryption_key": KEY,
+        }
+        self.path = write_config(self.tmp, data)
+        return self.path
+
+    def engine(self) -> Engine:
+        assert self.path is not None
+        self.monkeypatch.setenv("FAILOVER_PROBE_NETWORKS", "127.0.0.0/8")
+        engine = Engine(cfg.load(self.path))
+        self.engines.append(engine)
+        return engine
+
+
+def authority(pebble: Pebble) -> dict[str, Any]:
+    return {"url": pebble.url, "ca_file": pebble.ca_file}
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    with contextlib.ExitStack() as stack:
+        b1 = stack.enter_context(bind_server(tmp_path / "b1"))
+        b2 = stack.enter_context(bind_server(tmp_path / "b2"))
+        # Pebble asks the second BIND: the tests cut the first off.
+        dns = f"{b2[0]}:{b2[1]}"
+        p1 = stack.enter_context(pebble_server(tmp_path / "p1", dns))
+        p2 = stack.enter_context(pebble_server(tmp_path / "p2", dns))
+        rig = Rig(tmp_path, [b1, b2], [p1, p2], monkeypatch)
+        try:
+            yield rig
+        finally:
+            for engine in rig.engines:
+                engine.close()
+            if rig.path is not None:
+                cleanup(rig.path)
+
+
+def served(address: str, port: int, root: str) -> str:
+    """The serial (hex) of the certificate ``address`` serves for WWW, verified
+    against ``root``."""
+    context = ssl.create_default_context(cadata=root)
+    with (
+        socket.create_connection((address, port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=WWW) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    assert der is not None
+    return f"{x509.load_der_x509_certificate(der).serial_number:x}"
+
+
+def live(engine: Engine) -> dict[str, Any]:
+    row = engine.store.service("web").active
+    assert row is not None
+    return row
+
+
+def servers(rig: Rig) -> list[str]:
+    return [f"{b[0]}:{b[1]}" for b in rig.binds]
+
+
+def test_deploy_issues_and_a_failover_installs_the_same_certificate(rig: Rig) -> None:
+    path = rig.write([authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    outcome = engine.run("web", "deploy", reason="test", to="alpha")
+    assert outcome.ok, outcome.message
+    cert, stores = CertStore(engine).load("web")
+    assert cert is not None and stores == {"offsite": "ok"}
+    assert cert.authority == rig.pebbles[0].url and cert.names == [WWW]
+    first = live(engine)
+    root = rig.pebbles[0].root()
+    assert served(first["address"], 8080, root) == cert.serial
+    host_dir = next(h for h in host_records(path) if h["id"] == first["host_id"])
+    (key_file,) = state_dir(path).glob(f"local/*/hosts/{first['host_id']}/root/tls/privkey.pem")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    # The TXT records are gone from both DNS providers.
+    fan = engine.fanout()
+    assert [fan.backend(n).get_txt("_acme-challenge." + WWW) for n in ("b1", "b2")] == [None] * 2
+    # No authority answers any more: a failover cannot place an order, and needs none.
+    rig.pebbles[0] = rig.pebbles[1] = Pebble("https://127.0.0.1:1/dir", "", "")
+    os.killpg(int(host_dir["pid"]), signal.SIGKILL)
+    wait_for(lambda: not pid_alive(int(host_dir["pid"])), what="the host to die")
+    verdicts: list[Any] = []
+
+    def moved() -> bool:
+        verdicts.extend(engine.check(["web"]))
+        return verdicts[-1].action in ("failover", "failover_failed")
+
+    wait_for(moved, timeout=90, what="a failover")
+    assert verdicts[-1].action == "failover", verdicts[-1].message
+    second = live(engine)
+    assert second["host_id"] != first["host_id"]
+    assert served(second["address"], 8080, root) == cert.serial
+    (event,) = engine.store.events("web", limit=1, kinds=("failover",))
+    provision = next(s for s in event["steps"] if s["name"] == "provision")
+    assert f"certificate {cert.serial} from the stores" in provision["detail"]
+
+
+def test_first_authority_down_falls_back_to_the_second(rig: Rig) -> None:
+    dead = {"url": f"https://127.0.0.1:{free_port()}/dir", "ca_file": rig.pebbles[0].ca_file}
+    rig.write([dead, authority(rig.pebbles[1])], servers(rig))
+    engine = rig.engine()
+    outcome = engine.run("web", "deploy", reason="test", to="alpha")
+    assert outcome.ok, outcome.message
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None and cert.authority == rig.pebbles[1].url
+    (event,) = engine.store.events("web", limit=1, kinds=("deploy",))
+    provision = next(s for s in event["steps"] if s["name"] == "provision")
+    assert f"skipped {dead['url']}: unreachable" in provision["detail"], provision["detail"]
+    assert served(live(engine)["address"], 8080, rig.pebbles[1].root()) == cert.serial
+
+
+def test_one_dns_provider_cut_off_still_issues(rig: Rig) -> None:
+    # b1 stops answering (its company is gone); b2, which the authority asks, takes it.
+    rig.write([authority(rig.pebbles[0])], [f"127.0.0.1:{free_port()}", servers(rig)[1]])
+    engine = rig.engine()
+    outcome = engine.run("web", "deploy", reason="test", to="alpha")
+    assert outcome.ok, outcome.message
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None
+    assert served(live(engine)["address"], 8080, rig.pebbles[0].root()) == cert.serial
+
+
+def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
+    path = rig.write([authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None
+    body = "".join(cert.key_pem.splitlines()[1:-1])[:40]
+    account = CertStore(engine).account_key(rig.pebbles[0].url)
+    assert account is not None
+    for where in (rig.tmp / "offsite", state_dir(path)):
+        for file in where.rglob("*"):
+            # The hosts' own folders hold the key: that is where it is installed.
+            if file.is_file() and "hosts" not in file.relative_to(where).parts:
+                text = file.read_bytes()
+                assert body.encode() not in text, file
+                assert b"PRIVATE KEY" not in text, file
+                assert account[20:60].encode() not in text, file
+    doc = engine.store.events("web", limit=5)
+    assert body not in str(doc) and "PRIVATE KEY" not in str(doc)

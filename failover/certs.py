@@ -171,10 +171,13 @@ def _challenges(
     """Every authorization's DNS-01 TXT record written (several names may share one
     ``_acme-challenge`` name: a wildcard and its apex); the challenges to answer."""
     from acme import challenges
+    from acme import messages
 
     answers: list[tuple[Any, Any]] = []
     wanted: dict[str, list[str]] = {}
     for authz in order.authorizations:
+        if authz.body.status == messages.STATUS_VALID:
+            continue  # the authority reused an earlier validation of this name
         domain = authz.body.identifier.value
         dns01 = next(
             (c for c in authz.body.challenges if isinstance(c.chall, challenges.DNS01)), None

@@ -38,7 +38,7 @@ def certs_round(
         if engine.config.services[service].tls is None:
             continue
         cert = _cached(engine, service)
-        if cert is not None and due(engine, cert) and not dry_run:
+        if cert is not None and due(engine, cert) and not dry_run and _may_try(engine, service):
             cert = renew(engine, service) or cert
         out[service] = _judge(engine, service, verdict, cert)
     return out
@@ -61,6 +61,17 @@ def _cached(engine: Engine, service: str) -> Certificate | None:
     return hit[1]
 
 
+def _may_try(engine: Engine, service: str) -> bool:
+    """A failed renewal is tried again after ``REREAD``, not every round (each attempt
+    costs every authority an order)."""
+    tried: dict[str, float] = engine.__dict__.setdefault("_certificates_tried", {})
+    last = tried.get(service)
+    if last is not None and time.monotonic() - last < REREAD:
+        return False
+    tried[service] = time.monotonic()
+    return True
+
+
 def _remember(engine: Engine, service: str, cert: Certificate) -> None:
     engine.__dict__.setdefault("_certificates", {})[service] = (time.monotonic(), cert)
 
@@ -71,7 +82,10 @@ def _judge(engine: Engine, service: str, verdict: Verdict, cert: Certificate | N
     if cert is None:
         why = "no certificate in the stores (run `failover certs`)"
     elif cert.not_after - time.time() < certs.renew_before / 2:
-        why = f"certificate {cert.serial} expires {_iso(cert.not_after)} and was not renewed"
+        why = (
+            f"certificate {cert.serial} expires {_iso(cert.not_after)}: less than half of "
+            "renew_before left"
+        )
     else:
         return verdict
     row = engine.store.service(service)

@@ -20,6 +20,7 @@ import pytest
 from failover import config as cfg
 from failover.certs_store import CertStore
 from failover.engine import Engine
+from failover.engine.health import WARNING
 from tests.helpers import base_config
 from tests.helpers import cleanup
 from tests.helpers import host_records
@@ -101,7 +102,8 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
         # Pebble asks the second BIND: the tests cut the first off.
         dns = f"{b2[0]}:{b2[1]}"
         p1 = stack.enter_context(pebble_server(tmp_path / "p1", dns))
-        p2 = stack.enter_context(pebble_server(tmp_path / "p2", dns))
+        # The second one's certificates last a week: less than `renew_before` (30d).
+        p2 = stack.enter_context(pebble_server(tmp_path / "p2", dns, validity=7 * 86400))
         rig = Rig(tmp_path, [b1, b2], [p1, p2], monkeypatch)
         try:
             yield rig
@@ -218,3 +220,24 @@ def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
                 assert account[20:60].encode() not in text, file
     doc = engine.store.events("web", limit=5)
     assert body not in str(doc) and "PRIVATE KEY" not in str(doc)
+
+
+def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: Rig) -> None:
+    rig.write([authority(rig.pebbles[1])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    old, _ = CertStore(engine).load("web")
+    assert old is not None
+    address = live(engine)["address"]
+    root = rig.pebbles[1].root()
+    assert served(address, 8080, root) == old.serial
+    (verdict,) = engine.check(["web"])
+    new, stores = CertStore(engine).load("web")
+    assert new is not None and stores == {"offsite": "ok"}
+    assert new.serial != old.serial and new.not_after >= old.not_after
+    # The service loads its files at start only: serving the new serial means `reload` ran.
+    wait_for(lambda: served(address, 8080, root) == new.serial, what="the renewed certificate")
+    # A week left of a 30-day `renew_before`: less than half of it, said so.
+    assert verdict.exit_code == WARNING and f"certificate {new.serial} expires" in verdict.message
+    (again,) = engine.check(["web"])  # a renewal is not tried again in every round
+    assert CertStore(engine).load("web")[0].serial == new.serial  # type: ignore[union-attr]

@@ -61,6 +61,22 @@ def _cached(engine: Engine, service: str) -> Certificate | None:
     return hit[1]
 
 
+def certificate_status(engine: Engine, service: str) -> dict[str, Any] | None:
+    """``status``'s and the metrics' view: serial, expiry, authority (no key); None
+    without ``tls`` or when no store gives one."""
+    if engine.config.services[service].tls is None:
+        return None
+    try:
+        cert = _cached(engine, service)
+    except Exception:  # a status line must not fail over a store
+        return None
+    if cert is None:
+        return None
+    doc = cert.public()
+    doc.pop("names")
+    return doc
+
+
 def _may_try(engine: Engine, service: str) -> bool:
     """A failed renewal is tried again after ``REREAD``, not every round (each attempt
     costs every authority an order)."""

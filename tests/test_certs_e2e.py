@@ -23,6 +23,8 @@ from failover.engine import Engine
 from failover.engine.health import WARNING
 from tests.helpers import base_config
 from tests.helpers import cleanup
+from tests.helpers import failover
+from tests.helpers import failover_json
 from tests.helpers import host_records
 from tests.helpers import pid_alive
 from tests.helpers import state_dir
@@ -220,6 +222,17 @@ def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
                 assert account[20:60].encode() not in text, file
     doc = engine.store.events("web", limit=5)
     assert body not in str(doc) and "PRIVATE KEY" not in str(doc)
+    listed = failover_json("certs", config=path)
+    (row,) = listed["certificates"]
+    assert row["serial"] == cert.serial and row["stores"] == {"offsite": "ok"}
+    assert row["authority"] == rig.pebbles[0].url and "issued" not in row
+    status = failover_json("status", config=path)
+    (web,) = status["services"]
+    assert web["certificate"]["serial"] == cert.serial
+    assert web["certificate"]["not_after"] == cert.not_after
+    outputs = [failover(*a, config=path) for a in (["certs"], ["status"], ["history", "web"])]
+    for proc in outputs:
+        assert body not in proc.stdout + proc.stderr and "PRIVATE KEY" not in proc.stdout
 
 
 def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: Rig) -> None:

@@ -254,3 +254,17 @@ def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: R
     assert verdict.exit_code == WARNING and f"certificate {new.serial} expires" in verdict.message
     engine.check(["web"])  # a renewal is not tried again in every round
     assert CertStore(engine).load("web")[0].serial == new.serial  # type: ignore[union-attr]
+
+
+def test_a_move_without_a_stored_certificate_fails_and_issues_nothing(rig: Rig) -> None:
+    rig.write([authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    first = live(engine)
+    for file in (rig.tmp / "offsite" / "certs" / "web").iterdir():
+        file.unlink()
+    outcome = engine.run("web", "move", reason="test", to="beta")
+    assert not outcome.ok
+    assert "no store gives its certificate (offsite: missing)" in outcome.message
+    assert live(engine)["host_id"] == first["host_id"]
+    assert not (rig.tmp / "offsite" / "certs" / "web").joinpath("certificate.json").exists()

@@ -158,6 +158,9 @@ class HttpProbe(Model):
     body: str | None = Field(default=None, description="regular expression the body must match")
     host: str | None = Field(default=None, description="Host header; default: the service domain")
     verify_tls: bool = False
+    ca_file: str | None = Field(
+        default=None, description="https: trust this authority (PEM) and verify against it"
+    )
 
     @field_validator("expect_status")
     @classmethod

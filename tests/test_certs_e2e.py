@@ -54,7 +54,8 @@ class Rig:
     def write(self, authorities: list[dict[str, Any]], dns_servers: list[str]) -> Path:
         data = base_config(
             run={"command": HTTPS_APP},
-            health={"http": {"scheme": "https"}},
+            # Verified against both authorities' roots: a probe passes on a chain they made.
+            health={"http": {"scheme": "https", "ca_file": self.roots()}},
             tls={"reload": "kill -HUP $(cat app.pid)"},
         )
         fast = {"timeout": "500ms", "retry_attempts": 1, "retry_max_time": "1s"}
@@ -83,6 +84,11 @@ class Rig:
         }
         self.path = write_config(self.tmp, data)
         return self.path
+
+    def roots(self) -> str:
+        path = self.tmp / "roots.pem"
+        path.write_text("".join(p.root() for p in self.pebbles))
+        return str(path)
 
     def engine(self) -> Engine:
         assert self.path is not None
@@ -176,6 +182,11 @@ def test_deploy_issues_and_a_failover_installs_the_same_certificate(rig: Rig) ->
     (event,) = engine.store.events("web", limit=1, kinds=("failover",))
     provision = next(s for s in event["steps"] if s["name"] == "provision")
     assert f"certificate {cert.serial} from the stores" in provision["detail"]
+    # The https probe verified the chain against the authority's root and names it.
+    (verdict,) = engine.check(["web"])
+    (http,) = [p for p in verdict.probes if p.kind == "http"]
+    assert http.ok, http.error
+    assert http.detail["serial"] == cert.serial and http.detail["not_after"] == cert.not_after
 
 
 def test_first_authority_down_falls_back_to_the_second(rig: Rig) -> None:

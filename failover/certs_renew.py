@@ -38,10 +38,34 @@ def certs_round(
         if engine.config.services[service].tls is None:
             continue
         cert = _cached(engine, service)
+        served = _served(verdict)
         if cert is not None and due(engine, cert) and not dry_run and _may_try(engine, service):
-            cert = renew(engine, service) or cert
-        out[service] = _judge(engine, service, verdict, cert)
+            renewed = renew(engine, service)
+            served = None if renewed else served  # probed before the renewal
+            cert = renewed or cert
+        out[service] = _judge(engine, service, verdict, cert, served)
     return out
+
+
+def _served(verdict: Verdict) -> str | None:
+    """The serial the live host served to this round's https probe."""
+    for probe in verdict.probes:
+        if probe.kind == "http" and probe.ok and probe.detail.get("serial"):
+            return str(probe.detail["serial"])
+    return None
+
+
+def _other(engine: Engine, service: str, cert: Certificate, served: str | None) -> str:
+    """Why the live host's certificate is not the stored one ("" when it is)."""
+    if served is None or served == cert.serial:
+        return ""
+    fresh, _ = CertStore(engine).load(service)  # another watcher may have renewed it
+    if fresh is not None:
+        _remember(engine, service, fresh)
+        if fresh.serial == served:
+            return ""
+        cert = fresh
+    return f"the live host serves certificate {served}, not the stored {cert.serial}"
 
 
 def due(engine: Engine, cert: Certificate, now: float | None = None) -> bool:
@@ -92,7 +116,9 @@ def _remember(engine: Engine, service: str, cert: Certificate) -> None:
     engine.__dict__.setdefault("_certificates", {})[service] = (time.monotonic(), cert)
 
 
-def _judge(engine: Engine, service: str, verdict: Verdict, cert: Certificate | None) -> Verdict:
+def _judge(
+    engine: Engine, service: str, verdict: Verdict, cert: Certificate | None, served: str | None
+) -> Verdict:
     certs = engine.config.certificates
     assert certs is not None
     if cert is None:
@@ -103,6 +129,8 @@ def _judge(engine: Engine, service: str, verdict: Verdict, cert: Certificate | N
             "renew_before left"
         )
     else:
+        why = _other(engine, service, cert, served)
+    if not why:
         return verdict
     row = engine.store.service(service)
     if verdict.exit_code != OK or row is None or not row.active:

@@ -20,6 +20,7 @@ import pytest
 from failover import config as cfg
 from failover.certs_store import CertStore
 from failover.engine import Engine
+from failover.engine.health import OK
 from failover.engine.health import WARNING
 from tests.helpers import base_config
 from tests.helpers import cleanup
@@ -279,3 +280,19 @@ def test_a_move_without_a_stored_certificate_fails_and_issues_nothing(rig: Rig) 
     assert "no store gives its certificate (offsite: missing)" in outcome.message
     assert live(engine)["host_id"] == first["host_id"]
     assert not (rig.tmp / "offsite" / "certs" / "web").joinpath("certificate.json").exists()
+
+
+def test_check_warns_when_the_live_host_serves_another_certificate(rig: Rig) -> None:
+    from failover.certs import issue
+
+    rig.write([authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    (verdict,) = engine.check(["web"])
+    assert verdict.exit_code == OK, verdict.message
+    served_serial = CertStore(engine).load("web")[0].serial  # type: ignore[union-attr]
+    stored = issue(engine, "web").certificate  # stored, never installed
+    (verdict,) = rig.engine().check(["web"])
+    assert verdict.exit_code == WARNING
+    expected = f"the live host serves certificate {served_serial}, not the stored {stored.serial}"
+    assert expected in verdict.message

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # A stored certificate is read again at most this often by a watcher's rounds.
 REREAD = 300.0
+# The certificate lock outlives a watcher that died renewing by this much.
+LOCK_TTL = 600.0
 
 
 def certs_round(
@@ -143,8 +145,26 @@ def _iso(ts: float) -> str:
 
 
 def renew(engine: Engine, service: str) -> Certificate | None:
-    """Issue, store, install on the live host and reload; None (journaled and announced
-    as ``certificate_failed``) when no authority issued."""
+    """Issue, store, install on the live host and reload, under the service's
+    certificate lock (one watcher renews); None when another watcher holds it or no
+    authority issued (logged and announced as ``certificate_failed``)."""
+    from failover.state import Lease
+
+    lease = engine.store.acquire(f"certificate:{service}", LOCK_TTL)
+    if not isinstance(lease, Lease):
+        engine.log(f"{service}: another watcher is renewing its certificate")
+        return None
+    try:
+        fresh, _ = CertStore(engine).load(service)  # renewed by another watcher meanwhile?
+        if fresh is not None and not due(engine, fresh):
+            _remember(engine, service, fresh)
+            return fresh
+        return _renew(engine, service)
+    finally:
+        engine.store.release(lease)
+
+
+def _renew(engine: Engine, service: str) -> Certificate | None:
     from failover.certs import IssueFailed
     from failover.certs import issue
 

@@ -256,6 +256,13 @@ def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: R
     address = live(engine)["address"]
     root = rig.pebbles[1].root()
     assert served(address, 8080, root) == old.serial
+    # Another watcher holds the certificate lock: this one leaves the renewal to it.
+    other = rig.engine()
+    held = other.store.acquire("certificate:web", 60)
+    engine.check(["web"])
+    assert CertStore(engine).load("web")[0].serial == old.serial  # type: ignore[union-attr]
+    other.store.release(held)  # type: ignore[arg-type]
+    engine = rig.engine()
     (verdict,) = engine.check(["web"])
     new, stores = CertStore(engine).load("web")
     assert new is not None and stores == {"offsite": "ok"}

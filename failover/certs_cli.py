@@ -40,6 +40,8 @@ def one(engine: Engine, service: str, renew: bool) -> dict[str, Any]:
     from failover.certs import IssueFailed
     from failover.certs import issue
     from failover.certs import names_of
+    from failover.certs_renew import announce_failed
+    from failover.certs_renew import announce_renewed
     from failover.certs_renew import due
     from failover.certs_renew import install_live
     from failover.certs_store import CertStore
@@ -50,13 +52,13 @@ def one(engine: Engine, service: str, renew: bool) -> dict[str, Any]:
         try:
             issued = issue(engine, service)
         except IssueFailed as exc:
-            engine.announce("certificate_failed", service, message=str(exc))
+            announce_failed(engine, service, exc)
             row["error"] = str(exc)
         else:
             cert, stores = issued.certificate, issued.stores
             row["issued"] = issued.detail()
             row["installed"] = install_live(engine, service, cert)
-            engine.announce("certificate_renewed", service, message=issued.detail())
+            announce_renewed(engine, service, issued, row["installed"])
     if cert is not None:
         row.update(cert.public())
     row["stores"] = stores

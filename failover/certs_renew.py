@@ -22,6 +22,7 @@ from failover.engine.health import OK
 from failover.engine.health import WARNING
 
 if TYPE_CHECKING:
+    from failover.certs import Issued
     from failover.engine import Engine
     from failover.engine.health import Verdict
 
@@ -171,17 +172,33 @@ def _renew(engine: Engine, service: str) -> Certificate | None:
     try:
         issued = issue(engine, service)
     except IssueFailed as exc:
-        engine.log(f"{service}: certificate renewal failed: {exc}")
-        engine.announce("certificate_failed", service, message=str(exc))
+        announce_failed(engine, service, exc)
         return None
     cert = issued.certificate
     _remember(engine, service, cert)
-    installed = install_live(engine, service, cert)
-    engine.log(f"{service}: renewed: {issued.detail()}; {installed}")
-    engine.announce(
-        "certificate_renewed", service, message=f"{issued.detail()}; {installed}", **cert.public()
-    )
+    announce_renewed(engine, service, issued, install_live(engine, service, cert))
     return cert
+
+
+def announce_failed(engine: Engine, service: str, exc: Exception) -> None:
+    engine.log(f"{service}: certificate not issued: {exc}")
+    engine.announce("certificate_failed", service, status="failed", reason=str(exc))
+
+
+def announce_renewed(engine: Engine, service: str, issued: Issued, installed: str) -> None:
+    """Said once per certificate (its serial is the notice's key)."""
+    cert = issued.certificate
+    engine.log(f"{service}: {issued.detail()}; {installed}")
+    engine.announce(
+        "certificate_renewed",
+        service,
+        status="succeeded",
+        reason=f"{issued.detail()}; {installed}",
+        key=f"certificate-{cert.serial}",
+        serial=cert.serial,
+        not_after=cert.not_after,
+        authority=cert.authority,
+    )
 
 
 def install_live(engine: Engine, service: str, cert: Certificate) -> str:

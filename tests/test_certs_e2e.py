@@ -33,6 +33,7 @@ from tests.helpers import wait_for
 from tests.helpers import write_config
 from tests.pebble import Pebble
 from tests.pebble import pebble_server
+from tests.receivers import http_receiver
 from tests.servers import bind_server
 from tests.servers import free_port
 
@@ -49,10 +50,13 @@ class Rig:
     binds: list[tuple[str, int, str, str, str]]
     pebbles: list[Pebble]
     monkeypatch: pytest.MonkeyPatch
+    stack: contextlib.ExitStack
     engines: list[Engine] = field(default_factory=list)
     path: Path | None = None
 
-    def write(self, authorities: list[dict[str, Any]], dns_servers: list[str]) -> Path:
+    def write(
+        self, authorities: list[dict[str, Any]], dns_servers: list[str], webhook: str = ""
+    ) -> Path:
         data = base_config(
             run={"command": HTTPS_APP},
             # Verified against both authorities' roots: a probe passes on a chain they made.
@@ -83,6 +87,8 @@ class Rig:
             "renew_before": "30d",
             "encryption_key": KEY,
         }
+        if webhook:
+            data["notify"] = [{"type": "webhook", "url": webhook}]
         self.path = write_config(self.tmp, data)
         return self.path
 
@@ -113,7 +119,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
         p1 = stack.enter_context(pebble_server(tmp_path / "p1", dns))
         # The second one's certificates last a week: less than `renew_before` (30d).
         p2 = stack.enter_context(pebble_server(tmp_path / "p2", dns, validity=7 * 86400))
-        rig = Rig(tmp_path, [b1, b2], [p1, p2], monkeypatch)
+        rig = Rig(tmp_path, [b1, b2], [p1, p2], monkeypatch, stack)
         try:
             yield rig
         finally:
@@ -248,7 +254,8 @@ def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
 
 
 def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: Rig) -> None:
-    rig.write([authority(rig.pebbles[1])], servers(rig))
+    hook = rig.stack.enter_context(http_receiver())
+    rig.write([authority(rig.pebbles[1])], servers(rig), webhook=hook.url)
     engine = rig.engine()
     assert engine.run("web", "deploy", reason="test", to="alpha").ok
     old, _ = CertStore(engine).load("web")
@@ -272,6 +279,10 @@ def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: R
     # A week left of a 30-day `renew_before`: less than half of it, said so.
     assert verdict.exit_code == WARNING and f"certificate {new.serial} expires" in verdict.message
     engine.check(["web"])  # a renewal is not tried again in every round
+    assert engine.notifier.drain(30)
+    said = [r.json() for r in hook.requests if r.json().get("event") == "certificate_renewed"]
+    assert [(n["serial"], n["status"]) for n in said] == [(new.serial, "succeeded")]
+    assert all(b"PRIVATE KEY" not in r.body for r in hook.requests)
     assert CertStore(engine).load("web")[0].serial == new.serial  # type: ignore[union-attr]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -109,7 +110,11 @@ def _client(kept: CertStore, authority: Authority, email: str | None) -> tuple[A
         kept.save_account_key(authority.url, key.json_dumps())
     else:
         key = JWKRSA.json_loads(stored)
-    verify: Any = authority.ca_file or True
+    verify: Any = True
+    if authority.ca_file:
+        base = kept.engine.config.path
+        found = Path(authority.ca_file)
+        verify = str(found if found.is_absolute() or base is None else base.parent / found)
     net = client.ClientNetwork(key, user_agent="failover", verify_ssl=verify, timeout=30)
     directory = client.ClientV2.get_directory(authority.url, net)
     acme = client.ClientV2(directory, net)

@@ -40,14 +40,21 @@ def certs_round(
     for service, verdict in verdicts.items():
         if engine.config.services[service].tls is None:
             continue
-        cert = _cached(engine, service)
-        served = _served(verdict)
-        if cert is not None and due(engine, cert) and not dry_run and _may_try(engine, service):
-            renewed = renew(engine, service)
-            served = None if renewed else served  # probed before the renewal
-            cert = renewed or cert
-        out[service] = _judge(engine, service, verdict, cert, served)
+        try:
+            out[service] = _round_one(engine, service, verdict, dry_run)
+        except Exception as exc:  # a certificate at risk never stops the round's judging
+            engine.log(f"{service}: certificate round failed: {type(exc).__name__}: {exc}")
     return out
+
+
+def _round_one(engine: Engine, service: str, verdict: Verdict, dry_run: bool) -> Verdict:
+    cert = _cached(engine, service)
+    served = _served(verdict)
+    if cert is not None and due(engine, cert) and not dry_run and _may_try(engine, service):
+        renewed = renew(engine, service)
+        served = None if renewed else served  # probed before the renewal
+        cert = renewed or cert
+    return _judge(engine, service, verdict, cert, served)
 
 
 def _served(verdict: Verdict) -> str | None:

@@ -84,9 +84,12 @@ def test_authority(base: Path) -> str:
 
 
 @contextlib.contextmanager
-def pebble_server(base: Path, dns: str, validity: int = 0) -> Iterator[Pebble]:
+def pebble_server(
+    base: Path, dns: str, validity: int = 0, eab: dict[str, str] | None = None
+) -> Iterator[Pebble]:
     """Pebble validating DNS-01 against ``dns`` (host:port); ``validity``: the seconds
-    its certificates last (0: its default)."""
+    its certificates last (0: its default); ``eab``: the external account binding keys
+    it requires (kid: base64url HMAC key)."""
     binary = need_binary("pebble")
     base.mkdir(parents=True, exist_ok=True)
     ca_file = test_authority(base)
@@ -99,7 +102,8 @@ def pebble_server(base: Path, dns: str, validity: int = 0) -> Iterator[Pebble]:
         "httpPort": free_port(),
         "tlsPort": free_port(),
         "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
+        "externalAccountBindingRequired": bool(eab),
+        "externalAccountMACKeys": eab or {},
     }
     if validity:
         config["certificateValidityPeriod"] = validity

@@ -5,6 +5,7 @@ serving HTTPS with the installed files, a dir store holding the sealed certifica
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -314,3 +315,26 @@ def test_check_warns_when_the_live_host_serves_another_certificate(rig: Rig) -> 
     assert verdict.exit_code == WARNING
     expected = f"the live host serves certificate {served_serial}, not the stored {stored.serial}"
     assert expected in verdict.message
+
+
+def test_an_authority_that_refuses_is_skipped_and_eab_is_sent(rig: Rig) -> None:
+    """An authority that requires external account binding refuses an account without
+    it (skipped, said why); given the binding it issues."""
+    hmac_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+    dns = servers(rig)[1]
+    eab = rig.stack.enter_context(pebble_server(rig.tmp / "eab", dns, eab={"kid-1": hmac_key}))
+    rig.pebbles.append(eab)
+    rig.write([authority(eab), authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None and cert.authority == rig.pebbles[0].url
+    (event,) = engine.store.events("web", limit=1, kinds=("deploy",))
+    provision = next(s for s in event["steps"] if s["name"] == "provision")
+    assert f"skipped {eab.url}: refused (externalAccountRequired)" in provision["detail"]
+    bound = {**authority(eab), "eab_kid": "kid-1", "eab_hmac_key": hmac_key}
+    rig.write([bound], servers(rig))
+    listed = failover_json("certs", "--renew", config=rig.path)  # type: ignore[arg-type]
+    (row,) = listed["certificates"]
+    assert row["authority"] == eab.url and row["serial"] != cert.serial, row
+    assert hmac_key not in json.dumps(listed)

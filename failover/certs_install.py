@@ -78,5 +78,8 @@ def write_command(cert_file: str, key_file: str) -> str:
     return (
         f'umask 077 && mkdir -p "$(dirname {cert})" "$(dirname {key})" && '
         f'printf %s "${CERT_ENV}" | base64 -d > {cert} && '
-        f'printf %s "${KEY_ENV}" | base64 -d > {key} && chmod 600 {cert} {key}'
+        f'printf %s "${KEY_ENV}" | base64 -d > {key} && chmod 600 {cert} {key} && '
+        # Local and ssh hosts run setup in the shell that then execs the service: the
+        # service's environment keeps no copy of the key.
+        f"unset {CERT_ENV} {KEY_ENV}"
     )

@@ -169,6 +169,8 @@ def test_deploy_issues_and_a_failover_installs_the_same_certificate(rig: Rig) ->
     host_dir = next(h for h in host_records(path) if h["id"] == first["host_id"])
     (key_file,) = state_dir(path).glob(f"local/*/hosts/{first['host_id']}/root/tls/privkey.pem")
     assert key_file.stat().st_mode & 0o777 == 0o600
+    pid = (key_file.parent.parent / "app.pid").read_text()
+    assert b"FAILOVER_TLS_KEY" not in Path(f"/proc/{pid}/environ").read_bytes()
     # The TXT records are gone from both DNS providers.
     fan = engine.fanout()
     assert [fan.backend(n).get_txt("_acme-challenge." + WWW) for n in ("b1", "b2")] == [None] * 2

@@ -18,8 +18,7 @@ from typing import Any
 
 from failover.certs_store import Certificate
 from failover.certs_store import CertStore
-from failover.engine.health import OK
-from failover.engine.health import WARNING
+from failover.exitcodes import CheckCode
 
 if TYPE_CHECKING:
     from failover.certs import Issued
@@ -143,9 +142,9 @@ def _judge(
     if not why:
         return verdict
     row = engine.store.service(service)
-    if verdict.exit_code != OK or row is None or not row.active:
+    if verdict.exit_code != CheckCode.OK or row is None or not row.active:
         return verdict
-    return replace(verdict, exit_code=WARNING, message=f"{verdict.message}; {why}")
+    return replace(verdict, exit_code=CheckCode.WARNING, message=f"{verdict.message}; {why}")
 
 
 def _iso(ts: float) -> str:

@@ -208,25 +208,39 @@ def announce_renewed(engine: Engine, service: str, issued: Issued, installed: st
 
 
 def install_live(engine: Engine, service: str, cert: Certificate) -> str:
-    """``cert`` written on the live host and ``reload`` run there; what happened."""
-    tls = engine.config.services[service].tls
-    assert tls is not None
+    """``cert`` written on the live host (``reload`` run there) and on the warm standby;
+    what happened. A host that cannot take it is said; ``check`` then warns that the
+    live host serves another certificate than the stored one."""
+    from failover.engine import standby
+
     row = engine.store.service(service)
     active: dict[str, Any] | None = row.active if row is not None else None
     if not active:
         return "no live host to install it on"
-    provider = engine.provider(str(active["provider"]))
-    host = str(active["host_id"])
+    said = [_install(engine, service, active, cert, reload=True)]
+    spare = standby.current(engine, service) if standby.wanted(engine, service) else None
+    if spare is not None:
+        said.append(_install(engine, service, spare, cert, reload=False))
+    return "; ".join(said)
+
+
+def _install(
+    engine: Engine, service: str, host: dict[str, Any], cert: Certificate, *, reload: bool
+) -> str:
+    tls = engine.config.services[service].tls
+    assert tls is not None
+    provider = engine.provider(str(host["provider"]))
+    host_id = str(host["host_id"])
     try:
         for path, text in ((tls.cert_file, cert.fullchain_pem), (tls.key_file, cert.key_pem)):
-            _write(provider, host, path, text)
-        if tls.reload:
-            result = provider.exec_on_host(host, tls.reload, timeout=60)
+            _write(provider, host_id, path, text)
+        if reload and tls.reload:
+            result = provider.exec_on_host(host_id, tls.reload, timeout=60)
             if result.status != 0:
-                return f"installed on {host}; reload exited {result.status}"
-    except Exception as exc:  # the host cannot take it: said, the next round retries
-        return f"not installed on {host}: {type(exc).__name__}: {exc}"
-    return f"installed on {host}" + ("; reloaded" if tls.reload else "")
+                return f"installed on {host_id}; reload exited {result.status}"
+    except Exception as exc:  # the host cannot take it (gone, no exec channel): said
+        return f"not installed on {host_id}: {type(exc).__name__}: {exc}"
+    return f"installed on {host_id}" + ("; reloaded" if reload and tls.reload else "")
 
 
 def _write(provider: Any, host: str, path: str, text: str) -> None:

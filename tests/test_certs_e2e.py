@@ -56,7 +56,11 @@ class Rig:
     path: Path | None = None
 
     def write(
-        self, authorities: list[dict[str, Any]], dns_servers: list[str], webhook: str = ""
+        self,
+        authorities: list[dict[str, Any]],
+        dns_servers: list[str],
+        webhook: str = "",
+        standby: bool = False,
     ) -> Path:
         data = base_config(
             run={"command": HTTPS_APP},
@@ -88,6 +92,8 @@ class Rig:
             "renew_before": "30d",
             "encryption_key": KEY,
         }
+        if standby:
+            data["services"]["web"]["policy"]["standby"] = "warm"
         if webhook:
             data["notify"] = [{"type": "webhook", "url": webhook}]
         self.path = write_config(self.tmp, data)
@@ -340,3 +346,29 @@ def test_an_authority_that_refuses_is_skipped_and_eab_is_sent(rig: Rig) -> None:
     (row,) = listed["certificates"]
     assert row["authority"] == eab.url and row["serial"] != cert.serial, row
     assert hmac_key not in json.dumps(listed)
+
+
+def test_the_warm_standby_gets_the_certificate_and_its_renewal(rig: Rig) -> None:
+    from failover.certs_cli import one
+    from failover.certs_store import describe
+    from failover.engine import standby
+
+    path = rig.write([authority(rig.pebbles[0])], servers(rig), standby=True)
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None
+
+    def spare_serial() -> str | None:
+        engine.check(["web"])
+        spare = standby.current(engine, "web")
+        if spare is None:
+            return None
+        found = list(state_dir(path).glob(f"local/*/hosts/{spare['host_id']}/root/tls/*"))
+        chain = [f for f in found if f.name == "fullchain.pem"]
+        return describe(chain[0].read_text())[0] if chain else None
+
+    wait_for(lambda: spare_serial() == cert.serial, timeout=90, what="a standby with it")
+    row = one(engine, "web", True)
+    assert row["serial"] != cert.serial and row["installed"].count("installed on") == 2, row
+    assert spare_serial() == row["serial"]

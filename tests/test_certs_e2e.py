@@ -372,3 +372,17 @@ def test_the_warm_standby_gets_the_certificate_and_its_renewal(rig: Rig) -> None
     row = one(engine, "web", True)
     assert row["serial"] != cert.serial and row["installed"].count("installed on") == 2, row
     assert spare_serial() == row["serial"]
+
+
+def test_a_drill_host_serves_the_stored_certificate(rig: Rig) -> None:
+    rig.write([authority(rig.pebbles[0])], servers(rig))
+    engine = rig.engine()
+    assert engine.run("web", "deploy", reason="test", to="alpha").ok
+    cert, _ = CertStore(engine).load("web")
+    assert cert is not None
+    outcome = engine.run("web", "drill", reason="test", to="beta")
+    assert outcome.ok, outcome.message
+    (event,) = engine.store.events("web", limit=1, kinds=("drill",))
+    steps = {s["name"]: s["detail"] for s in event["steps"]}
+    assert f"certificate {cert.serial} from the stores" in steps["provision"]
+    assert CertStore(engine).load("web")[0].serial == cert.serial  # type: ignore[union-attr]

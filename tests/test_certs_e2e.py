@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
@@ -257,6 +258,20 @@ def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
     (web,) = status["services"]
     assert web["certificate"]["serial"] == cert.serial
     assert web["certificate"]["not_after"] == cert.not_after
+    from failover.certs_renew import certificate_status
+    from failover.watch import Metrics
+
+    metrics = Metrics(free_port(), "127.0.0.1")
+    try:
+        metrics.certificate("web", certificate_status(engine, "web"))
+        port = metrics.server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            scraped = answer.read().decode()
+    finally:
+        metrics.close()
+    series = 'failover_certificate_expiry_timestamp_seconds{service="web"} '
+    (line,) = [x for x in scraped.splitlines() if x.startswith(series)]
+    assert float(line.removeprefix(series)) == cert.not_after and body not in scraped
     outputs = [failover(*a, config=path) for a in (["certs"], ["status"], ["history", "web"])]
     for proc in outputs:
         assert body not in proc.stdout + proc.stderr and "PRIVATE KEY" not in proc.stdout

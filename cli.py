@@ -587,6 +587,20 @@ def backups(
 
 
 @app.command()
+def certs(
+    service: ServiceArg = None,
+    renew: Annotated[bool, typer.Option("--renew", help="renew every certificate now")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Certificates (section 13): issue what is missing, renew what is due, list them."""
+    from failover.certs_cli import certs_command
+
+    run(lambda: certs_command(service, renew, as_json, config, state_dir))
+
+
+@app.command()
 def demo(
     as_json: JsonOpt = False,
     keep: Annotated[Path | None, typer.Option("--keep", help="keep the demo's files here")] = None,

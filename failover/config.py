@@ -23,6 +23,9 @@ from pydantic import field_validator
 from pydantic import model_validator
 
 from failover import dnsconfig
+from failover.certs_config import CertificatesConfig
+from failover.certs_config import TlsConfig
+from failover.certs_config import certificate_problems
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
 from failover.checks import canary_problem
@@ -160,6 +163,9 @@ class HttpProbe(Model):
     body: str | None = Field(default=None, description="regular expression the body must match")
     host: str | None = Field(default=None, description="Host header; default: the service domain")
     verify_tls: bool = False
+    ca_file: str | None = Field(
+        default=None, description="https: trust this authority (PEM) and verify against it"
+    )
 
     @field_validator("expect_status")
     @classmethod
@@ -280,6 +286,7 @@ class ServiceConfig(Model):
     health: HealthConfig = Field(default_factory=HealthConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig | None = Field(default=None, description="backups and restore")
+    tls: TlsConfig | None = Field(default=None, description="its certificate (section 13)")
     _listed: bool = PrivateAttr(default=False)  # `domains:` given: error paths name its entries
 
     @field_validator("domain")
@@ -322,6 +329,7 @@ class Config(Model):
         default_factory=list, description="where events go: webhook, slack, pagerduty, email"
     )
     status_page: StatusPageConfig | None = Field(default=None, description="CONTRACT section 16")
+    certificates: CertificatesConfig | None = Field(default=None, description="section 13")
 
     @field_validator("notify", mode="wrap")
     @classmethod
@@ -376,6 +384,9 @@ class Config(Model):
         for sname, service in self.services.items():
             problems.extend(_service_problems(sname, service, self, settings))
         problems.extend(status_page_problems(self))
+        if not problems:
+            self._dns_settings = dns_settings
+            problems.extend(certificate_problems(self))
         if problems:
             raise _Located(problems)
         self._provider_settings = settings

@@ -34,6 +34,8 @@ EventName = Literal[
     "resolved",
     "dns_provider_blocked",
     "dns_drift",
+    "certificate_renewed",
+    "certificate_failed",
 ]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
 # The events that wake somebody up: PagerDuty's default, and the ones that open an

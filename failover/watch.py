@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from failover.certs_renew import certificate_status
 from failover.config import Config
 from failover.data import plane as data_plane
 from failover.engine import UNKNOWN
@@ -70,6 +71,12 @@ class Metrics:
         )
         self.backup_bytes = Gauge(
             "failover_backup_bytes", "size of the newest complete backup", ["service"], registry=r
+        )
+        self.certificate_expiry = Gauge(
+            "failover_certificate_expiry_timestamp_seconds",
+            "when the service's stored certificate expires (section 13)",
+            ["service"],
+            registry=r,
         )
         self.store_failures = Gauge(
             "failover_store_failures",
@@ -180,6 +187,10 @@ class Metrics:
         for store, entry in (doc.get("stores") or {}).items():
             self.store_failures.labels(service, store).set(int(entry.get("failures", 0)))
 
+    def certificate(self, service: str, doc: dict[str, Any] | None) -> None:
+        if doc is not None:
+            self.certificate_expiry.labels(service).set(float(doc["not_after"]))
+
     def providers(self, states: dict[str, dict[str, Any]]) -> None:
         for name, info in states.items():
             old = self._states.get(name)
@@ -257,6 +268,9 @@ class Watcher:
                                 self.metrics.place(result.service, row)
                                 data = engine.store.data_state(result.service)
                                 self.metrics.data(result.service, data)
+                                self.metrics.certificate(
+                                    result.service, certificate_status(engine, result.service)
+                                )
                     if self.metrics:
                         with contextlib.suppress(StateError):
                             self.metrics.providers(engine.store.provider_states())

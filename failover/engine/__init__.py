@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from failover.certs_renew import certs_round
 from failover.config import Config
 from failover.data.plane import data_round
 from failover.delivery import Notifier
@@ -294,6 +295,7 @@ class Engine:
         results.update(rounds.verdicts(self, live, probes, dry_run, words))
         results.update(data_round(self, results, dry_run=dry_run))
         results.update(dnssync.dns_round(self, results, dry_run=dry_run))
+        results.update(certs_round(self, results, dry_run=dry_run))
         if not dry_run:
             standby.maintain(self, results, spares)
             announce_round(self, results)  # and the verdicts to the notifier

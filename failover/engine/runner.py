@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
 
+from failover import certs_install
 from failover.config import ServiceConfig
 from failover.engine import dnsmove
 from failover.engine import settle as _settle
@@ -448,9 +449,13 @@ class Run:
             "standby": f"{self.service}-standby-g{generation}-{provider_name}",
         }.get(purpose)
         try:
+            svc, tls_note = certs_install.prepare(self.e, self.service, self.svc, self.kind)
+        except certs_install.CertificateUnavailable as exc:
+            raise StepFailed(str(exc)) from None
+        try:
             spec = host_spec(
                 self.service,
-                self.svc,
+                svc,
                 generation=generation,
                 provider=provider_name,
                 purpose=purpose,
@@ -471,7 +476,7 @@ class Run:
         self.data.extra["creating"] = {"provider": provider_name, "name": spec.name}
         self.save()
         with _deferred_signals():
-            return self.create(provider_name, spec, generation, purpose)
+            return self.create(provider_name, spec, generation, purpose) + tls_note
 
     def create(self, provider_name: str, spec: HostSpec, generation: int, purpose: str) -> str:
         """Ask for the host and journal what came back, as one piece: Ctrl-C in between

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from failover.certs_renew import certificate_status
 from failover.data import plane as data_plane
 from failover.engine import dnsview
 from failover.probes import reach
@@ -174,6 +175,7 @@ def _service_status(
             _provider_state(engine, p, states) for p in engine.config.service_providers(name)
         ],
         **({"data": data} if (data := data_plane.status(engine, name)) is not None else {}),
+        **({"certificate": c} if (c := certificate_status(engine, name)) is not None else {}),
     }
 
 

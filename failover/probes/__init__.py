@@ -115,19 +115,32 @@ async def _open(
         raise ProbeFailed(f"cannot connect to {address}:{port}: {exc.strerror or exc}") from None
 
 
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if not verify:
+def _tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if not verify and ca_file is None:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 
 async def http_get(
-    address: str, port: int, path: str, host: str, *, tls: ssl.SSLContext | None = None
+    address: str,
+    port: int,
+    path: str,
+    host: str,
+    *,
+    tls: ssl.SSLContext | None = None,
+    peer: dict[str, Any] | None = None,
 ) -> tuple[int, bytes]:
+    """``peer``: filled with the served certificate's ``serial`` and ``not_after``."""
     reader, writer = await _open(address, port, tls, host)
     try:
+        sslobj = writer.get_extra_info("ssl_object") if tls is not None else None
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if der and peer is not None:
+            decoded = _decode(der)
+            peer["serial"] = format(int(decoded["serialNumber"], 16), "x")
+            peer["not_after"] = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
         writer.write(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: failover-probe\r\n"
@@ -174,13 +187,16 @@ def _dechunk(data: bytes) -> bytes:
 async def probe_http(t: Target) -> ProbeResult:
     spec = t.health.http
     assert spec is not None
-    tls = _tls_context(spec.verify_tls) if spec.scheme == "https" else None
-    status, body = await http_get(t.address, t.port, spec.path, spec.host or t.domain, tls=tls)
+    tls = _tls_context(spec.verify_tls, spec.ca_file) if spec.scheme == "https" else None
+    peer: dict[str, Any] = {}
+    status, body = await http_get(
+        t.address, t.port, spec.path, spec.host or t.domain, tls=tls, peer=peer
+    )
     if status not in spec.expect_status:
         raise ProbeFailed(f"HTTP {status} (expected {', '.join(map(str, spec.expect_status))})")
     if spec.body and not re.search(spec.body, body.decode("utf-8", "replace")):
         raise ProbeFailed(f"body does not match /{spec.body}/")
-    return ProbeResult("http", True, detail={"status": status})
+    return ProbeResult("http", True, detail={"status": status, **peer})
 
 
 async def probe_tcp(t: Target) -> ProbeResult:
@@ -191,14 +207,18 @@ async def probe_tcp(t: Target) -> ProbeResult:
     return ProbeResult("tcp", True)
 
 
-def _not_after(der: bytes) -> float:
+def _decode(der: bytes) -> dict[str, Any]:
     # The stdlib decodes a certificate only from a file; the peer's certificate arrives
     # unverified (self-signed hosts are common here), so decode it that way.
     with tempfile.NamedTemporaryFile("w", suffix=".pem") as fh:
         fh.write(ssl.DER_cert_to_PEM_cert(der))
         fh.flush()
-        decoded = ssl._ssl._test_decode_cert(fh.name)  # type: ignore[attr-defined]
-    return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+        decoded: dict[str, Any] = ssl._ssl._test_decode_cert(fh.name)  # type: ignore[attr-defined]
+    return decoded
+
+
+def _not_after(der: bytes) -> float:
+    return float(ssl.cert_time_to_seconds(_decode(der)["notAfter"]))
 
 
 async def probe_tls(t: Target) -> ProbeResult:

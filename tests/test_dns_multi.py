@@ -309,3 +309,25 @@ def test_the_two_companies_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     conf = cfg.load(ROOT / "examples" / "two-dns-companies" / "failover.yaml")
     assert conf.zones().providers_of("www.example.com") == ["own-ns", "cf"]
     assert conf.zones().providers_of("www.example.org") == ["r53-alt"]
+
+
+def test_status_of_several_services_reads_every_provider(tmp_path: Path) -> None:
+    """Two services: their DNS is read side by side in worker threads, and the state (a
+    SQLite connection serves only the thread that opened it) is read before, once."""
+    data = multi_config()
+    api = dict(data["services"]["web"], domains=["api.example.test"], port=8081)
+    data["services"]["api"] = api
+    path = write_config(tmp_path, data)
+    try:
+        for name in ("web", "api"):
+            failover("deploy", name, config=path, check=True)
+        proc = failover("status", "--json", config=path, check=False)
+        assert proc.returncode == 0, proc.stderr
+        docs = {s["service"]: s for s in json.loads(proc.stdout)["services"]}
+        assert set(docs) == {"web", "api"}
+        for name, doc in docs.items():
+            assert doc["dns"]["values"] == [doc["active"]["address"]], name
+            states = {p["state"] for d in doc["domains"] for p in d["providers"].values()}
+            assert states == {"in_sync"}, name
+    finally:
+        cleanup(path)

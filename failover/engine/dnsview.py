@@ -37,25 +37,39 @@ Answer = tuple[list[str], int] | None
 def records(engine: Engine, services: list[str]) -> dict[str, tuple[Doc | None, list[Doc | None]]]:
     """Each service's first domain (``status``'s ``dns``) and every domain, read from
     every provider, services side by side (bounded): one after another, 200 services
-    behind a cloud DNS API make `status` wait for 200 round trips (issue 16)."""
+    behind a cloud DNS API make `status` wait for 200 round trips (issue 16). The state
+    is read here, in the caller's thread: a SQLite connection serves only its own."""
+    rows = engine.store.services(services)
+    states = engine.store.provider_states()
+
+    def one(name: str) -> tuple[Doc | None, list[Doc | None]]:
+        row = rows.get(name)
+        active = row.active["address"] if row is not None and row.active else None
+        return _service(engine, name, active, states)
+
     if len(services) <= 1:
-        return {name: _service(engine, name) for name in services}
+        return {name: one(name) for name in services}
     width = min(engine.config.watcher.lookups, len(services))
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="failover-dns") as pool:
-        return dict(zip(services, pool.map(lambda n: _service(engine, n), services), strict=True))
+        return dict(zip(services, pool.map(one, services), strict=True))
 
 
-def _service(engine: Engine, service: str) -> tuple[Doc | None, list[Doc | None]]:
+def _service(
+    engine: Engine, service: str, active: str | None, states: dict[str, dict[str, Any]]
+) -> tuple[Doc | None, list[Doc | None]]:
     svc = engine.config.services[service]
-    row = engine.store.service(service)
-    active = row.active["address"] if row.active else None
-    docs = [_domain(engine, d, svc.record_type, active) for d in svc.domains]
+    docs = [_domain(engine, d, svc.record_type, active, states) for d in svc.domains]
     return docs[0], docs
 
 
-def _domain(engine: Engine, domain: str, rtype: str, active: str | None) -> Doc | None:
+def _domain(
+    engine: Engine,
+    domain: str,
+    rtype: str,
+    active: str | None,
+    states: dict[str, dict[str, Any]],
+) -> Doc | None:
     fan = engine.fanout()
-    states = engine.store.provider_states()
     first: Record | None = None
     error = ""
     providers: dict[str, Doc] = {}

@@ -234,6 +234,7 @@ class Watcher:
         try:
             return engine.check(names)
         except Exception as exc:  # the next round may well succeed
+            engine.watchers.resign()  # but a watcher whose rounds fail must not lead
             message = redact(f"this round failed: {type(exc).__name__}: {exc}")
             return [ServiceCheck(n, "unknown", UNKNOWN, "none", message) for n in names]
 

@@ -106,6 +106,9 @@ class Solo:
     def failed(self, service: str, signature: list[str] | None) -> None:
         return None
 
+    def resign(self) -> None:
+        return None
+
     def document(self) -> list[dict[str, Any]] | None:
         return None
 
@@ -191,6 +194,18 @@ class EtcdWatchers:
 
     def close(self) -> None:
         self._stop.set()
+
+    def resign(self) -> None:
+        """A round that failed gives the lead up: the beat renews the lease whatever the
+        rounds do, so a leader whose every round raises would keep the lead, and nothing
+        would move while it does (the fault lab, seed 1021). Its next good round may
+        campaign again. Best effort: a store out of reach lapses the lease anyway."""
+        with contextlib.suppress(StateError):
+            snap = self.read()
+            if self.leads(snap):
+                self.gw.txn(self._lead_compare(snap), [delete(self._k("leader"))])
+                snap.leader = None
+                self.snap = snap
 
     def _leader_value(self) -> str:
         return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})

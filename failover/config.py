@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
+from failover import document
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
 from failover.checks import canary_problem
@@ -550,27 +551,6 @@ def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | Non
     return (config_path.resolve().parent / ".failover").resolve()
 
 
-_MAX_VALUES = 100_000  # a real config has a few hundred
-
-
-def _too_large(data: Any) -> bool:
-    """Count values as if aliases were expanded, stopping at the limit (iterative: deep
-    nesting cannot overflow the stack here)."""
-    budget = _MAX_VALUES
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return True
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
-
-
 # libyaml's parser when PyYAML was built with it (Debian's and the wheels are): 20 ms
 # instead of 155 ms at 200 services, paid by every cron-driven `check` (issue 16).
 # Checks on the parsed document (constructors) subclass this, so they apply to either.
@@ -581,8 +561,18 @@ class _Loader(NoDuplicateKeys, _YamlBase):  # type: ignore[misc]
     """The loader of ``failover.yaml``."""
 
 
-def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
-    """Parse and validate config text. Raises ConfigError with located problems."""
+def parse(text: str, source: str = DEFAULT_CONFIG, cache: Path | None = None) -> Config:
+    """Parse and validate config text. Raises ConfigError with located problems.
+    ``cache``: where the parsed document of this text may be kept (see
+    :mod:`failover.document`)."""
+    data = document.cached(cache, text)
+    if data is None:
+        data = _document(text, source)
+        document.keep(cache, text, data)
+    return _validate(data, source)
+
+
+def _document(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except DuplicateKey as exc:
@@ -601,17 +591,14 @@ def parse(text: str, source: str = DEFAULT_CONFIG) -> Config:
         raise ConfigError([f"{source}: the file is empty (`failover init` writes a starter)"])
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping of settings"], source)
-    if _too_large(data):
-        # YAML aliases share one node among many places; expanded (as interpolation and
-        # validation do) a dozen lines can grow exponentially ("billion laughs") and hang
-        # every cron-driven `check`. Refuse before expanding (issue 3).
-        raise ConfigError(
-            [
-                f"{source}: the document is too large: more than {_MAX_VALUES} values once "
-                "YAML aliases (*name) are expanded"
-            ],
-            source,
-        )
+    # Refused before anything expands the aliases (issue 3), by what they add (issue 28).
+    blown = document.blowup(data)
+    if blown:
+        raise ConfigError([f"{source}: the document is too large: {blown}"], source)
+    return data
+
+
+def _validate(data: dict[str, Any], source: str) -> Config:
     data, problems = interpolate(data)
     if problems:
         raise ConfigError(problems, source)
@@ -642,9 +629,10 @@ def load(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
-    config = parse(text, str(config_path))
+    state = resolve_state_dir(config_path, state_dir)
+    config = parse(text, str(config_path), state / "config.parsed.json")
     config.path = config_path.resolve()
-    config.state_dir = resolve_state_dir(config_path, state_dir)
+    config.state_dir = state
     return config
 
 

@@ -541,6 +541,14 @@ class ComputeProvider(ABC):
         :meth:`AccountReport.from_checks`.
         """
 
+    def check_service(self, service: str, port: int) -> AccountReport | None:
+        """What a move of ``service`` (on ``port``) needs to know of this provider beyond
+        :meth:`check_account`, which is asked once per round: for a list of machines,
+        whether one of them is free or serving on that port. Connects to nothing that
+        belongs to another service. None (the default): the account says it all. Never
+        raises."""
+        return None
+
     def exec_on_host(
         self,
         host_id: str,

@@ -41,6 +41,7 @@ from failover.state import RoundRecord
 from failover.state import ServiceRow
 from failover.state import row_after
 from providers.base import AccountBlocked
+from providers.base import AccountReport
 from providers.base import ComputeProvider
 from providers.base import ProviderError
 
@@ -59,6 +60,7 @@ class RoundBlocklist:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._why: dict[str, str] = {}
+        self._asked: dict[tuple[str, str | None], AccountReport] = {}
 
     def add(self, provider: str, why: str) -> None:
         with self._lock:
@@ -67,6 +69,19 @@ class RoundBlocklist:
     def get(self, provider: str) -> str | None:
         with self._lock:
             return self._why.get(provider)
+
+    def once(self, key: tuple[str, str | None], ask: Callable[[], AccountReport]) -> AccountReport:
+        """``ask()`` the first time ``key`` (a provider, and a service or None) comes up
+        this round, its answer after that: what a round needs about a provider is asked
+        once, not once per move (issue 28). Two moves asking at the same moment may
+        both ask."""
+        with self._lock:
+            known = self._asked.get(key)
+        if known is None:
+            known = ask()
+            with self._lock:
+                known = self._asked.setdefault(key, known)
+        return known
 
 
 # ----------------------------------------------------------------------- probes

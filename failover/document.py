@@ -33,6 +33,24 @@ BLOWUP = 16  # expanded values per value written, beyond which aliases are a bom
 _FORMAT = 1  # bumped when what is cached changes meaning
 
 
+def _values(node: dict[Any, Any] | list[Any]) -> Any:
+    # Keys are scalars: YAML refuses a mapping or a list as a key ("unhashable").
+    return node.values() if isinstance(node, dict) else node
+
+
+def _shares(data: Any) -> bool:
+    """Does any mapping or list appear in two places (an alias)? Most files: no."""
+    seen: set[int] = set()
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        stack.extend(v for v in _values(node) if isinstance(v, dict | list))
+    return False
+
+
 def expansion(data: Any) -> tuple[int, int | None]:
     """(values as written, values once aliases are expanded), keys counted as values;
     None for the second when the document contains itself (expands without end).
@@ -44,12 +62,13 @@ def expansion(data: Any) -> tuple[int, int | None]:
     while stack:
         node, done = stack.pop()
         key = id(node)
-        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
         if done:
             open_.discard(key)
             sizes[key] = 1 + sum(
-                sizes[id(c)] if isinstance(c, dict | list) else 1 for c in children
+                sizes[id(v)] if isinstance(v, dict | list) else 1 for v in _values(node)
             )
+            if isinstance(node, dict):
+                sizes[key] += len(node)
             continue
         if key in sizes:
             continue
@@ -57,16 +76,16 @@ def expansion(data: Any) -> tuple[int, int | None]:
             # Met again before it was finished: it is inside itself.
             return written, None
         open_.add(key)
-        written += len(children)
+        written += 2 * len(node) if isinstance(node, dict) else len(node)
         stack.append((node, True))
-        stack.extend((c, False) for c in children if isinstance(c, dict | list))
+        stack.extend((v, False) for v in _values(node) if isinstance(v, dict | list))
     return written, sizes.get(id(data), 1)
 
 
 def blowup(data: Any) -> str | None:
     """Why the document's aliases expand too far, or None."""
-    if not isinstance(data, dict | list):
-        return None
+    if not isinstance(data, dict | list) or not _shares(data):
+        return None  # nothing is written once and read in two places: nothing expands
     written, expanded = expansion(data)
     if expanded is None:
         return "a YAML alias (*name) refers to a mapping or list that contains it"

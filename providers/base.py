@@ -508,7 +508,8 @@ class ComputeProvider(ABC):
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """:meth:`get_host` for several ids, in one call where the platform can (set
         ``batches_lookups``); by default one call each. Raises as ``get_host`` does, for
-        the whole batch."""
+        the whole batch; an id left out of the answer is one the provider could not
+        answer for alone (a machine of several did not answer): never taken as gone."""
         return {host_id: self.get_host(host_id) for host_id in host_ids}
 
     @abstractmethod

@@ -167,7 +167,10 @@ def _batch(
             return {s: ProviderWord("blocked", str(exc), exc) for s in hosts}
         except ProviderError as exc:
             return {s: ProviderWord("silent", str(exc)) for s in hosts}
-        return {s: host_word(pname, found.get(h)) for s, h in hosts.items()}
+        # An id left out is one the provider could not answer for (one machine of
+        # several did not): cannot tell, never "gone".
+        silent = ProviderWord("silent", f"{pname} did not answer about the host")
+        return {s: host_word(pname, found[h]) if h in found else silent for s, h in hosts.items()}
 
     return ask
 

@@ -216,7 +216,8 @@ def measure(
         for _ in range(args.runs):
             wall, cpu, rss, out = run([*cli, "check", "--json"])
             verdicts = json.loads(out)["services"]
-            row["unhealthy"] = max(row.get("unhealthy", 0), sum(v["exit_code"] != 0 for v in verdicts))
+            bad = sum(v["exit_code"] != 0 for v in verdicts)
+            row["unhealthy"] = max(row.get("unhealthy", 0), bad)
             samples.append((wall, cpu, rss))
         row["check_s"] = statistics.median(s[0] for s in samples)
         row["check_cpu_s"] = statistics.median(s[1] for s in samples)

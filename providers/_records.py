@@ -5,8 +5,8 @@ record file for each of them made a round cost N times the file (N^2 overall). T
 parsed document is kept with the file's identity (inode, size, mtime, ctime, taken from
 the descriptor the text was read through) and used again while a ``stat`` of the path
 still shows that identity. Writers replace the file (a new inode) and hand the cache
-the cache is told, so a provider sees its own writes at once and another process's at
-its next read.
+the cache is handed what they wrote, so a provider sees its own writes at once (without
+parsing them back) and another process's at its next read.
 
 The cached document is shared by every thread that reads it: readers must not change
 it. A read-modify-write reads its own copy with ``fresh=True`` under the writer's lock.
@@ -58,9 +58,13 @@ class JsonFile:
                 self._seen, self._doc = seen, doc
         return doc
 
-    def forget(self) -> None:
-        """The file was just replaced by this process: parse it again at the next read,
-        even if the new file happens to look like the old one (a reused inode within
-        one mtime tick)."""
+    def wrote(self, doc: Any) -> None:
+        """``doc`` is what was just written to the path (replaced as a whole), under the
+        lock every writer holds: it is the document now, without parsing it back. The
+        caller hands it over and changes it no more."""
+        try:
+            seen = _identity(os.stat(self.path))
+        except OSError:
+            seen = None
         with self._lock:
-            self._seen = self._doc = None
+            self._seen, self._doc = seen, doc

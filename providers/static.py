@@ -93,8 +93,9 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
 
     def _save(self, records: dict[str, dict[str, Any]]) -> None:
         private_dir(self.path.parent)
-        write_private(self.path, json.dumps({"hosts": records}, indent=2), durable=True)
-        self._file.forget()
+        doc = {"hosts": records}
+        write_private(self.path, json.dumps(doc), durable=True)
+        self._file.wrote(doc)  # under the lock: nobody wrote after us
 
     def _label(self, address: str) -> str:
         for m in self.s.machines:

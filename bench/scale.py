@@ -43,10 +43,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from failover import config as cfg  # noqa: E402
-from failover.engine.journal import HostRef  # noqa: E402
-from failover.state import open_store  # noqa: E402
-
 CLI = [sys.executable, str(ROOT / "cli.py")]
 INTERVAL = 2.0  # the default health.interval: what `watch` must fit a round into
 
@@ -138,6 +134,10 @@ def write_config(workdir: Path, count: int, kind: str, port: int) -> Path:
 
 def seed(path: Path, kind: str, server_pid: int, port: int) -> None:
     """The state ``deploy --all`` leaves: each service live on its own host of ``own``."""
+    from failover import config as cfg
+    from failover.engine.journal import HostRef
+    from failover.state import open_store
+
     conf = cfg.load(path)
     assert conf.state_dir is not None
     state = conf.state_dir
@@ -213,7 +213,10 @@ def measure(
             row["deploy_ms"] = wall / count * 1000
             row["deploy_cpu_ms"] = cpu / count * 1000
         else:
-            seed(path, kind, server_pid, port)
+            # In a child: a parent grown by 10,000 services would lend its size to the
+            # peak RSS of every process it starts after (Linux counts it from the fork).
+            seeding = [sys.executable, __file__, "--seed", str(path), kind, str(server_pid)]
+            subprocess.run([*seeding, str(port)], check=True)
         # Not measured: the first command after a change of the config parses the YAML
         # and keeps the document (failover.document); cron's checks run after that.
         run([*cli, "validate"])
@@ -286,6 +289,10 @@ def report(kind: str, rows: dict[int, dict[str, float]]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--seed"]:
+        path, kind, pid, port = sys.argv[2:6]
+        seed(Path(path), kind, int(pid), int(port))
+        return
     parser = argparse.ArgumentParser()
     ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     parser.add_argument("--sizes", type=ints, default=[100, 1000, 10000])

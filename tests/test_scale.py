@@ -354,3 +354,53 @@ def test_the_parsed_config_is_kept_and_follows_the_text(tmp_path: Path) -> None:
     assert cfg.load(path).services["svc-0"].port == 1
     path.write_text(path.read_text() + "\n")
     assert cfg.load(path).services["svc-0"].port == 9000
+
+
+# --------------------------------------------------------------------------- ssh
+
+
+def test_an_ssh_round_sends_one_script_per_machine(running_sshd: Any, tmp_path: Path) -> None:
+    """Counted at the provider's own call that runs a script on a machine."""
+    from tests.test_ssh import NET
+    from tests.test_ssh import kill_hosts
+    from tests.test_ssh import machine
+    from tests.test_ssh import make
+    from tests.test_ssh import settings
+    from tests.test_ssh import spec
+    from tests.test_ssh import wait_state
+
+    closed = {**machine(running_sshd, tmp_path, 3), "ssh": f"root@127.0.0.1:{free_port()}"}
+    p = make(
+        settings(
+            running_sshd,
+            tmp_path,
+            machine(running_sshd, tmp_path, 1),
+            machine(running_sshd, tmp_path, 2),
+            closed,
+        ),
+        tmp_path,
+    )
+    try:
+        host = p.create_host(spec())
+        from providers.base import HostState
+
+        wait_state(p, host.id, HostState.RUNNING)
+        sent: list[str] = []
+        script = p.net.sh
+
+        async def counted(m: Any, text: str, timeout: float) -> tuple[int, str, str]:
+            sent.append(m.name)
+            return await script(m, text, timeout)
+
+        p.net.sh = counted  # type: ignore[method-assign]
+        phantoms = [f"{NET}.{m}/svc{i}/0000000{i}" for m in (1, 2) for i in range(5)]
+        beyond = f"{NET}.3/svc9/00000009"
+        found = p.get_hosts([host.id, *phantoms, beyond])
+        assert sorted(sent) == ["m1", "m2", "m3"]  # one script per machine, not per host
+        assert found[host.id] is not None and found[host.id].state == HostState.RUNNING
+        assert all(found[h] is None for h in phantoms)  # folders not there: no such host
+        assert beyond not in found  # its machine did not answer: cannot tell, not gone
+        p.destroy_host(host.id)
+    finally:
+        p.close()
+        kill_hosts(tmp_path)

@@ -61,6 +61,7 @@ class RoundBlocklist:
         self._lock = threading.Lock()
         self._why: dict[str, str] = {}
         self._asked: dict[tuple[str, str | None], AccountReport] = {}
+        self._asking: dict[tuple[str, str | None], threading.Lock] = {}
 
     def add(self, provider: str, why: str) -> None:
         with self._lock:
@@ -73,14 +74,13 @@ class RoundBlocklist:
     def once(self, key: tuple[str, str | None], ask: Callable[[], AccountReport]) -> AccountReport:
         """``ask()`` the first time ``key`` (a provider, and a service or None) comes up
         this round, its answer after that: what a round needs about a provider is asked
-        once, not once per move (issue 28). Two moves asking at the same moment may
-        both ask."""
+        once, not once per move (issue 28); moves that come up meanwhile wait for it."""
         with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:
             known = self._asked.get(key)
-        if known is None:
-            known = ask()
-            with self._lock:
-                known = self._asked.setdefault(key, known)
+            if known is None:
+                known = self._asked[key] = ask()
         return known
 
 

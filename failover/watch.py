@@ -88,6 +88,8 @@ class Metrics:
             registry=r,
         )
         self._journal_seen: tuple[Any, ...] | None = None
+        self._placed: set[str] = set()
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.server, self.thread = start_http_server(port, addr=address, registry=r)
 
     def _placement_metrics(self, r: Any) -> None:
@@ -127,16 +129,26 @@ class Metrics:
             registry=r,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: a round of 1,000 services sets
+        seven series each, and ``labels`` costs more than the value it sets."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, result: ServiceCheck, event: dict[str, Any] | None) -> None:
+        name = result.service
         for probe in result.probes:
             if not probe.ran:
                 continue  # the round had no time to start it: it says nothing (issue 16)
             if probe.latency_s is not None:
-                self.probe_latency.labels(result.service, probe.kind).set(probe.latency_s)
-            self.probe_ok.labels(result.service, probe.kind).set(1 if probe.ok else 0)
+                self._child(self.probe_latency, name, probe.kind).set(probe.latency_s)
+            self._child(self.probe_ok, name, probe.kind).set(1 if probe.ok else 0)
         for state in ("up", "down", "unknown"):
-            self.state.labels(result.service, state).set(1 if result.state == state else 0)
-        self.rounds.labels(result.service, str(result.exit_code)).inc()
+            self._child(self.state, name, state).set(1 if result.state == state else 0)
+        self._child(self.rounds, name, str(result.exit_code)).inc()
         if result.action == "failover":
             self.moves.labels(result.service, "succeeded").inc()
         elif result.action == "failover_failed":
@@ -147,10 +159,11 @@ class Metrics:
                     labels = (result.service, event["kind"], step["name"])
                     self.step_seconds.labels(*labels).set(step["duration_s"])
         if int(result.exit_code) == 0:
-            self.last_good.labels(result.service).set(time.time())
+            self._child(self.last_good, name).set(time.time())
 
     def place(self, service: str, row: ServiceRow) -> None:
         """Where ``service`` lives now and its generation."""
+        self._placed.add(service)
         self.generation.labels(service).set(row.generation)
         where = (
             (str(row.active["provider"]), str(row.active.get("address"))) if row.active else None
@@ -182,14 +195,21 @@ class Metrics:
         newest = engine.store.events(None, limit=1)
         journal = (newest[0]["id"], newest[0]["status"]) if newest else None
         fresh_journal, self._journal_seen = journal != self._journal_seen, journal
-        rows = engine.store.services([r.service for r in results])
+        # Where a service lives changes only with a run, which the journal shows.
+        moved = [
+            r.service
+            for r in results
+            if fresh_journal or r.action != "none" or r.service not in self._placed
+        ]
+        rows = engine.store.services(moved) if moved else {}
         for result in results:
             event = None
             if fresh_journal or result.action != "none":
                 last = engine.store.events(result.service, limit=1)
                 event = last[0] if last else None
             self.observe(result, event)
-            self.place(result.service, rows[result.service])
+            if result.service in rows:
+                self.place(result.service, rows[result.service])
             if engine.config.services[result.service].data is not None:
                 self.data(result.service, engine.store.data_state(result.service))
         self.providers(engine.store.provider_states())

@@ -24,6 +24,7 @@ from failover.clikit import JsonOpt
 from failover.clikit import ServiceArg
 from failover.clikit import StateOpt
 from failover.clikit import check_provider
+from failover.clikit import complete_providers
 from failover.clikit import emit_json
 from failover.clikit import err
 from failover.clikit import lines
@@ -132,7 +133,7 @@ def validate(
         )
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -153,19 +154,22 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
     """For each provider and the DNS zone: API reachable, credentials accepted, blocked?"""
 
     def go() -> int:
-        with open_engine(load(config, state_dir), quiet=True) as engine:
+        with open_engine(load(config, state_dir, notify=False), quiet=True) as engine:
             report = engine.doctor()
         show(as_json, report, lambda: output.doctor_lines(report))
         return ExitCode.of(report["ok"])
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
 def deploy(
     service: ServiceArg = None,
     provider: Annotated[
-        str | None, typer.Option("--provider", help="put it on this provider")
+        str | None,
+        typer.Option(
+            "--provider", help="put it on this provider", autocompletion=complete_providers
+        ),
     ] = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="do not ask before moving a live service")
@@ -194,13 +198,15 @@ def deploy(
             outcome = engine.run(name, "deploy", reason="deploy", to=provider)
         return report_outcome(outcome, as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
 def move(
     service: ServiceArg = None,
-    to: Annotated[str, typer.Option("--to", help="the provider to move to")] = "",
+    to: Annotated[
+        str, typer.Option("--to", help="the provider to move to", autocompletion=complete_providers)
+    ] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
@@ -217,7 +223,7 @@ def move(
             outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
         return report_outcome(outcome, as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
@@ -239,7 +245,12 @@ def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
 @app.command()
 def plan(
     service: ServiceArg = None,
-    to: Annotated[str | None, typer.Option("--to", help="plan a move to this provider")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="plan a move to this provider", autocompletion=complete_providers
+        ),
+    ] = None,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -247,7 +258,7 @@ def plan(
     """What a failover (or a move with --to) would do now, step by step, without doing it."""
 
     def go() -> int:
-        conf, name = one_service(config, state_dir, service)
+        conf, name = one_service(config, state_dir, service, notify=False)
         check_provider(conf, to)
         with open_engine(conf, quiet=True) as engine:
             row = engine.store.service(name)
@@ -256,7 +267,7 @@ def plan(
         show(as_json, result, lambda: output.plan_lines(result))
         return ExitCode.of(result["possible"])
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -265,14 +276,24 @@ def status(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            "--html", help="the status page, to FILE (none or `-`: stdout)", metavar="[FILE]"
+        ),
+    ] = None,
 ) -> None:
     """Where each service lives now, its health, DNS, providers, last failover."""
 
     def go() -> int:
         import shutil
 
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         names = service_names(conf, service)
+        if html is not None:
+            from failover.statuspage import status_html
+
+            return status_html(conf, names, None if html == "-" else Path(html))
         from failover.watchers import watcher_lines
 
         with open_engine(conf, quiet=True) as engine:
@@ -295,7 +316,7 @@ def status(
         )
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -362,7 +383,7 @@ def _check_unknown(exc: Exception, as_json: bool) -> int:
         if os.environ.get("FAILOVER_DEBUG"):
             raise exc
         message = str(exc) if isinstance(exc, ProviderError) else f"internal error: {exc!r}"
-    err(message)
+    # Once, on stdout: cron's `>> log 2>&1` and Nagios read the same line (issue 21).
     if as_json:
         emit_json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
     else:
@@ -423,8 +444,12 @@ def watch(
 @app.command()
 def drill(
     service: ServiceArg = None,
-    to: Annotated[str, typer.Option("--to", help="the provider to rehearse on")] = "",
+    to: Annotated[
+        str,
+        typer.Option("--to", help="the provider to rehearse on", autocompletion=complete_providers),
+    ] = "",
     junit: Annotated[Path | None, typer.Option("--junit", help="write a JUnit XML report")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="write an HTML timeline")] = None,
     cold: Annotated[
         bool, typer.Option("--cold", help="a fresh host even when a warm standby is on --to")
     ] = False,
@@ -445,6 +470,10 @@ def drill(
             from failover.redact import redact_doc
 
             junit.write_text(output.junit_xml(redact_doc(doc)))
+        if html is not None:
+            from failover.statuspage import drill_html
+
+            drill_html(doc, outcome.event, html)
         if as_json:
             emit_json(doc)
         else:
@@ -453,7 +482,7 @@ def drill(
                 err(f"drill failed: {outcome.message}")
         return ExitCode.of(outcome.ok)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 state_app = typer.Typer(help="The state store (SQLite, or etcd for several watchers).")
@@ -462,28 +491,29 @@ app.add_typer(state_app, name="state")
 
 @state_app.command("migrate")
 def state_migrate(
-    to: Annotated[str, typer.Option("--to", help="the backend to copy into: etcd")] = "etcd",
+    to: Annotated[
+        str, typer.Option("--to", help="etcd: copy the SQLite state in; sqlite: copy it back")
+    ] = "etcd",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="replace what the target holds (a failed migration's)"),
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy this machine's SQLite state into the etcd that `state:` names.
+    """Copy this machine's SQLite state into the etcd that `state:` names, all or
+    nothing (or, --to sqlite, that etcd's state back into the SQLite file).
 
-    The journal, generations, hosts and notices come along; nothing is lost, and an
-    interrupted run resumes on etcd. Refused when etcd already holds state there."""
+    The journal, generations, hosts and notices come along; an interrupted run resumes
+    on the other side. Refused when the target holds another history, unless --force."""
 
     def go() -> int:
-        from failover.state.migrate import Refused
-        from failover.state.migrate import migrate_config
+        from failover.cli_ops import migrate_command
 
-        try:
-            doc = migrate_config(load(config, state_dir), to)
-        except Refused as exc:
-            raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
-        show(as_json, doc, lambda: [doc["message"]])
-        return ExitCode.SUCCESS
+        return migrate_command(config, state_dir, to, force=force, as_json=as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -497,14 +527,14 @@ def history(
     """The journal of deploys, moves, failovers and drills, newest first."""
 
     def go() -> int:
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         name = service_names(conf, service)[0] if service else None
         with open_engine(conf, quiet=True) as engine:
             events = engine.history(name, limit)
         show(as_json, {"events": events}, lambda: output.history_lines(events))
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 def _data_services(conf: Config, service: str | None) -> list[str]:
@@ -525,18 +555,20 @@ def backup(
     """Take a backup of SERVICE's data now, on its live host, into every store."""
 
     def go() -> int:
-        from failover.data.plane import take_backup
+        from failover.data.report import backup_document
+        from failover.data.report import backup_lines
 
         conf = load(config, state_dir)
         names = _data_services(conf, service)
         if len(names) > 1:
             raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
         with open_engine(conf, quiet=True) as engine:
-            doc = take_backup(engine, names[0])
-        show(as_json, doc, lambda: output.backup_lines(doc))
-        return ExitCode.of(all(v == "ok" for v in doc["stores"].values()))
+            doc = backup_document(engine, names[0])
+        show(as_json, doc, lambda: backup_lines(doc))
+        ok = doc.get("error") is None and all(v == "ok" for v in doc["stores"].values())
+        return ExitCode.of(ok)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -551,14 +583,14 @@ def backups(
     def go() -> int:
         from failover.data.plane import catalog
 
-        conf = load(config, state_dir)
+        conf = load(config, state_dir, notify=False)
         with open_engine(conf, quiet=True) as engine:
             rows = [row for n in _data_services(conf, service) for row in catalog(engine, n)]
         rows.sort(key=lambda r: r["id"], reverse=True)
         show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
         return ExitCode.SUCCESS
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -577,7 +609,7 @@ def demo(
             emit_json(doc)
         return ExitCode.of(doc.get("recovered_after_s") is not None)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 # --------------------------------------------------------------------------- operator's surface
@@ -611,6 +643,25 @@ def _options(
     GLOBAL["config"] = config
 
 
+dns_app = typer.Typer(help="DNS providers (section 12).", no_args_is_help=True)
+app.add_typer(dns_app, name="dns")
+
+
+@dns_app.command("sync")
+def dns_sync(
+    service: ServiceArg = None,
+    force: Annotated[bool, typer.Option(help="also overwrite what a newer move wrote")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every DNS provider's records of SERVICE set to the active host; exit 1 if one lags."""
+    from failover.dnscli import sync_command
+
+    run(lambda: sync_command(config, state_dir, service, force=force, yes=yes, as_json=as_json))
+
+
 notify_app = typer.Typer(
     help="Notifications: the config's `notify:` targets.", no_args_is_help=True
 )
@@ -641,7 +692,7 @@ def notify_test(
         )
         return ExitCode.of(all(r["ok"] for r in results))
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -655,32 +706,11 @@ def destroy(
     """Destroy every host of the service and forget it (the journal is kept)."""
 
     def go() -> int:
-        from failover.engine.destroy import destroy_service
+        from failover.cli_ops import destroy_command
 
-        conf, name = one_service(config, state_dir, service)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise Exit(
-                    ExitCode.USAGE, "refusing to destroy without --yes when not on a terminal"
-                )
-            if not typer.confirm(f"destroy every host of {name} and forget it?"):
-                return ExitCode.FAILED
-        with open_engine(conf, quiet=True) as engine:
-            doc = destroy_service(engine, name)
-        lines = [f"destroyed {h['provider']} {h['host_id']}" for h in doc["destroyed"]]
-        lines += [
-            f"NOT destroyed: {h['provider']} {h['host_id'] or '(its hosts)'}: {h['error']}"
-            for h in doc["failed"]
-        ]
-        lines.append(
-            f"{name}: forgotten (the journal is kept; DNS is left as it is)"
-            if doc["ok"]
-            else f"{name}: {doc['why']}"
-        )
-        show(as_json, doc, lambda: lines)
-        return ExitCode.of(doc["ok"])
+        return destroy_command(config, state_dir, service, yes=yes, as_json=as_json)
 
-    run(go)
+    run(go, as_json=as_json)
 
 
 @app.command()
@@ -697,34 +727,26 @@ def systemd(
     user: Annotated[str, typer.Option("--user", help="the dedicated user")] = "failover",
     every: Annotated[str, typer.Option("--every", help="how often the timer checks")] = "1min",
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="watch serves metrics on 127.0.0.1:N")
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="watch serves metrics on 127.0.0.1:N"
+        ),
     ] = None,
 ) -> None:
     """Print (or --write) failover-watch.service, failover-check.service and .timer."""
 
     def go() -> int:
-        from failover import systemd as units
+        from failover.cli_ops import systemd_command
 
-        path = config or GLOBAL["config"]
-        made = units.Units(
-            units.executable(),
-            config=str(path.resolve()) if path else "/etc/failover/failover.yaml",
-            user=user,
-            every=every,
-            metrics_port=metrics_port,
-        )
-        if write is None:
-            for name, text in made.files().items():
-                out(f"# {name}\n{text}")
-            return ExitCode.SUCCESS
-        for path in units.write(made, write):
-            out(f"wrote {path}")
-        return ExitCode.SUCCESS
+        return systemd_command(write, config, user=user, every=every, metrics_port=metrics_port)
 
     run(go)
 
 
 def main() -> None:
+    from failover.statuspage import optional_file
+
+    sys.argv[1:] = optional_file(sys.argv[1:])
     app()
 
 

@@ -51,8 +51,43 @@ StateOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+
+
+def _names(ctx: typer.Context, section: str) -> list[str]:
+    """The service or provider names of the config the command line names, for shell
+    completion: read as written (no ``${ENV}``, no validation), never an error."""
+    import yaml
+
+    root = ctx.find_root()
+    chosen = ctx.params.get("config") or root.params.get("config")
+    path = Path(chosen or os.environ.get("FAILOVER_CONFIG") or "failover.yaml")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    part = doc.get(section) if isinstance(doc, dict) else None
+    if isinstance(part, dict):
+        return [str(name) for name in part]
+    if isinstance(part, list):
+        return [str(p["name"]) for p in part if isinstance(p, dict) and "name" in p]
+    return []
+
+
+def complete_services(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _names(ctx, "services") if n.startswith(incomplete)]
+
+
+def complete_providers(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _names(ctx, "providers") if n.startswith(incomplete)]
+
+
 ServiceArg = Annotated[
-    str | None, typer.Argument(help="service name (optional with one service)", show_default=False)
+    str | None,
+    typer.Argument(
+        help="service name (optional with one service)",
+        show_default=False,
+        autocompletion=complete_services,
+    ),
 ]
 
 
@@ -107,15 +142,11 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
     except Exit:
         raise
     except ConfigError as exc:
-        for problem in exc.problems:
-            err(problem)
-        raise Exit(usage_code) from None
+        raise Exit(usage_code, "\n".join(exc.problems)) from None
     except StateError as exc:
-        err(f"state: {exc}")
-        raise Exit(failure_code) from None
+        raise Exit(failure_code, f"state: {exc}") from None
     except KeyboardInterrupt:
-        err("interrupted")
-        raise Exit(ExitCode.INTERRUPTED) from None
+        raise Exit(ExitCode.INTERRUPTED, "interrupted") from None
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error of ours; keep Python quiet on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -126,21 +157,22 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
         from providers.base import ProviderError
 
         if isinstance(exc, ProviderError):
-            err(str(exc))
-        else:
-            err(
-                f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
-                "for the traceback, and please report it)"
-            )
-        raise Exit(failure_code) from None
+            raise Exit(failure_code, str(exc)) from None
+        raise Exit(
+            failure_code,
+            f"internal error: {type(exc).__name__}: {exc} (run again with FAILOVER_DEBUG=1 "
+            "for the traceback, and please report it)",
+        ) from None
 
 
-def load(config: Path | None, state_dir: Path | None) -> Config:
+def load(config: Path | None, state_dir: Path | None, *, notify: bool = True) -> Config:
+    """The config; ``notify=False`` for a command that never notifies (``status``...):
+    a notification secret missing from its environment is then no error."""
     from failover import config as cfg
     from failover.redact import register_environment
 
     register_environment()
-    return cfg.load(config or GLOBAL["config"], state_dir)
+    return cfg.load(config or GLOBAL["config"], state_dir, notify=notify)
 
 
 def service_names(conf: Config, service: str | None, *, one: bool = False) -> list[str]:
@@ -157,10 +189,10 @@ def service_names(conf: Config, service: str | None, *, one: bool = False) -> li
 
 
 def one_service(
-    config: Path | None, state_dir: Path | None, service: str | None
+    config: Path | None, state_dir: Path | None, service: str | None, *, notify: bool = True
 ) -> tuple[Config, str]:
     """The config and the one service a command that acts on a single service is about."""
-    conf = load(config, state_dir)
+    conf = load(config, state_dir, notify=notify)
     (name,) = service_names(conf, service, one=True)
     return conf, name
 
@@ -183,11 +215,9 @@ def open_engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
 
     on_step = None
     if tty() and not quiet:
+        from failover.progress import StepProgress
 
-        def on_step(step: str, status: str, detail: str) -> None:
-            line = output.progress_line(step, status, detail)
-            if line is not None:
-                err(line)
+        on_step = StepProgress()  # the step in flight and its elapsed time, on stderr
 
     log = (lambda message: err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
     engine = Engine(conf, log=log, on_step=on_step)
@@ -199,6 +229,8 @@ def open_engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         engine.close()
+        if on_step is not None:
+            on_step.close()
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -206,14 +238,27 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def run(
-    fn: Callable[[], int | None], usage: int = ExitCode.USAGE, failure: int = ExitCode.FAILED
+    fn: Callable[[], int | None],
+    usage: int = ExitCode.USAGE,
+    failure: int = ExitCode.FAILED,
+    *,
+    as_json: bool = False,
 ) -> NoReturn:
+    """Run a command's body: its exit code; an error as lines on stderr and, with
+    ``--json``, as a document on stdout too (``{"ok": false, "error", "problems",
+    "exit_code"}``), so a script that parses stdout always has one."""
     try:
         with errors(usage, failure):
             code = fn() or ExitCode.SUCCESS
     except Exit as exc:
-        if exc.message:
-            err(exc.message)
+        problems = exc.message.splitlines()
+        for line in problems:
+            err(line)
+        if as_json and exc.code != ExitCode.SUCCESS:
+            error = "; ".join(problems) or f"exit {int(exc.code)}"
+            emit_json(
+                {"ok": False, "error": error, "problems": problems, "exit_code": int(exc.code)}
+            )
         raise typer.Exit(int(exc.code)) from None
     raise typer.Exit(int(code))
 

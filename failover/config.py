@@ -17,23 +17,24 @@ import yaml
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
+from pydantic import PrivateAttr
 from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
+from failover import dnsconfig
 from failover import document
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
 from failover.checks import canary_problem
-from failover.checks import dns_name_problem
 from failover.checks import env_problems
 from failover.checks import node_path
-from failover.checks import zone_problems
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
-from failover.notify import NotifyTarget
+from failover.notify_config import NotifyTargets
 from failover.redact import register_secret
-from providers.base import DnsProvider
+from failover.status_config import StatusPageConfig
+from failover.status_config import status_page_problems
 from providers.base import DnsSettings
 from providers.base import Duration
 from providers.base import ProviderSettings
@@ -74,6 +75,11 @@ class Model(BaseModel):
 class StateConfig(Model):
     backend: Literal["sqlite", "etcd"] = Field(
         default="sqlite", description="where the journal, health counters and lock live"
+    )
+    dir: str | None = Field(
+        default=None,
+        description="the state directory (relative: to this file's folder); default "
+        ".failover/ beside this file. --state-dir and FAILOVER_STATE_DIR override it",
     )
     lease_ttl: Duration = Field(
         default=30.0,
@@ -264,24 +270,34 @@ class PolicyConfig(Model):
 
 
 class ServiceConfig(Model):
-    domain: str = Field(min_length=1)
+    domain: str = Field(default="", description="the DNS name users reach (or `domains`)")
+    domains: list[str] = Field(
+        default_factory=list,
+        description="every DNS name users reach, the first as `domain` (section 12)",
+    )
     port: int = Field(ge=1, le=65535)
     record_type: Literal["A", "AAAA"] = "A"
     run: RunConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig | None = Field(default=None, description="backups and restore")
+    _listed: bool = PrivateAttr(default=False)  # `domains:` given: error paths name its entries
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        given = value
-        value = value.rstrip(".").lower()
-        problem = dns_name_problem(value)
-        if problem:
-            # Quote it as written: a lowercased secret would slip past redaction (issue 3).
-            raise ValueError(f"{given!r} {problem}")
-        return value
+        return dnsconfig.normal_domain(value) if value else value
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [dnsconfig.normal_domain(v) for v in value]
+
+    @model_validator(mode="after")
+    def _one_list(self) -> ServiceConfig:
+        self._listed = bool(self.domains)
+        self.domain, self.domains = dnsconfig.service_domains(self.domain, self.domains)
+        return self
 
 
 class Config(Model):
@@ -293,13 +309,20 @@ class Config(Model):
     state: StateConfig = Field(default_factory=StateConfig)
     watcher: WatcherConfig = Field(default_factory=WatcherConfig)
     watchers: WatchersConfig = Field(default_factory=WatchersConfig)
-    dns: dict[str, Any] = Field(default_factory=lambda: {"type": "local", "zone": "example.test"})
+    dns: dict[str, Any] | list[dict[str, Any]] = Field(
+        default_factory=lambda: {"type": "local", "zone": "example.test"},
+        description="one DNS provider, or a list of named ones (section 12)",
+    )
+    dns_audit: Duration = Field(
+        default=300.0, gt=0, le=_DAY, description="how often every DNS provider is read back"
+    )
     providers: list[dict[str, Any]] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
     stores: list[StoreSettings] = Field(default_factory=list, description="where backups live")
-    notify: list[NotifyTarget] = Field(
+    notify: NotifyTargets = Field(
         default_factory=list, description="where events go: webhook, slack, pagerduty, email"
     )
+    status_page: StatusPageConfig | None = Field(default=None, description="CONTRACT section 16")
 
     @field_validator("notify", mode="wrap")
     @classmethod
@@ -326,7 +349,14 @@ class Config(Model):
         return self._provider_settings
 
     def dns_settings(self) -> DnsSettings:
-        return self._dns_settings
+        """The first DNS provider (the one of a single-provider file)."""
+        return self._dns_settings[0]
+
+    def dns_list(self) -> list[DnsSettings]:
+        return list(self._dns_settings)
+
+    def zones(self) -> dnsconfig.Zones:
+        return dnsconfig.Zones(self._dns_settings)
 
     def service_providers(self, service: str) -> list[str]:
         policy = self.services[service].policy
@@ -336,22 +366,25 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         problems: list[tuple[tuple[Any, ...], str]] = []
         settings = _provider_problems(self.providers, problems)
-        dns_settings = _dns_problems(self.dns, problems)
-        if dns_settings is not None:
-            problems.extend(
-                zone_problems(dns_settings, {n: s.domain for n, s in self.services.items()})
+        dns_settings = dnsconfig.dns_problems(self.dns, problems, _message)
+        problems.extend(
+            dnsconfig.domain_problems(
+                dns_settings,
+                {n: s.domains for n, s in self.services.items()},
+                {n: s._listed for n, s in self.services.items()},
             )
+        )
         for sname, service in self.services.items():
             problems.extend(_service_problems(sname, service, self, settings))
+        problems.extend(status_page_problems(self))
         if problems:
             raise _Located(problems)
         self._provider_settings = settings
-        assert dns_settings is not None
         self._dns_settings = dns_settings
         return self
 
     _provider_settings: dict[str, ProviderSettings]
-    _dns_settings: DnsSettings
+    _dns_settings: list[DnsSettings]
 
 
 Problems = list[tuple[tuple[Any, ...], str]]
@@ -384,22 +417,6 @@ def _provider_problems(providers: list[Any], problems: Problems) -> dict[str, Pr
         except ValidationError as exc:
             problems.extend(((*loc, *err["loc"]), _message(err)) for err in exc.errors())
     return settings
-
-
-def _dns_problems(dns: Any, problems: Problems) -> DnsSettings | None:
-    """The DNS backend's settings, validated by its own type's model."""
-    kind = dns.get("type") if isinstance(dns, dict) else None
-    if not isinstance(kind, str):
-        problems.append((("dns", "type"), f"required, one of: {', '.join(known_types(True))}"))
-        return None
-    try:
-        dcls: type[DnsProvider] = dns_class(kind)
-        return dcls.Settings.model_validate(dns)
-    except UnknownType as exc:
-        problems.append((("dns", "type"), str(exc)))
-    except ValidationError as exc:
-        problems.extend((("dns", *err["loc"]), _message(err)) for err in exc.errors())
-    return None
 
 
 def _service_problems(
@@ -453,6 +470,11 @@ def _data_problems(
     for i, name in enumerate(data.stores or []):
         if name not in names:
             out.append(((*loc, "stores", i), f"no store named {name!r} in `stores`"))
+    if data.engine == "pgbackrest":
+        from failover.data.engines.pgsettings import repo_problems
+
+        stores = {s.name: s for s in config.stores}
+        out.extend(repo_problems(loc, list(data.stores or names), stores))
     if data.encryption_key:
         register_secret(data.encryption_key)
     return out
@@ -544,11 +566,14 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("FAILOVER_CONFIG") or DEFAULT_CONFIG)
 
 
-def resolve_state_dir(config_path: Path, state_dir: str | os.PathLike[str] | None) -> Path:
+def resolve_state_dir(
+    config_path: Path, state_dir: str | os.PathLike[str] | None, in_file: str | None = None
+) -> Path:
     chosen = state_dir or os.environ.get("FAILOVER_STATE_DIR")
     if chosen:
         return Path(chosen).resolve()
-    return (config_path.resolve().parent / ".failover").resolve()
+    here = config_path.resolve().parent
+    return (here / Path(in_file).expanduser() if in_file else here / ".failover").resolve()
 
 
 # libyaml's parser when PyYAML was built with it (Debian's and the wheels are): 20 ms
@@ -561,14 +586,19 @@ class _Loader(NoDuplicateKeys, _YamlBase):  # type: ignore[misc]
     """The loader of ``failover.yaml``."""
 
 
-def parse(text: str, source: str = DEFAULT_CONFIG, cache: Path | None = None) -> Config:
+def parse(
+    text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True, cache: Path | None = None
+) -> Config:
     """Parse and validate config text. Raises ConfigError with located problems.
-    ``cache``: where the parsed document of this text may be kept (see
-    :mod:`failover.document`)."""
+    ``notify=False``: without the ``notify:`` targets, for the commands that never notify
+    (their secrets are needed only to notify: issue 21). ``cache``: where the parsed
+    document of this text may be kept (see :mod:`failover.document`)."""
     data = document.cached(cache, text)
     if data is None:
         data = _document(text, source)
         document.keep(cache, text, data)
+    if not notify:
+        data = {k: v for k, v in data.items() if k != "notify"}
     return _validate(data, source)
 
 
@@ -618,7 +648,10 @@ def _validate(data: dict[str, Any], source: str) -> Config:
 
 
 def load(
-    path: str | os.PathLike[str] | None = None, state_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    notify: bool = True,
 ) -> Config:
     config_path = resolve_path(path)
     try:
@@ -629,32 +662,28 @@ def load(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
-    state = resolve_state_dir(config_path, state_dir)
-    config = parse(text, str(config_path), state / "config.parsed.json")
+    # The parsed document is kept where the command line or the environment puts the
+    # state (or beside the file): the file's own `state.dir` is known once it is parsed.
+    cache = resolve_state_dir(config_path, state_dir) / "config.parsed.json"
+    config = parse(text, str(config_path), notify=notify, cache=cache)
     config.path = config_path.resolve()
-    config.state_dir = state
+    config.state_dir = resolve_state_dir(config_path, state_dir, config.state.dir)
     return config
 
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the file, with the built-in provider and DNS types spelled out."""
-    schema = Config.model_json_schema()
-    props = schema["properties"]
-    for key in ("path", "state_dir"):
-        props.pop(key, None)
-    variants = []
+    from failover.schema import file_schema
+
+    providers, dns = [], []
     for kind in known_types():
         try:
-            variants.append(provider_class(kind).Settings.model_json_schema())
+            providers.append(provider_class(kind).Settings)
         except Exception:
             continue
-    props["providers"]["items"] = {"anyOf": variants} if variants else {"type": "object"}
-    dns_variants = []
     for kind in known_types(dns=True):
         try:
-            dns_variants.append(dns_class(kind).Settings.model_json_schema())
+            dns.append(dns_class(kind).Settings)
         except Exception:
             continue
-    props["dns"] = {"anyOf": dns_variants} if dns_variants else {"type": "object"}
-    schema["title"] = "failover.yaml"
-    return schema
+    return file_schema(Config, providers, dns)

@@ -6,7 +6,12 @@ the thread of a move. The worker thread owns its own store connection and journa
 delivery (``sending``, then ``sent`` or ``failed`` and why) before the next; a delivery is
 claimed in a transaction before it is sent, so one event is never sent twice to one
 target, by this process or a later one. A failed delivery is tried again in each later
-round, up to the target's ``retry_rounds``, then marked ``gave_up``.
+round, up to the target's ``retry_rounds``, then marked ``gave_up``; one left ``sending``
+by a process that ended mid-send is tried again too (at least once beats never).
+
+The end of a run (failover, move) is queued by the store in the transaction that
+journals it (an ``outbox`` record, see :mod:`failover.state.deliveries`): whoever runs
+next, this process or the next ``check`` after a crash, turns it into deliveries.
 
 An incident groups the events of one outage of a service (PagerDuty's ``dedup_key``):
 the first paging event opens it, a healthy round (OK) resolves it. Incidents are kept
@@ -15,7 +20,9 @@ as delivery rows of their own (event ``incident``), so the store needs no other 
 
 from __future__ import annotations
 
+import calendar
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -32,10 +39,15 @@ from failover.notify import Notice
 from failover.notify import PagerDutyTarget
 from failover.notify import send
 from failover.notify import wants
+from failover.notify_config import target_name
 from failover.redact import redact
 from failover.redact import register_secret
+from failover.redact import url_secrets
 from failover.state import now_iso
 from failover.state import open_store
+from failover.state.deliveries import OUTBOX
+from failover.state.deliveries import RUN_KINDS
+from providers.util import pid_alive
 
 if TYPE_CHECKING:
     from failover.config import Config
@@ -50,10 +62,8 @@ _CLOSE_CAP = 120.0  # the longest a one-shot command waits for its deliveries at
 
 def target_names(config: Config) -> dict[str, NotifyTarget]:
     """The configured targets by the name the journal uses (``webhook-0`` unless named)."""
-    out: dict[str, NotifyTarget] = {}
-    for index, target in enumerate(getattr(config, "notify", None) or []):
-        out[target.name or f"{target.type}-{index}"] = target
-    return out
+    targets = getattr(config, "notify", None) or []
+    return {target_name(target, index): target for index, target in enumerate(targets)}
 
 
 class Notifier:
@@ -96,32 +106,16 @@ class Notifier:
         self._submit(lambda store: self._deliver_new(store, notice, key))
 
     def outcome(self, outcome: Outcome) -> None:
-        """A run ended: a failover (or its failure) and a move are events."""
-        if outcome.kind not in ("failover", "move") or outcome.status not in (
-            "succeeded",
-            "failed",
-        ):
-            return
-        event = outcome.event or {}
-        data = event.get("data") or {}
-        name = outcome.kind
-        if outcome.kind == "failover" and outcome.status == "failed":
-            name = "failover_failed"
-        generation = data.get("generation") or data.get("expected_generation")
-        self.announce(
-            name,
-            outcome.service,
-            status=outcome.status,
-            reason=outcome.message if outcome.status == "failed" else event.get("reason") or "",
-            origin=event.get("from"),
-            to=event.get("to"),
-            generation=generation,
-            key=f"{name}:{outcome.service}:run-{outcome.event_id}",
-        )
+        """A run ended: a failover (or its failure) and a move are events. The store
+        queued its notice with the run's end (the outbox); send what is queued now."""
+        ended = outcome.kind in RUN_KINDS and outcome.status in ("succeeded", "failed")
+        if ended and self.targets:
+            self._submit(self._flush_outbox)
 
-    def verdicts(self, verdicts: Iterable[Verdict]) -> None:
+    def verdicts(self, verdicts: Iterable[Verdict], held: Iterable[str] = ()) -> None:
         """A round's final verdicts: an open circuit breaker and a provider that refuses
-        us are events; a healthy service resolves its incident."""
+        us are events; a healthy service resolves its incident, unless it is ``held``
+        (a condition of the round, a lost quorum, say, is still on)."""
         if not self.targets:
             return
         healthy = set()
@@ -132,6 +126,7 @@ class Notifier:
                 self._about_row("provider_blocked", verdict, "warning", verdict.blocked)
             elif verdict.state == "up" and int(verdict.exit_code) == 0:
                 healthy.add(verdict.service)
+        healthy -= set(held)
         if healthy:
             self._submit(lambda store: self._resolve(store, healthy))
 
@@ -148,8 +143,12 @@ class Notifier:
         self._submit(job)
 
     def retry(self) -> None:
-        """Queue another try of every failed delivery that has rounds left."""
+        """Queue what an earlier run left: notices of runs that ended (a crash right
+        after may have kept them from being sent), deliveries whose sender died, and
+        another try of every failed delivery that has rounds left."""
         if self.targets:
+            self._submit(self._flush_outbox)
+            self._submit(self._requeue_interrupted)
             self._submit(self._retry_failed)
 
     def drain(self, timeout: float) -> bool:
@@ -237,7 +236,15 @@ class Notifier:
         notice = replace(notice, key=key, incident=incident)
         for name, target in self.targets.items():
             if wants(target, notice):
-                self._deliver(store, name, target, notice)
+                self._deliver_one(store, name, target, notice)
+
+    def _deliver_one(self, store: Any, name: str, target: NotifyTarget, notice: Notice) -> None:
+        """:meth:`_deliver`, and whatever goes wrong with it stays with this target:
+        the next target is sent to all the same."""
+        try:
+            self._deliver(store, name, target, notice)
+        except Exception as exc:
+            self.log(redact(f"notify: {name}: {notice.event}: {type(exc).__name__}: {exc}"))
 
     def _deliver(self, store: Any, name: str, target: NotifyTarget, notice: Notice) -> None:
         body = {**notice.body(), "_action": notice.action}
@@ -278,7 +285,28 @@ class Notifier:
                 store.finish_delivery(row["key"], row["target"], "gave_up", "target removed")
                 continue
             notice = Notice.from_body(row["body"], row["key"], row["incident"])
-            self._deliver(store, row["target"], target, notice)
+            self._deliver_one(store, row["target"], target, notice)
+
+    def _flush_outbox(self, store: Any) -> None:
+        """Turn each queued run end (oldest first) into its deliveries. Sending twice is
+        prevented per target by the claim, so a flush cut short is simply done again."""
+        for row in reversed(store.deliveries(event=OUTBOX, status="queued")):
+            event = store.event(int(row["body"].get("event_id") or 0))
+            if event is not None and event.get("status") in ("succeeded", "failed"):
+                notice = run_notice(event)
+                self._deliver_new(store, notice, notice.key or None)
+            store.finish_delivery(row["key"], "-", "done", "")
+
+    def _requeue_interrupted(self, store: Any) -> None:
+        """Deliveries left ``sending`` by a process that is gone: tried again."""
+        for row in store.deliveries(status="sending"):
+            target = self.targets.get(row["target"])
+            sender = str(row.get("detail") or "")
+            if sender_gone(sender, str(row["updated_at"]), target):
+                retry_rounds = target.retry_rounds if target is not None else 0
+                if store.requeue_delivery(row["key"], row["target"], sender, retry_rounds):
+                    self.log(f"notify: {row['target']}: {row['event']}: {row['key']} was cut "
+                             "off mid-send; sending it again")  # fmt: skip
 
     def _incident(self, store: Any, service: str) -> str:
         """The open incident of ``service``, opened now when there is none."""
@@ -293,37 +321,80 @@ class Notifier:
         return key
 
     def _resolve(self, store: Any, services: set[str]) -> None:
-        """These services are healthy again: resolve their incidents where they paged
-        (one read of the open incidents per round, whatever the number of services)."""
+        """These services are healthy again: resolve their incidents where they were
+        told of them: PagerDuty's incident resolved, ``resolved`` to the targets that
+        take it (one read of the open incidents per round, whatever the number of
+        services)."""
         for incident in store.deliveries(event="incident", status="open"):
             service, key = str(incident["service"]), str(incident["key"])
             if service not in services:
                 continue
-            paged = {
+            told = {
                 row["target"]
                 for row in store.deliveries(service=service, status="sent")
-                if row["incident"] == key and row["event"] != "resolve"
+                if row["incident"] == key and row["event"] not in ("resolve", "resolved")
             }
             notice = Notice(
-                "resolve",
-                service,
                 "resolved",
+                service,
+                "up",
                 f"{service} is healthy again",
                 now_iso(),
                 key=f"resolve:{key}",
                 incident=key,
                 action="resolve",
             )
-            for name in sorted(paged):
+            for name in sorted(told):
                 target = self.targets.get(name)
-                if isinstance(target, PagerDutyTarget):
-                    self._deliver(store, name, target, notice)
+                if target is not None and wants(target, notice):
+                    self._deliver_one(store, name, target, notice)
             store.finish_delivery(key, "-", "resolved", notice.at)
 
 
+def run_notice(event: dict[str, Any]) -> Notice:
+    """The notice of a run that ended (``event`` as the journal returns it): a
+    failover, a failover that failed, or a move. Each run is its own notice, but for
+    failed failovers: one per incident, as a failover is tried again every round while
+    the service stays down (no usable provider, say)."""
+    service, kind, status = str(event["service"]), str(event["kind"]), str(event["status"])
+    name = "failover_failed" if kind == "failover" and status == "failed" else kind
+    key = "" if name == "failover_failed" else f"{name}:{service}:run-{event['id']}"
+    data = event.get("data") or {}
+    return Notice(
+        name,
+        service,
+        status,
+        redact(str(event.get("reason") or "")),
+        str(event.get("finished_at") or now_iso()),
+        data.get("generation") or data.get("expected_generation"),
+        event.get("from"),
+        event.get("to"),
+        key=key,
+    )
+
+
+def sender_gone(sender: str, updated_at: str, target: NotifyTarget | None) -> bool:
+    """Did the process that claimed a delivery (``sending: host:pid``) end before it
+    finished? Certain for a process of this machine; for another machine's (etcd),
+    presumed once the delivery is well past the longest it may take."""
+    host, _, pid = sender.removeprefix("sending: ").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not pid_alive(int(pid))
+    budget = target.budget() if target is not None else 60.0
+    try:
+        since = calendar.timegm(time.strptime(updated_at, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return True
+    return time.time() - since > 2 * budget + 60.0
+
+
 def _credentials(target: NotifyTarget) -> list[str]:
-    """What must never be printed: a Slack or webhook URL is itself the credential."""
+    """What must never be printed: a Slack or webhook URL is itself the credential, and
+    the password of a URL's ``user:password@`` (PagerDuty's included) one too."""
     values = [getattr(target, k, None) for k in ("secret", "routing_key", "password")]
+    url = getattr(target, "url", None)
     if target.type in ("slack", "webhook"):
-        values.append(getattr(target, "url", None))
+        values.append(url)
+    if isinstance(url, str):
+        values += url_secrets(url)
     return [v for v in values if isinstance(v, str)]

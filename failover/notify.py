@@ -1,7 +1,7 @@
 """Notifications: a webhook, Slack, PagerDuty, email (and Apprise as an extra).
 
-What this module knows: the ``notify:`` section's models, the event a notice carries,
-and how each kind of target is sent one (stdlib only: ``urllib``, ``smtplib``; Apprise
+What this module knows: the event a notice carries, and how each kind of target (the
+models of :mod:`failover.notify_config`) is sent one (stdlib only: ``urllib``, ``smtplib``; Apprise
 is imported only when an ``apprise`` target is configured). When and how often a
 notice is sent, and what is journaled, is :mod:`failover.delivery`'s job.
 """
@@ -16,134 +16,29 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from base64 import b64encode
 from dataclasses import dataclass
 from dataclasses import field
 from email.message import EmailMessage
-from typing import Annotated
+from email.utils import formatdate
+from email.utils import make_msgid
 from typing import Any
-from typing import Literal
 
-from pydantic import BaseModel
-from pydantic import ConfigDict
-from pydantic import Field
-from pydantic import field_validator
-
-from providers.base import Duration
+from failover.notify_config import EVENTS
+from failover.notify_config import INCIDENT
+from failover.notify_config import PAGING
+from failover.notify_config import AppriseTarget
+from failover.notify_config import BaseTarget
+from failover.notify_config import EmailTarget
+from failover.notify_config import NotifyTarget
+from failover.notify_config import PagerDutyTarget
+from failover.notify_config import SlackTarget
+from failover.notify_config import WebhookTarget
 from providers.base import TransientError
 from providers.retry import call_with_retries
 
-EventName = Literal[
-    "failover",
-    "failover_failed",
-    "move",
-    "circuit_breaker",
-    "provider_blocked",
-    "backup_stale",
-    "quorum_lost",
-]
-EVENTS: tuple[EventName, ...] = (
-    "failover",
-    "failover_failed",
-    "move",
-    "circuit_breaker",
-    "provider_blocked",
-    "backup_stale",
-    "quorum_lost",
-)
-# The events that wake somebody up: PagerDuty's default, and the ones that open an
-# incident (resolved once the service is healthy again).
-PAGING: tuple[EventName, ...] = (
-    "failover_failed",
-    "circuit_breaker",
-    "quorum_lost",
-    "backup_stale",
-)
-INCIDENT: tuple[EventName, ...] = (*PAGING, "provider_blocked")
 TEST = "test"
-PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 USER_AGENT = "failover-notify/1"
-
-
-class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    name: str | None = Field(default=None, description="how the journal names it")
-    events: list[EventName] = Field(
-        default_factory=lambda: list(EVENTS), description="which events it gets"
-    )
-    timeout: Duration = Field(default=5.0, gt=0, le=60, description="per attempt")
-    retries: int = Field(default=2, ge=0, le=10, description="retries within one round")
-    retry_rounds: int = Field(
-        default=3, ge=0, le=100, description="later rounds a failed delivery is retried in"
-    )
-
-    @field_validator("url", check_fields=False)
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
-
-    def budget(self) -> float:
-        """The longest one delivery may take (attempts and the backoff between them)."""
-        return float(self.timeout) * (self.retries + 1) + min(5.0, 0.5 * 2.0**self.retries)
-
-
-class WebhookTarget(_Target):
-    type: Literal["webhook"]
-    url: str
-    secret: str | None = Field(
-        default=None, description="X-Failover-Signature: sha256=<HMAC-SHA256 of the body>"
-    )
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class SlackTarget(_Target):
-    type: Literal["slack"]
-    url: str = Field(description="the incoming webhook URL")
-
-
-class PagerDutyTarget(_Target):
-    type: Literal["pagerduty"]
-    routing_key: str = Field(min_length=1, description="the integration's routing key")
-    url: str = Field(default=PAGERDUTY_URL, description="Events API v2 endpoint")
-    events: list[EventName] = Field(default_factory=lambda: list(PAGING))
-
-
-class EmailTarget(_Target):
-    type: Literal["email"]
-    server: str = Field(description="host:port of the SMTP server (587: STARTTLS)")
-    sender: str = Field(alias="from", min_length=3)
-    to: list[str] = Field(min_length=1)
-    username: str | None = None
-    password: str | None = None
-    starttls: bool = Field(default=True, description="refuse to send unless STARTTLS works")
-    ca_file: str | None = Field(default=None, description="CA bundle of an internal relay")
-
-    @field_validator("server")
-    @classmethod
-    def _server(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not host:port")
-        return value
-
-    def address(self) -> tuple[str, int]:
-        host, _, port = self.server.rpartition(":")
-        return host.strip("[]"), int(port)
-
-
-class AppriseTarget(_Target):
-    type: Literal["apprise"]
-    urls: list[str] = Field(
-        min_length=1, description="Apprise URLs (pip install failover[apprise])"
-    )
-
-
-NotifyTarget = Annotated[
-    WebhookTarget | SlackTarget | PagerDutyTarget | EmailTarget | AppriseTarget,
-    Field(discriminator="type"),
-]
 
 
 @dataclass(frozen=True)
@@ -231,9 +126,12 @@ class _Transient(TransientError):
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> str:
+    url, login = split_login(url)
     request = urllib.request.Request(url, data=body, method="POST")
     for name, value in {"Content-Type": "application/json", "User-Agent": USER_AGENT}.items():
         request.add_header(name, value)
+    if login is not None:
+        request.add_header("Authorization", "Basic " + b64encode(login.encode()).decode())
     for name, value in headers.items():
         request.add_header(name, value)
     try:
@@ -249,9 +147,24 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> str
         raise _Transient(f"cannot reach {_host_of(url)}: {reason or type(exc).__name__}") from None
 
 
+def split_login(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and that part (percent-decoded, as
+    ``user:password`` for HTTP basic auth), or None when it has none."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    login = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=hostport)), login
+
+
 def _host_of(url: str) -> str:
-    # Never the whole URL: Slack's and many webhooks' URLs are the credential.
-    return urllib.parse.urlsplit(url).netloc or "the target"
+    # Never the whole URL (Slack's and many webhooks' URLs are the credential), nor
+    # its userinfo: the host and port only.
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return host or "the target"
 
 
 def _webhook(target: WebhookTarget, notice: Notice) -> str:
@@ -298,9 +211,12 @@ def _pagerduty(target: PagerDutyTarget, notice: Notice) -> str:
 
 def _email(target: EmailTarget, notice: Notice) -> str:
     message = EmailMessage()
-    message["Subject"] = notice.summary()[:200]
+    # One line: a reason may hold a line break, which a header cannot.
+    message["Subject"] = " ".join(notice.summary()[:200].split())
     message["From"] = target.sender
     message["To"] = ", ".join(target.to)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = message_id(notice, target.sender)
     message.set_content(
         notice.summary() + "\n\n" + json.dumps(notice.body(), indent=2, sort_keys=True) + "\n"
     )
@@ -335,6 +251,15 @@ def _email(target: EmailTarget, notice: Notice) -> str:
     return f"mail accepted by {host}:{port} for {len(target.to)} recipient(s)"
 
 
+def message_id(notice: Notice, sender: str) -> str:
+    """The same for every try of one notice (a retry is recognised as the same mail),
+    different for every notice: built from its key, at the sender's domain."""
+    domain = sender.rpartition("@")[2].strip(" >") or "failover.invalid"
+    if not notice.key:
+        return make_msgid(domain=domain)
+    return f"<{hashlib.sha256(notice.key.encode()).hexdigest()[:32]}@{domain}>"
+
+
 def _apprise(target: AppriseTarget, notice: Notice) -> str:
     try:
         import apprise  # type: ignore[import-not-found]
@@ -358,15 +283,15 @@ _SENDERS: dict[str, Any] = {
 }
 
 
-def wants(target: _Target, notice: Notice) -> bool:
-    """Does ``target`` take this notice? A resolve goes to PagerDuty only; a test
-    event to every target."""
-    if notice.action == "resolve":
-        return isinstance(target, PagerDutyTarget)
+def wants(target: BaseTarget, notice: Notice) -> bool:
+    """Does ``target`` take this notice? A resolve goes to PagerDuty (as the incident's
+    resolve) and to the targets that take ``resolved``; a test event to every target."""
+    if notice.action == "resolve" and isinstance(target, PagerDutyTarget):
+        return True
     return notice.event == TEST or notice.event in target.events
 
 
-def send(target: _Target, notice: Notice) -> str:
+def send(target: BaseTarget, notice: Notice) -> str:
     """Deliver one notice, retrying transient failures with backoff (bounded by
     ``retries`` and the target's budget). Returns what the target answered; raises
     :class:`DeliveryFailed` with the reason."""
@@ -381,6 +306,13 @@ def send(target: _Target, notice: Notice) -> str:
         )
     except _Transient as exc:
         raise DeliveryFailed(str(exc)) from None
+    except DeliveryFailed:
+        raise
+    except Exception as exc:
+        # Whatever a library raises on input nobody foresaw (http.client refuses a
+        # header value with a line break, smtplib an address): this target failed,
+        # and the caller goes on to the next one.
+        raise DeliveryFailed(f"cannot send: {type(exc).__name__}: {exc}") from None
     return result
 
 
@@ -388,6 +320,7 @@ __all__ = [
     "EVENTS",
     "INCIDENT",
     "PAGING",
+    "TEST",
     "AppriseTarget",
     "DeliveryFailed",
     "EmailTarget",
@@ -399,5 +332,6 @@ __all__ = [
     "pagerduty_event",
     "send",
     "signature",
+    "split_login",
     "wants",
 ]

@@ -44,6 +44,14 @@ def _where(active: Doc | None) -> str:
     )
 
 
+def _standby(host: Doc) -> str:
+    """The warm standby (``policy.standby: warm``): running, out of DNS."""
+    return (
+        f"{host['provider']} {host.get('address') or '(no address yet)'} (host "
+        f"{host['host_id']}, warm for generation {host.get('generation')}, out of DNS)"
+    )
+
+
 def _last_event(event: Doc) -> str:
     return f"{event['kind']} {event['status']} {event['finished_at'] or ''}"
 
@@ -67,6 +75,8 @@ def status_lines(doc: list[Doc]) -> list[str]:
             lines.append("  dns: no record")
         if s["last_event"]:
             lines.append(f"  last: {_last_event(s['last_event'])}")
+        if s.get("standby"):
+            lines.append(f"  standby: {_standby(s['standby'])}")
         lines.append(
             "  providers: "
             + ", ".join(f"{p['name']} ({p['type']}) {p['state']}" for p in s["providers"])
@@ -107,6 +117,8 @@ def _status_rows(s: Doc) -> list[tuple[str, str]]:
     ]
     if s["last_event"]:
         rows.append(("last", _last_event(s["last_event"])))
+    if s.get("standby"):
+        rows.append(("standby", _standby(s["standby"])))
     if s.get("data") is not None:
         rows.append(("data", data_summary(s["data"])))
     for p in s["providers"]:
@@ -156,12 +168,17 @@ def _account_lines(head: str, part: Doc) -> list[str]:
 
 
 def doctor_lines(report: Doc) -> list[str]:
-    """``doctor``: each provider and the DNS zone with its checks, then the warnings."""
+    """``doctor``: the state store, each provider, the DNS zone and each backup store
+    with its checks, then the warnings."""
     lines = []
+    if report.get("state"):
+        lines += _account_lines(f"state {report['state']['name']}", report["state"])
     for p in report["providers"]:
         lines += _account_lines(f"{p['name']} ({p['type']})", p)
     d = report["dns"]
     lines += _account_lines(f"dns {d['type']} zone {d['zone']}", d)
+    for st in report.get("stores", []):
+        lines += _account_lines(f"store {st['name']} ({st['type']})", st)
     for c in report.get("canaries", []):
         mark = "ok" if c.get("ok") else "FAILED"
         lines.append(f"canary {c.get('service')} {c.get('canary')}: {mark} {c.get('detail', '')}")

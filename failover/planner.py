@@ -50,13 +50,16 @@ def select(
     current: str | None,
     to: str | None,
     account: Callable[[str], AccountReport],
+    unfit: Callable[[str], str | None] = lambda name: None,
 ) -> Selection:
     """Order the providers a new host may go to.
 
     - ``deploy``: the priority list (or only ``to``), the current provider included.
     - ``failover``: the priority list without the provider that just lost the service.
     - ``move``/``drill``: exactly ``to``.
-    A provider whose account is blocked is listed, with the reason, and skipped.
+    A provider whose account is blocked, or that cannot take the service at all
+    (``unfit`` says why: it cannot restore the service's data), is listed, with the
+    reason, and skipped.
     """
     if to is not None:
         names = [to]
@@ -66,6 +69,10 @@ def select(
         names = list(priority)
     selection = Selection(kind, service, current)
     for name in names:
+        why = unfit(name)
+        if why is not None:
+            selection.candidates.append(Candidate(name, False, why))
+            continue
         report = account(name)
         if report.state == "blocked":
             selection.candidates.append(

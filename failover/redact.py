@@ -8,6 +8,7 @@ prints, every log line and every journal entry passes through :func:`redact`.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from typing import Any
 
 from providers.util import is_secret_name
@@ -19,6 +20,16 @@ _MIN_LEN = 4  # shorter values would redact ordinary words and numbers
 def register_secret(value: str) -> None:
     if value and len(value) >= _MIN_LEN:
         _SECRETS.add(value)
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of ``url`` must never be shown: the password of its ``user:password@``,
+    as written and percent-decoded."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, urllib.parse.unquote(password)] if password else []
 
 
 def register_environment() -> None:

@@ -114,6 +114,17 @@ def host_name(service: str, generation: int, provider: str, purpose: str = "serv
     return f"{service}-{suffix}-{provider}"
 
 
+def host_lines(
+    service: str, svc: ServiceConfig, stores: Sequence[StoreBase], purpose: str
+) -> tuple[str, ...]:
+    """The data engine's part of a new host's restore phase (engine pgbackrest)."""
+    if svc.data is None or svc.data.engine != "pgbackrest":
+        return ()
+    from failover.data.engines.pgconf import host_line
+
+    return (host_line(service, svc.data, stores, svc.port, purpose),)
+
+
 def host_spec(
     service: str,
     svc: ServiceConfig,
@@ -134,7 +145,7 @@ def host_spec(
         run=RunSpec(
             svc.run.command,
             tuple(svc.run.setup),
-            tuple(svc.run.restore),
+            tuple(svc.run.restore) + host_lines(service, svc, stores, purpose),
             dict(svc.run.env),
         ),
         purpose=purpose,

@@ -71,15 +71,15 @@ providers:
   - name: rented
     type: ssh                # machines you rent or own; needs the [ssh] extra (asyncssh)
     identity_file: ~/.ssh/failover   # the private key to log in with (default: the SSH agent)
-    # known_hosts: ~/.ssh/known_hosts   # for machines without host_key (@cert-authority ok)
+    known_hosts: ~/.ssh/known_hosts   # for machines without host_key (@cert-authority ok)
     # dir: ~/.failover       # hosts live under DIR/<service>/ in the login's home
     # supervisor: auto       # auto: systemd unit where systemd runs, else setsid + pid file
     machines:                # tried in order; one that already serves the service is skipped
       - address: 203.0.113.10          # where the service answers (probes, DNS)
         ssh: deploy@203.0.113.10:22    # how to reach it (default root@ADDRESS:22)
-        # pinned host key, never trusted on first use: `ssh-keyscan -p 22 203.0.113.10`,
-        # checked against the machine's own console before pasting it here
-        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithTheRealOne00"
+        # or its own pinned key, never trusted on first use: the line
+        # `ssh-keyscan -p 22 203.0.113.10` prints, checked against the machine's console
+        # host_key: "203.0.113.10 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."
   - name: own
     type: static             # the service already runs there: probed, DNS moved, nothing
     machines:                # started or stopped (fencing is by DNS only)

@@ -19,6 +19,7 @@ from failover.data import plane as data_plane
 from failover.engine import UNKNOWN
 from failover.engine import Engine
 from failover.engine import ServiceCheck
+from failover.publish import serve_pages
 from failover.redact import redact
 from failover.state import ServiceRow
 from failover.state import StateError
@@ -91,6 +92,9 @@ class Metrics:
         self._placed: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
         self.server, self.thread = start_http_server(port, addr=address, registry=r)
+        # `/` and `/status.json` beside `/metrics`: the last status page the engine made.
+        self.pages: Callable[[], tuple[bytes, bytes] | None] = lambda: None
+        serve_pages(self.server, lambda: self.pages())
 
     def _placement_metrics(self, r: Any) -> None:
         """Where each service lives, its generation, the providers' states, the last
@@ -112,7 +116,7 @@ class Metrics:
         )
         self.provider_state = Gauge(
             "failover_provider_state",
-            "1 for each provider's current account state (ok, blocked, ...)",
+            "1 for each provider's current account state (available, blocked, unknown)",
             ["provider", "state"],
             registry=r,
         )
@@ -122,6 +126,15 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.dns_repairs = Counter(
+            "failover_dns_repairs_total",
+            "DNS records set back to the active host (drift repairs), by DNS provider",
+            ["provider"],
+            registry=r,
+        )
+        from failover.watcher_metrics import WatcherMetrics
+
+        self.watchers = WatcherMetrics(r)
         self.notifications = Counter(
             "failover_notifications_total",
             "notification deliveries by target, event and result (sent, failed, gave_up)",
@@ -222,6 +235,10 @@ class Metrics:
             self.provider_state.labels(name, info["state"]).set(1)
             self._states[name] = info["state"]
 
+    def repaired(self, counts: dict[str, int]) -> None:
+        for provider, n in counts.items():
+            self.dns_repairs.labels(provider).inc(n)
+
     def delivered(self, event: str, target: str, result: str) -> None:
         self.notifications.labels(target, event, result).inc()
 
@@ -262,6 +279,9 @@ class Watcher:
         data_plane.background(engine)  # a long backup must not hold up the probes
         if self.metrics:
             engine.notifier.listeners.append(self.metrics.delivered)
+            engine.publisher.serving = True
+            self.metrics.pages = lambda: engine.publisher.latest
+            engine.publisher.request()
         due = {name: 0.0 for name in self.config.services}
         done = 0
         try:
@@ -281,6 +301,8 @@ class Watcher:
                         # UNKNOWN; the metrics must not end the watcher over it.
                         with contextlib.suppress(StateError):
                             self.metrics.publish(engine, results, took)
+                        self.metrics.repaired(engine.fanout().take_repairs())
+                        self.metrics.watchers.update(engine.watchers)
                     for n in names:
                         due[n] = now + self.config.services[n].health.interval
                     done += 1

@@ -19,6 +19,7 @@ single watcher always has.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -33,7 +34,6 @@ from typing import Any
 from failover.state import StateError
 from failover.state import now_iso
 from failover.state.gateway import KV
-from failover.state.gateway import b64
 from failover.state.gateway import created_at
 from failover.state.gateway import delete
 from failover.state.gateway import get_op
@@ -94,8 +94,17 @@ class Solo:
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         return True, ""
 
-    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+    def decide(self, service: str, row: ServiceRow, *, proof: bool = False) -> tuple[bool, str]:
         return True, ""
+
+    def hand_over(self, service: str, host_id: str) -> str | None:
+        return None
+
+    def held(self, service: str) -> str | None:
+        return None
+
+    def failed(self, service: str, signature: list[str] | None) -> None:
+        return None
 
     def document(self) -> list[dict[str, Any]] | None:
         return None
@@ -114,6 +123,8 @@ class Snapshot:
     members: dict[str, KV] = field(default_factory=dict)  # live (lease-bound)
     roster: dict[str, dict[str, Any]] = field(default_factory=dict)  # every one seen
     votes: dict[str, dict[str, KV]] = field(default_factory=dict)  # service -> watcher
+    # What each watcher sees of the candidate host an open run is bringing up.
+    cands: dict[str, dict[str, KV]] = field(default_factory=dict)  # service -> watcher
     leader: KV | None = None
 
 
@@ -129,6 +140,10 @@ class EtcdWatchers:
         self._stop = threading.Event()
         self.snap: Snapshot | None = None
         self.round_revision = 0
+        self.eligible = True
+        # service -> (host id, address) of the candidate an open run is bringing up, as
+        # the last settle_due read them: every watcher probes it and votes on it.
+        self.candidates: dict[str, tuple[str, str]] = {}
 
     def _k(self, *parts: str) -> str:
         return self.store.k("watch", *parts)
@@ -148,6 +163,8 @@ class EtcdWatchers:
                 snap.roster[parts[1]] = kv.json() or {}
             elif parts[0] == "vote" and len(parts) == 3:
                 snap.votes.setdefault(parts[1], {})[parts[2]] = kv
+            elif parts[0] == "cand" and len(parts) == 3:
+                snap.cands.setdefault(parts[1], {})[parts[2]] = kv
             elif parts == ["leader"]:
                 snap.leader = kv
         return snap
@@ -179,8 +196,16 @@ class EtcdWatchers:
         return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})
 
     def leads(self, snap: Snapshot | None = None) -> bool:
+        """Does the leader key name this watcher? By name, not by lease: another process
+        of the same watcher (a cron ``check`` before this one) is the same voice, and
+        its lead is this process's to use (issue 21: model seed 9001)."""
         snap = snap or self.snap
-        return bool(snap and snap.leader and snap.leader.value == self._leader_value())
+        return bool(snap and snap.leader and (snap.leader.json() or {}).get("name") == self.me.name)
+
+    def _lead_compare(self, snap: Snapshot) -> list[dict[str, Any]]:
+        """The leader key is still the one read (and it names this watcher)."""
+        assert snap.leader is not None
+        return [modified_at(snap.leader.key, snap.leader.mod_revision)]
 
     # ----------------------------------------------------------------- a round
 
@@ -219,10 +244,37 @@ class EtcdWatchers:
             mine[name] = vote
             if prev != vote or before is None or before.lease != self.lease:
                 ops.append(put(self._k("vote", name, self.me.name), vote, self.lease))
+        cands = self._candidate_votes(snap, rows, ops)
         member = {"location": self.me.location, "last_seen": now_iso(), "pid": os.getpid()}
         ops.append(put(self._k("member", self.me.name), member, self.lease))
         ops.append(put(self._k("roster", self.me.name), {**member, "sees": _sees(mine)}))
-        self._campaign(snap, mine, ops, member)
+        self._campaign(snap, mine, ops, member, cands)
+
+    def _candidate_votes(
+        self, snap: Snapshot, rows: dict[str, ServiceRow], ops: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Probe the candidates of open runs and vote on them: votes on a candidate are
+        votes too, so a leader that cannot see its own candidate hands the run over
+        instead of destroying a healthy host (issue 21)."""
+        due = {n: c for n, c in self.candidates.items() if n in rows}
+        seen = candidate_views(self.config, due)
+        mine: dict[str, dict[str, Any]] = {}
+        for name, (host_id, _) in due.items():
+            vote = {"location": self.me.location, "host_id": host_id, "sees": seen[name]}
+            mine[name] = vote
+            before = snap.cands.get(name, {}).get(self.me.name)
+            if before is None or before.json() != vote or before.lease != self.lease:
+                ops.append(put(self._k("cand", name, self.me.name), vote, self.lease))
+        for name, votes in snap.cands.items():
+            if name not in mine and self.me.name in votes:
+                ops.append(delete(self._k("cand", name, self.me.name)))
+                votes.pop(self.me.name)
+        for name, vote in mine.items():
+            key = self._k("cand", name, self.me.name)
+            snap.cands.setdefault(name, {})[self.me.name] = KV(
+                key, json.dumps(vote), 0, 0, self.lease
+            )
+        return mine
 
     def _campaign(
         self,
@@ -230,14 +282,17 @@ class EtcdWatchers:
         mine: dict[str, dict[str, Any]],
         ops: list[dict[str, Any]],
         member: dict[str, Any],
+        cands: dict[str, dict[str, Any]],
     ) -> None:
         leader = self._k("leader")
-        minority = self._minority(snap, mine)
-        if minority:
-            compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
-                        "value": b64(self._leader_value())}]  # fmt: skip
+        minority = self._minority(snap, mine, cands)
+        self.eligible = not minority
+        if minority and self.leads(snap):
+            compare = self._lead_compare(snap)
             ok, responses, revision = self.gw.txn(compare, [*ops, delete(leader)], ops)
             snap.leader = None if ok else snap.leader
+        elif minority:
+            _, responses, revision = self.gw.txn([], ops)
         else:
             ok, responses, revision = self.gw.txn(
                 [created_at(leader, 0)],
@@ -249,9 +304,24 @@ class EtcdWatchers:
             else:
                 found = range_kvs(responses[-1])
                 snap.leader = found[0] if found else None
+                revision = self._rebind(snap, revision)
         self.round_revision = revision
         self._merge(snap, mine, member, revision)
         self.snap = snap
+
+    def _rebind(self, snap: Snapshot, revision: int) -> int:
+        """An earlier process of this watcher left the lead on its own lease: bind it to
+        this one's, so it lives as long as this process does."""
+        if not (self.leads(snap) and snap.leader and snap.leader.lease != self.lease):
+            return revision
+        value = json.loads(self._leader_value())
+        key = self._k("leader")
+        ok, _, rebound = self.gw.txn(self._lead_compare(snap), [put(key, value, self.lease)])
+        if ok:
+            snap.leader = KV(key, self._leader_value(), snap.leader.create_revision, rebound,
+                             self.lease)  # fmt: skip
+            return rebound
+        return revision
 
     def _merge(
         self,
@@ -279,7 +349,7 @@ class EtcdWatchers:
         """The locations that see ``service`` up, down (``fall`` rounds running) or
         cannot tell; a vote about an older generation's host counts as unknown."""
         fall = self.config.services[service].health.fall
-        out: dict[str, set[str]] = {"up": set(), "down": set(), "unknown": set()}
+        out: dict[str, set[str]] = {"up": set(), "down": set(), "failing": set(), "unknown": set()}
         for name, kv in snap.votes.get(service, {}).items():
             if name not in snap.members:
                 continue
@@ -292,6 +362,11 @@ class EtcdWatchers:
             if sees in out:
                 out[sees].add(str(vote.get("location")))
         return out
+
+    def counts(self, snap: Snapshot, service: str) -> dict[str, int]:
+        """How many live locations see ``service`` each way (the metrics)."""
+        views = self._views(snap, service)
+        return {view: len(locations) for view, locations in views.items()}
 
     def needed(self, snap: Snapshot | None = None) -> int:
         """``watchers.quorum``, or a majority of the live watchers' locations."""
@@ -309,18 +384,46 @@ class EtcdWatchers:
                 found.add(str(location))
         return found
 
-    def _minority(self, snap: Snapshot, mine: dict[str, dict[str, Any]]) -> bool:
-        """Does this watcher's own view disagree with a quorum of locations?"""
+    def _minority(
+        self,
+        snap: Snapshot,
+        mine: dict[str, dict[str, Any]],
+        cands: dict[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Does this watcher's own view (of a service, or of the candidate an open run
+        brings up) differ from what a quorum of other locations agree on? Then it may
+        not lead: that includes "cannot tell" against a quorum that can, and a watcher
+        that could probe nothing at all."""
         need = self.needed(snap)
         for name, vote in mine.items():
             others = Snapshot(snap.members, snap.roster, {name: dict(snap.votes.get(name, {}))})
             others.votes[name].pop(self.me.name, None)
             views = self._views(others, name, vote["generation"])
-            if vote["sees"] != "up" and len(views["up"] - {self.me.location}) >= need:
-                return True
-            if vote["sees"] == "up" and len(views["down"] - {self.me.location}) >= need:
+            for view in ("up", "down"):
+                if vote["sees"] != view and len(views[view] - {self.me.location}) >= need:
+                    return True
+        for name, vote in (cands or {}).items():
+            agree = self._candidate_seen(snap, name, str(vote["host_id"]), "up")
+            if vote["sees"] != "up" and len(agree) >= need:
                 return True
         return bool(mine) and all(v["sees"] == "unknown" for v in mine.values())
+
+    def _candidate_seen(self, snap: Snapshot, service: str, host_id: str, view: str) -> set[str]:
+        """The other live locations whose vote on candidate ``host_id`` is ``view``."""
+        found = set()
+        for name, kv in snap.cands.get(service, {}).items():
+            vote = kv.json() or {}
+            if name in snap.members and vote.get("host_id") == host_id and vote["sees"] == view:
+                found.add(str(vote.get("location")))
+        return found - {self.me.location}
+
+    def _eligible(self, snap: Snapshot) -> bool:
+        """May this watcher act, judged by the votes it wrote last round?"""
+        mine = {s: v[self.me.name].json() or {} for s, v in snap.votes.items()
+                if self.me.name in v and self.me.name in snap.members}  # fmt: skip
+        cands = {s: v[self.me.name].json() or {} for s, v in snap.cands.items()
+                 if self.me.name in v and self.me.name in snap.members}  # fmt: skip
+        return not self._minority(snap, mine, cands)
 
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         """Do enough locations see ``service`` down? The provider's word is proof
@@ -333,10 +436,11 @@ class EtcdWatchers:
         says += f": {', '.join(down)})" if down else ")"
         return proof or len(down) >= need, says
 
-    def decide(self, service: str, row: ServiceRow) -> tuple[bool, str]:
+    def decide(self, service: str, row: ServiceRow, *, proof: bool = False) -> tuple[bool, str]:
         """Commit the decision to fail ``service`` over, in one transaction that checks
-        the leader key is ours, the votes counted are unchanged and the generation is
-        the one probed. False (and who acts instead) when any of them moved."""
+        the leader key is ours, the votes counted are unchanged (unless the provider's
+        word, ``proof``, decided: it needs no votes) and the generation is the one
+        probed. False (and who acts instead) when any of them moved."""
         snap = self.snap or self.read()
         if not self.leads(snap):
             who = (snap.leader.json() or {}) if snap.leader else {}
@@ -344,10 +448,9 @@ class EtcdWatchers:
                 return False, f"watcher {who.get('name')} ({who.get('location')}) acts"
             return False, "no watcher leads yet (the next round elects one)"
         counted = snap.votes.get(service, {})
-        leader = self._k("leader")
-        compare = [{"key": b64(leader), "target": "VALUE", "result": "EQUAL",
-                    "value": b64(self._leader_value())}]  # fmt: skip
-        compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
+        compare = self._lead_compare(snap)
+        if not proof:
+            compare += [modified_at(kv.key, kv.mod_revision) for kv in counted.values()]
         compare.append(self.store.generation_compare(service, row.generation))
         decision = {
             "leader": self.me.name,
@@ -375,13 +478,93 @@ class EtcdWatchers:
         )
         snap = self._parse(range_kvs(responses[0]))
         self.snap = self.snap or snap
-        if not (snap.leader is None or self.leads(snap)):
+        hosts = [kv.json() or {} for kv in range_kvs(responses[2])]
+        self.candidates = {
+            str(h["service"]): (str(h["host_id"]), str(h["address"]))
+            for h in hosts
+            if h.get("role") == "candidate" and h.get("address")
+        }
+        # Nobody leads (a leader handed a run over, or died): only a watcher that can
+        # see what the others see picks the run up, never the one that handed it over.
+        if not (self.leads(snap) or (snap.leader is None and self._eligible(snap))):
             return []
         due = {kv.key.split("/")[-2] for kv in range_kvs(responses[1])}
         leftover = ("fence", "candidate", "drill")
-        due.update(str((kv.json() or {}).get("service")) for kv in range_kvs(responses[2])
-                   if (kv.json() or {}).get("role") in leftover)  # fmt: skip
+        due.update(str(h.get("service")) for h in hosts if h.get("role") in leftover)
         return [name for name in services if name in due]
+
+    def hand_over(self, service: str, host_id: str) -> str | None:
+        """The candidate ``host_id`` did not get ready as this watcher sees it: when a
+        quorum of other locations sees it healthy, the fault is this watcher's. It then
+        votes "cannot tell" on the candidate and gives up the lead in one transaction,
+        and the run is left for a watcher that can see (None: it is the candidate's
+        fault after all, destroy it)."""
+        snap = self.read()
+        healthy = self._candidate_seen(snap, service, host_id, "up")
+        need = self.needed(snap)
+        if len(healthy) < need:
+            return None
+        vote = {"location": self.me.location, "host_id": host_id, "sees": "unknown"}
+        mine = snap.members.get(self.me.name)
+        lease = self.lease or (mine.lease if mine else 0)  # a run's sibling engine has none
+        ops = [put(self._k("cand", service, self.me.name), vote, lease)]
+        compare = []
+        if snap.leader is not None and (snap.leader.json() or {}).get("name") == self.me.name:
+            compare = [modified_at(snap.leader.key, snap.leader.mod_revision)]
+            ops.append(delete(snap.leader.key))
+        self.gw.txn(compare, ops)
+        self.snap = None
+        return (
+            f"{len(healthy)} other location(s) see the candidate {host_id} healthy "
+            f"(quorum {need}: {', '.join(sorted(healthy))}) while this watcher cannot: it "
+            "gives up the lead and leaves the run to a watcher that can see"
+        )
+
+    # ----------------------------------------------------------------- repeats
+
+    def _others(self, snap: Snapshot, service: str) -> list[list[str]]:
+        """What the other live watchers see of ``service`` and of its candidate."""
+        found = set()
+        for kind, votes in (("service", snap.votes), ("candidate", snap.cands)):
+            for name, kv in votes.get(service, {}).items():
+                if name != self.me.name and name in snap.members:
+                    vote = kv.json() or {}
+                    found.add((kind, str(vote.get("location")), str(vote.get("sees"))))
+        return [list(x) for x in sorted(found)]
+
+    def failed(self, service: str, signature: list[str] | None) -> None:
+        """Remember how a failover of ``service`` failed (its candidates and the steps
+        they failed at) and what the others saw meanwhile; None: it succeeded."""
+        key = self._k("failed", service)
+        if signature is None:
+            self.gw.txn([], [delete(key)])
+            return
+        view = self._others(self.read(), service)
+        if not view:  # alone: no other view to wait for a change in, as with one watcher
+            self.gw.txn([], [delete(key)])
+            return
+        kv = self.gw.get(key)
+        before = (kv.json() or {}) if kv else {}
+        same = before.get("signature") == signature and before.get("view") == view
+        count = int(before.get("count", 0)) + 1 if same else 1
+        record = {"signature": signature, "view": view, "count": count, "at": now_iso()}
+        self.gw.txn([], [put(key, record)])
+
+    def held(self, service: str) -> str | None:
+        """A failover that failed the same way on the same candidates twice, while the
+        other watchers' view did not change, is not tried a third time: whatever made
+        it fail is still there, and each try costs a ``ready_timeout`` of outage."""
+        kv = self.gw.get(self._k("failed", service))
+        record = (kv.json() or {}) if kv else {}
+        if int(record.get("count", 0)) < 2:
+            return None
+        if record.get("view") != self._others(self.snap or self.read(), service):
+            return None
+        return (
+            f"the failover failed twice the same way ({', '.join(record['signature'])}) "
+            "while the other watchers' view stayed the same; not tried again until it "
+            f"changes (or move it by hand: `failover move {service} --to PROVIDER`)"
+        )
 
     # ----------------------------------------------------------------- documents
 
@@ -456,6 +639,27 @@ class EtcdWatchers:
                 "deciding; run three members in three places"
             )
         return out
+
+
+def candidate_views(config: Config, due: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """``up``, ``down`` or ``unknown`` for each candidate host (service -> (id, address)),
+    probed as ``verify`` probes it: out of DNS, so without the dns probe."""
+    from failover.config import TcpProbe
+    from failover.probes import Target
+    from failover.probes import probe_round
+
+    if not due:
+        return {}
+    targets = []
+    for name, (_, address) in due.items():
+        svc = config.services[name]
+        health = svc.health.model_copy(update={"dns": None})
+        if not (health.http or health.tcp or health.tls):
+            health = health.model_copy(update={"tcp": TcpProbe()})
+        targets.append(Target(name, address, svc.port, svc.domain, health))
+    budget = min(t.health.interval for t in targets)
+    found = asyncio.run(probe_round(targets, budget=budget))
+    return {name: own_view(res, None, True) for name, res in zip(due, found, strict=True)}
 
 
 def _sees(mine: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -29,9 +29,6 @@ T = TypeVar("T")
 _ENDPOINT = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
 )
-# What a pinned key looks like, checked when the config loads (asyncssh parses it for real
-# when a machine is reached): an optional marker, a key type, base64.
-HOST_KEY = re.compile(r"^(@cert-authority\s+)?[a-z0-9@.-]+\s+[A-Za-z0-9+/]+={0,3}(\s+\S.*)?$")
 
 
 class HostKeyMismatch(ProviderError):
@@ -355,11 +352,19 @@ SUPERVISE = """\
 # Detached from the SSH session (its own session, or a systemd unit): writes its pid,
 # runs the host's script and records how it ended, as the local provider does.
 cd "$(dirname "$0")" || exit 1
+# What the supervisor writes is for the service's owner only (issue 21); the service
+# itself runs with the umask it was given.
+given=$(umask)
+umask 077
 echo $$ > pid.new && mv pid.new pid
+touch log phase && chmod 600 log phase
 . ./env
 cd root || exit 1
+umask "$given"
 /bin/sh ../run.sh >> ../log 2>&1 < /dev/null
-echo $? > ../exit
+status=$?
+umask 077
+echo $status > ../exit
 """
 
 _ALIVE = """\
@@ -413,6 +418,7 @@ def parse_statuses(text: str, count: int) -> list[dict[str, str]]:
 START = """\
 cd {dir} || exit 10
 rm -f pid exit phase stopped supervisor
+touch log && chmod 600 log
 pref={pref}
 unit={unit}
 mode=pidfile

@@ -381,6 +381,14 @@ class DnsSettings(BaseModel):
     type: str
     zone: str
     ttl: int = 30
+    #: Unique among the file's DNS providers (section 12); a single mapping is named
+    #: after its type.
+    name: str = Field(default="", description="this DNS provider's name; default: its type")
+    vendor: str | None = Field(
+        default=None,
+        description="the company that runs it, when not the backend's own (doctor warns "
+        "when every provider of a zone is one company)",
+    )
 
 
 class RetryingDnsSettings(DnsSettings):
@@ -504,6 +512,13 @@ class ComputeProvider(ABC):
     # thread-safe and made under a lock): the parallel moves of a round then share it
     # instead of each building its own clients (a boto3 session costs ~25 MB and 0.15 s).
     shared_across_threads: ClassVar[bool] = False
+    # True when a CapacityError speaks for one service only (a list of machines: none
+    # serves, or is free for, that service): the round's other moves still try it.
+    capacity_per_service: ClassVar[bool] = False
+    # False when a new host can take no backup in: it neither runs commands
+    # (exec_on_host) nor boots an image that restores itself. The planner then skips it
+    # for a service with `data:` (a move there could only start the service empty).
+    restores_data: ClassVar[bool] = True
 
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """:meth:`get_host` for several ids, in one call where the platform can (set
@@ -592,6 +607,16 @@ class RecordChange(NamedTuple):
     expect: list[str] | None
 
 
+def txt_strings(values: Sequence[str]) -> list[str]:
+    """TXT values without the quotes some backends answer them in (RFC 1035's form)."""
+    out = []
+    for value in values:
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out.append(value)
+    return sorted(out)
+
+
 class DnsProvider(ABC):
     """Base class for DNS backends. ``set_record`` is one atomic replace of the record
     set, never delete-then-create; with ``expect`` it refuses (``ConflictError``) when the
@@ -624,7 +649,7 @@ class DnsProvider(ABC):
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         self.settings = as_settings(self.Settings, settings)
         self.context = context
-        self.name = f"dns:{settings.type}"
+        self.name = f"dns:{settings.name or settings.type}"
 
     @abstractmethod
     def get_record(self, name: str, rtype: str = "A") -> Record | None:
@@ -681,6 +706,19 @@ class DnsProvider(ABC):
             except ProviderError as exc:
                 out.append(exc)
         return out
+
+    def get_txt(self, name: str) -> list[str] | None:
+        """The TXT record set ``name`` as its strings, unquoted whatever the backend's
+        own form (an ACME DNS-01 challenge reads back what it wrote); None: absent."""
+        record = self.get_record(name, "TXT")
+        return None if record is None else txt_strings(record.values)
+
+    def set_txt(
+        self, name: str, values: Sequence[str], ttl: int, *, expect: Sequence[str] | None = None
+    ) -> list[str]:
+        """:meth:`set_record` for a TXT set of plain strings (no spaces or quotes:
+        challenge tokens); ``[]`` removes it. The same conditions as any record."""
+        return txt_strings(self.set_record(name, "TXT", values, ttl, expect=expect).values)
 
     @abstractmethod
     def check(self) -> AccountReport:

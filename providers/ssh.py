@@ -32,7 +32,6 @@ from pydantic import Field
 from pydantic import field_validator
 from pydantic import model_validator
 
-from providers._ssh import HOST_KEY
 from providers._ssh import START
 from providers._ssh import STATUS
 from providers._ssh import STOP
@@ -62,6 +61,7 @@ from providers.base import ProviderContext
 from providers.base import ProviderError
 from providers.base import ProviderSettings
 from providers.base import TransientError
+from providers.ssh_hostkey import normalize_host_key
 from providers.util import answers
 from providers.util import run_script
 
@@ -86,12 +86,7 @@ class SshMachine(BaseModel):
     @field_validator("host_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not HOST_KEY.match(value.strip()):
-            raise ValueError(
-                "expected a public key line such as 'ssh-ed25519 AAAAC3Nza...' "
-                "(what `ssh-keyscan HOST` prints after the host name)"
-            )
-        return value
+        return None if value is None else normalize_host_key(value)
 
 
 class SshSettings(ProviderSettings):
@@ -355,6 +350,7 @@ class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
         return host if host is not None and host.id == host_id else None
 
     batches_lookups = True
+    capacity_per_service = True
 
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """A round's look-up: one script per machine for all the hosts asked about

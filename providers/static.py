@@ -70,6 +70,8 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
     # The records file is the only thing that changes, and every read-modify-write of
     # it holds its flock (parallel moves of one round adopt and release at once).
     shared_across_threads = True
+    # Nothing is copied onto a machine kept by hand: a service with `data:` cannot go there.
+    restores_data = False
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
@@ -176,6 +178,7 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         return self._host(record) if record else None
 
     batches_lookups = True
+    capacity_per_service = True
 
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """A round's look-up: one read of the records for every host, no connection."""

@@ -130,7 +130,7 @@ def etcd_state(cluster: EtcdCluster, **extra: object) -> dict[str, object]:
         "backend": "etcd",
         "endpoints": cluster.endpoints,
         "prefix": f"/failover-test-{uuid.uuid4().hex[:8]}/",
-        "lease_ttl": "3s",
+        "lease_ttl": "10s",  # long: a loaded machine must not let a live lease lapse
         "timeout": "1s",
         **extra,
     }

@@ -48,10 +48,11 @@ def test_deploy_then_kill_moves_to_second_provider(project: Path) -> None:
     config = deployed(project)
     status = failover_json("status", config=config)["services"][0]
     assert status["active"]["provider"] == "alpha"
-    assert status["health"]["state"] == "up"
+    assert status["health"]["state"] == "unknown"  # no round has run yet (issue 21)
     assert dns_values(config) == [status["active"]["address"]]
     first = check = failover("check", config=config)
     assert check.returncode == 0, check.stdout + check.stderr
+    assert failover_json("status", config=config)["services"][0]["health"]["state"] == "up"
     assert check.stdout.startswith("FAILOVER OK - web healthy on alpha (")
     assert "| latency=" in check.stdout
 

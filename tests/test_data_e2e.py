@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from failover import config as cfg
-from failover.data.backup import chunk_key
 from failover.data.backup import list_backups
+from failover.data.backup import stored_key
 from failover.data.plane import plane
 from failover.data.plane import take_backup
 from failover.engine import Engine
@@ -124,9 +124,9 @@ def rows(db: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT id, at FROM visits ORDER BY id").fetchall()
 
 
-def cut_off(engine: Engine, provider: str) -> None:
+def cut_off(engine: Engine, provider: str, service: str = "web") -> None:
     """The provider suspends the account and the host dies (kill + suspend)."""
-    active = engine.store.service("web").active
+    active = engine.store.service(service).active
     assert active is not None and active["provider"] == provider
     root = engine.config.state_dir / "local" / provider  # type: ignore[operator]
     (root / "SUSPENDED").write_text("closed\n")
@@ -171,16 +171,20 @@ def test_data_survives_the_loss_of_its_provider(world: Any, project: Path, bucke
     assert f"restored backup {taken['id']} from store offsite" in detail
     assert "sha256 verified" in detail
 
-    # Write on beta, back up, lose the first store; move back: the next store serves.
+    # Write on beta, back up, lose the first store, write again; move back: the move's
+    # final backup from beta goes to the store left, and nothing written is lost.
     assert visit(engine) == 4
-    second = take_backup(engine, "web")
+    take_backup(engine, "web")
     shutil.rmtree(project / "offsite")
+    assert visit(engine) == 5
     (engine.config.state_dir / "local/alpha/SUSPENDED").unlink()  # type: ignore[operator]
     engine = world(conf)  # a later command: alpha answers again
     moved = engine.run("web", "move", reason="test", to="alpha")
     assert moved.ok, moved.message
-    assert visits(engine) == 4
-    assert f"restored backup {second['id']} from store s3-dr" in step(engine, "move")
+    assert visits(engine) == 5
+    final = re.search(r"final backup (\S+) taken from the old host", step(engine, "move"))
+    assert final, step(engine, "move")
+    assert f"restored backup {final.group(1)} from store s3-dr" in step(engine, "move")
 
 
 def test_a_flipped_byte_is_refused_and_the_previous_backup_restored(
@@ -195,7 +199,7 @@ def test_a_flipped_byte_is_refused_and_the_previous_backup_restored(
     store = plane(engine).store("offsite")
     (newest, _older) = list_backups(store, "web")
     assert newest.id == second["id"]
-    key = newest.key(chunk_key(0))
+    key = stored_key(newest, 0)
     damaged = bytearray(store.get(key))
     damaged[len(damaged) // 2] ^= 0x20
     store.put(key, bytes(damaged))
@@ -220,8 +224,10 @@ def test_a_wrong_key_is_a_clear_error_naming_store_and_backup(world: Any, projec
     assert engine.run("web", "deploy", reason="test", to="alpha").ok
     visit(engine)
     taken = take_backup(engine, "web")
-    stored = (project / "offsite").rglob("chunk-*")
-    assert all(b"INSERT" not in p.read_bytes() for p in stored)  # sealed before it left
+    stored = (project / "offsite").rglob("*")
+    assert all(
+        b"INSERT" not in p.read_bytes() for p in stored if p.is_file()
+    )  # sealed before it left
 
     other = world(data_config(project, None, encryption_key="another-key-9876543210"))
     outcome = other.drill("web", "beta")
@@ -232,7 +238,7 @@ def test_a_wrong_key_is_a_clear_error_naming_store_and_backup(world: Any, projec
 
 
 def test_an_upload_killed_halfway_is_never_restored(world: Any, project: Path) -> None:
-    # The second backup writes 9 MB (three chunks' worth) and then hangs: the watcher is
+    # The second backup writes 9 MB (many chunks' worth) and then hangs: the watcher is
     # killed with chunks stored and no manifest.
     conf = data_config(project, None)
     engine = world(conf)
@@ -240,7 +246,7 @@ def test_an_upload_killed_halfway_is_never_restored(world: Any, project: Path) -
     visit(engine)
     good = take_backup(engine, "web")
     conf["services"]["web"]["data"]["backup"] = (
-        "head -c 9000000 /dev/zero; sleep 60"  # more than two chunks, then hangs
+        "head -c 9000000 /dev/urandom; sleep 60"  # many chunks, then hangs
     )
     path = write_config(project, conf, "killed.yaml")
     proc = subprocess.Popen(
@@ -252,15 +258,16 @@ def test_an_upload_killed_halfway_is_never_restored(world: Any, project: Path) -
     )
     try:
         wait_for(
-            lambda: len(list((project / "offsite").rglob("chunk-*"))) >= 3,
+            lambda: len(list((project / "offsite/_dedup/web/chunks").glob("*"))) >= 3,
             timeout=30,
             what="the upload to start",
         )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    leftovers = [p for p in (project / "offsite/web").iterdir() if p.name != good["id"]]
-    assert leftovers and not (leftovers[0] / "manifest.json").exists()
+    # Its chunks and its marker are left (collected once the marker expires); no manifest.
+    assert [p.name for p in (project / "offsite/web").iterdir()] == [good["id"]]
+    assert list((project / "offsite/_dedup/web/writing").iterdir())
     outcome = engine.drill("web", "beta")
     assert outcome.ok, outcome.message
     assert f"restored backup {good['id']}" in step(engine, "drill")
@@ -279,14 +286,30 @@ def test_cli_backup_and_backups(project: Path) -> None:
         proc = run("backup", "--json")
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
-        assert set(doc) == {"service", "id", "taken_at", "bytes", "sha256", "stores"}
+        assert set(doc) == {
+            "service",
+            "id",
+            "taken_at",
+            "bytes",
+            "sha256",
+            "stores",
+            "new_bytes",
+            "chunks",
+        }
         assert doc["stores"] == {"offsite": "ok"} and doc["bytes"] > 0
         listed = json.loads(run("backups", "--json").stdout)
         assert [b["id"] for b in listed["backups"]] == [doc["id"]]
         assert listed["backups"][0]["stores"] == ["offsite"]
+        # Issue 26's figures: what the backup added, its chunks, what the store holds.
+        assert doc["new_bytes"] > 0 and doc["chunks"] >= 1
+        assert {k: listed["backups"][0][k] for k in ("new_bytes", "chunks")} == {
+            "new_bytes": doc["new_bytes"],
+            "chunks": doc["chunks"],
+        }
         status = json.loads(run("status", "--json").stdout)["services"][0]
         assert status["data"]["last_backup"]["id"] == doc["id"]
         assert status["data"]["stores"]["offsite"]["ok"] is True
+        assert status["data"]["stores"]["offsite"]["bytes"] >= doc["new_bytes"]
         text = run("backups").stdout
         assert doc["id"] in text and "key-from-the-environment" not in text
         assert f"data: last backup {doc['id']}" in run("status").stdout

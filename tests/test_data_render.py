@@ -61,7 +61,7 @@ def config(
             "type": "azureblob",
             "account_url": "https://acme.blob.core.windows.net",
             "container": "drc",
-            "connection_string": "AccountKey=not-for-hosts-0000",
+            "connection_string": "AccountName=acme;AccountKey=not-for-hosts-0000",
         },
     ]
     return cfg.load(write_config(tmp, conf), tmp / ".failover")
@@ -193,7 +193,7 @@ def test_the_restore_step_on_a_host_that_runs_no_commands(tmp_path: Path) -> Non
     host's own restore at boot, or refuses the candidate when the host cannot reach any
     store (or the backups are encrypted)."""
     from failover.data.backup import BackupWriter
-    from failover.data.plane import restore
+    from failover.data.recover import restore
 
     conf = config(tmp_path)
     conf.providers.append(

@@ -20,10 +20,12 @@ from failover.data.backup import BackupWriter
 from failover.data.backup import Corrupt
 from failover.data.backup import Sealer
 from failover.data.backup import WrongKey
-from failover.data.backup import chunk_key
+from failover.data.backup import collect
 from failover.data.backup import copy
 from failover.data.backup import list_backups
 from failover.data.backup import prune
+from failover.data.backup import scan
+from failover.data.backup import stored_key
 from failover.data.settings import AzureBlobStoreSettings
 from failover.data.settings import DirStoreSettings
 from failover.data.settings import GcsStoreSettings
@@ -155,24 +157,26 @@ def test_backup_roundtrip_with_and_without_a_key(store: Store) -> None:
     data = os.urandom(5500)
     plain = backup(store, data)
     sealed = backup(store, data, key="k" * 32)
-    assert len(plain.chunks) == 6 and plain.length == 5500
+    assert len(plain.chunks) >= 2 and plain.length == 5500  # cut by content, ~1000 bytes
     assert plain.sha256 == hashlib.sha256(data).hexdigest()
-    found = list_backups(store, "web")
-    assert [m.id for m in found] == sorted([plain.id, sealed.id], reverse=True)
+    # Each is listed only where it verifies: with its key, or without one.
+    assert [m.id for m in list_backups(store, "web")] == [plain.id]
+    assert [m.id for m in list_backups(store, "web", Sealer("k" * 32))] == [sealed.id]
+    assert sealed.sha256 != hashlib.sha256(data).hexdigest()  # keyed: nothing to test guesses
     assert read_all(store, plain) == data
     assert read_all(store, sealed, "k" * 32) == data
     # Sealed chunks are not the plain text.
-    assert store.get(sealed.key(chunk_key(0))) != data[:1000]
+    assert data[:1000] not in store.get(stored_key(sealed, 0))
 
 
 def test_a_flipped_byte_is_detected(tmp_path: Path) -> None:
     store = make_store("dir", tmp_path)
     manifest = backup(store, os.urandom(3000))
-    key = manifest.key(chunk_key(1))
+    key = stored_key(manifest, 0)
     stored = bytearray(store.get(key))
     stored[10] ^= 0x01
     store.put(key, bytes(stored))
-    with pytest.raises(Corrupt, match=f"backup {manifest.id} in store d: chunk 1 does not match"):
+    with pytest.raises(Corrupt, match=f"backup {manifest.id} in store d: chunk 0 does not match"):
         read_all(store, manifest)
 
 
@@ -181,10 +185,10 @@ def test_a_sealed_chunk_changed_together_with_its_checksum_fails_authentication(
 ) -> None:
     store = make_store("dir", tmp_path)
     manifest = backup(store, os.urandom(3000), key="k" * 32)
-    stored = bytearray(store.get(manifest.key(chunk_key(0))))
+    stored = bytearray(store.get(stored_key(manifest, 0)))
     stored[20] ^= 0x80
-    store.put(manifest.key(chunk_key(0)), bytes(stored))
-    manifest.chunks[0][1] = hashlib.sha256(stored).hexdigest()
+    # A chunk's checksum is its name (its address): only the seal can tell.
+    store.put(stored_key(manifest, 0), bytes(stored))
     with pytest.raises(Corrupt, match="chunk 0 fails authentication"):
         read_all(store, manifest, "k" * 32)
 
@@ -204,15 +208,23 @@ def test_an_upload_cut_before_its_manifest_is_not_a_backup(tmp_path: Path) -> No
     store = make_store("dir", tmp_path)
     good = backup(store, b"x" * 2500)
     writer = BackupWriter("web", [store], Sealer(None), chunk_size=1000)
-    writer.write(b"y" * 2500)
-    writer._drain()  # two chunks stored, then the upload dies: no finish()
-    assert len(store.list(f"web/{writer.manifest.id}/")) == 2
+    writer.write(os.urandom(2500))
+    for plain in writer._cutter.end():
+        writer._emit(plain)
+    writer._drain()  # the chunks stored, then the upload dies: no finish()
+    left = [stored_key(writer.manifest, i) for i in range(len(writer.manifest.chunks))]
+    assert left and all(store.list(key) == [key] for key in left)
     assert [m.id for m in list_backups(store, "web")] == [good.id]
-    # Once a newer complete backup exists, prune removes the leftovers.
+    # Its marker keeps them while it may still be running; once it expired, collection
+    # removes the leftovers and nothing of the complete backups.
     newer = backup(store, b"z")
-    prune(store, "web", 5, list_backups(store, "web"))
-    assert store.list(f"web/{writer.manifest.id}/") == []
+    prune(store, "web", 5, scan(store, "web", Sealer(None)))
+    assert collect(store, "web", Sealer(None)) == []
+    writer._release()  # what its expiry does
+    assert len(collect(store, "web", Sealer(None))) == len(set(left))
+    assert all(store.list(key) == [] for key in left)
     assert {m.id for m in list_backups(store, "web")} == {good.id, newer.id}
+    assert read_all(store, good) == b"x" * 2500 and read_all(store, newer) == b"z"
 
 
 def test_truncated_stream_is_detected(tmp_path: Path) -> None:
@@ -226,7 +238,7 @@ def test_truncated_stream_is_detected(tmp_path: Path) -> None:
 def test_keep_removes_the_oldest_manifest_first(tmp_path: Path) -> None:
     store = make_store("dir", tmp_path)
     ids = [backup(store, bytes([i]) * 1500).id for i in range(4)]
-    removed = prune(store, "web", 2, list_backups(store, "web"))
+    removed = prune(store, "web", 2, scan(store, "web", Sealer(None)))
     assert sorted(removed) == sorted(ids[:2])
     assert [m.id for m in list_backups(store, "web")] == sorted(ids[2:], reverse=True)
     assert all(not k.startswith(f"web/{ids[0]}/") for k in store.list("web/"))
@@ -260,17 +272,18 @@ def test_replication_copies_the_backup_as_stored(kind: str, tmp_path: Path) -> N
     target = make_store(kind, tmp_path)
     data = os.urandom(2200)
     manifest = backup(source, data, key="k" * 20)
-    copy(manifest, source, target)
-    assert [m.id for m in list_backups(target, "web")] == [manifest.id]
-    assert read_all(target, list_backups(target, "web")[0], "k" * 20) == data
+    copy(manifest, source, target, Sealer("k" * 20))
+    found = list_backups(target, "web", Sealer("k" * 20))
+    assert [m.id for m in found] == [manifest.id]
+    assert read_all(target, found[0], "k" * 20) == data
     assert target.get(manifest.key(MANIFEST)) == source.get(manifest.key(MANIFEST))
 
 
 def test_replication_refuses_a_damaged_source(tmp_path: Path) -> None:
     source = make_store("dir", tmp_path / "s")
     target = make_store("dir", tmp_path / "t")
-    manifest = backup(source, b"x" * 2500)
-    source.put(manifest.key(chunk_key(2)), b"broken")
-    with pytest.raises(Corrupt, match="chunk 2"):
-        copy(manifest, source, target)
+    manifest = backup(source, os.urandom(2500))
+    source.put(stored_key(manifest, 0), b"broken")
+    with pytest.raises(Corrupt, match="chunk 0"):
+        copy(manifest, source, target, Sealer(None))
     assert list_backups(target, "web") == []  # no manifest: never a backup there

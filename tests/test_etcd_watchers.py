@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -42,7 +41,9 @@ pytestmark = pytest.mark.timeout(300)
 CUT_OFF = "127.0.0.1/32"  # etcd is reachable, the hosts (127.77.x.y) are not
 
 
-def setup(project: Path, etcd: EtcdCluster, lease_ttl: str = "3s", **watchers: Any) -> Path:
+def setup(project: Path, etcd: EtcdCluster, lease_ttl: str = "10s", **watchers: Any) -> Path:
+    # 10 s, not 3: a loaded machine (CI beside stress-ng) must never let a live
+    # watcher's lease lapse between two renewals (issue 21).
     data = base_config(policy={"ready_timeout": "10s", "max_moves_per_hour": 100})
     data["providers"] = [{"name": p, "type": "local"} for p in ("alpha", "beta", "gamma")]
     data["state"] = etcd_state(etcd, lease_ttl=lease_ttl)
@@ -147,24 +148,19 @@ def test_one_location_cut_off_moves_nothing_and_status_shows_it(
     w.start(2)
     w.start(3, FAILOVER_PROBE_NETWORKS=CUT_OFF)
     wait_for(lambda: all_see(config, ["w1", "w2"], "up"), timeout=60, what="w1, w2 see up")
-    wait_for(lambda: all_see(config, ["w3"], "down"), timeout=60, what="w3 sees down")
-    # Many rounds of w3 seeing it down: a warning each round, never a move.
+    # Its probes are never sent: it cannot tell (issue 21), which is never "down".
+    wait_for(lambda: all_see(config, ["w3"], "unknown"), timeout=60, what="w3 cannot tell")
+    # Many rounds of w3 unable to see: UNKNOWN each round, never a move, never the lead.
     wait_for(lambda: w.log(3).count(" web ") >= 20, timeout=60, what="20 rounds of w3")
     found = seen(config)
     assert {n: found[n]["sees"]["web"] for n in ("w1", "w2", "w3")} == {
         "w1": "up",
         "w2": "up",
-        "w3": "down",
+        "w3": "unknown",
     }
     assert not found["w3"]["leader"]
     rounds = [line for line in w.log(3).splitlines() if " web " in line]
-    # The shared counters are the tally of every watcher's rounds (w1 and w2 keep
-    # resetting them); when w3's failures reach fall anyway, the votes outvote it.
-    assert all(" [1] " in line for line in rounds), rounds
-    assert all("failing" in line for line in rounds)
-    outvoted = [line for line in rounds if "nothing moves" in line]
-    counts = [re.search(r"(\d) of \d locations see it down \(quorum 2", line) for line in outvoted]
-    assert all(m is not None and int(m.group(1)) <= 1 for m in counts), outvoted
+    assert all(" [3] " in line and "cannot tell" in line for line in rounds), rounds
     assert moves(config) == []
     assert status(config)["services"][0]["active"]["host_id"] == before["host_id"]
     assert len(live_hosts(config)) == 1
@@ -284,7 +280,9 @@ def test_watch_keeps_trying_while_etcd_is_unreachable(project: Path, etcd: EtcdC
 
 
 def test_status_and_doctor_show_the_watchers(project: Path, etcd: EtcdCluster) -> None:
-    config = setup(project, etcd)
+    # The votes of one-shot checks last a lease: a long one, so that under load the
+    # first two have not lapsed when the third runs (issue 21).
+    config = setup(project, etcd, lease_ttl="120s")
     for n in (1, 2):
         assert failover("check", config=config, env=me(n, FAILOVER_LOCATION="same")).returncode == 0
     found = seen(config)

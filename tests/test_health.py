@@ -226,7 +226,7 @@ CASES = [
         CRITICAL,
         "circuit_breaker",
         ["provider", "record", "quorum", "moves"],
-        "circuit breaker open: 3 moves",
+        "circuit breaker open: 3 failovers",
     ),
     (
         "moved by another watcher during the round",

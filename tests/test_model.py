@@ -465,25 +465,34 @@ def test_engine_model() -> None:
 
 
 ETCD_EXAMPLES = int(os.environ.get("FAILOVER_MODEL_ETCD_EXAMPLES", "6"))
+# Seeds that once failed on etcd, kept as regression cases (9001: issue 21, a move that
+# finished another interrupted move reported its own target reached). CI adds a few
+# more seeds, each with fewer examples, so the etcd model sees more sequences in a
+# bounded time.
+ETCD_SEEDS = [SEED] if "FAILOVER_MODEL_SEED" in os.environ else [SEED, 9001]
+if os.environ.get("CI") and "FAILOVER_MODEL_SEED" not in os.environ:
+    ETCD_SEEDS += [31337, 4242]
 
 
-def test_engine_model_on_etcd(etcd_cluster: Any) -> None:
+@pytest.mark.parametrize("model_seed", ETCD_SEEDS)
+def test_engine_model_on_etcd(etcd_cluster: Any, model_seed: int) -> None:
     """The same model with the journal, lock and counters in a real etcd (three
     members): the guarantees do not depend on the backend."""
 
     class OnEtcd(FailoverModel):
         STATE = {"backend": "etcd", "endpoints": etcd_cluster.endpoints, "lease_ttl": "5s"}
 
-    _run_model(OnEtcd, ETCD_EXAMPLES)
+    examples = ETCD_EXAMPLES if model_seed in (SEED, 9001) else max(1, ETCD_EXAMPLES // 2)
+    _run_model(OnEtcd, examples, model_seed)
 
 
-def _run_model(model: type[FailoverModel], examples: int) -> None:
+def _run_model(model: type[FailoverModel], examples: int, model_seed: int = SEED) -> None:
     print(
-        f"failover model ({model.__name__}): seed={SEED} examples={examples} "
-        f"steps={STEPS_PER_EXAMPLE} (replay with FAILOVER_MODEL_SEED={SEED})"
+        f"failover model ({model.__name__}): seed={model_seed} examples={examples} "
+        f"steps={STEPS_PER_EXAMPLE} (replay with FAILOVER_MODEL_SEED={model_seed})"
     )
     run_state_machine_as_test(
-        seed(SEED)(model),
+        seed(model_seed)(model),
         settings=settings(
             max_examples=examples,
             stateful_step_count=STEPS_PER_EXAMPLE,

@@ -12,6 +12,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from failover import config as cfg
+from failover.notify import EVENTS
 from failover.notify import DeliveryFailed
 from failover.notify import Notice
 from failover.notify import NotifyTarget
@@ -192,8 +193,14 @@ def test_notify_defaults(tmp_path: Path) -> None:
     ]
     conf = cfg.load(write_config(tmp_path, data))
     hook, pd = conf.notify
-    assert len(hook.events) == 7
-    assert pd.events == ["failover_failed", "circuit_breaker", "quorum_lost", "backup_stale"]
+    assert len(hook.events) == len(EVENTS)  # service_down, resolved and the DNS ones included
+    assert pd.events == [
+        "failover_failed",
+        "circuit_breaker",
+        "quorum_lost",
+        "backup_stale",
+        "service_down",
+    ]
 
 
 def test_the_store_claims_a_delivery_once_and_bounds_its_rounds(tmp_path: Path) -> None:

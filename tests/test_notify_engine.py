@@ -161,7 +161,8 @@ def test_pagerduty_is_paged_by_the_circuit_breaker_and_resolved_when_healthy(
     assert trigger["dedup_key"] == resolve["dedup_key"]
     assert trigger["payload"]["class"] == "circuit_breaker"
     events = [r.json()["event"] for r in hook.requests]
-    assert events == ["circuit_breaker", "move"]
+    # The incident the breaker opened is closed where it was told, too (issue 21).
+    assert events == ["circuit_breaker", "move", "resolved"]
 
 
 def test_a_one_shot_check_sends_before_it_exits(project: Path) -> None:
@@ -208,6 +209,7 @@ def test_announce_sends_a_condition_once_per_incident(project: Path) -> None:
             engine.close()
     assert [r.json()["reason"] for r in hook.requests] == [
         "newest backup is 3h old",
+        "web is healthy again",  # `resolved`: the incident it opened is over
         "stale again",
     ]
 
@@ -235,7 +237,8 @@ def test_a_provider_refusing_us_is_announced_once_until_it_answers_again(
         finally:
             engine.close()
     bodies = [r.json() for r in hook.requests]
-    assert [b["event"] for b in bodies] == ["provider_blocked", "provider_blocked"]
+    events = [b["event"] for b in bodies]
+    assert events == ["provider_blocked", "resolved", "provider_blocked"]
     assert bodies[0]["from"]["provider"] == "alpha" and bodies[0]["generation"] == 1
 
 
@@ -300,7 +303,7 @@ def test_a_failed_failover_pages_and_the_recovery_resolves(project: Path) -> Non
     assert pages[0]["payload"]["class"] == "failover_failed"
     assert pages[0]["dedup_key"] == pages[1]["dedup_key"]
     events = [(r.json()["event"], r.json()["status"]) for r in hook.requests]
-    assert events == [("failover_failed", "failed"), ("failover", "succeeded")]
+    assert events == [("failover_failed", "failed"), ("failover", "succeeded"), ("resolved", "up")]
 
 
 def test_deliveries_are_journaled_in_etcd_too(project: Path, etcd_cluster: Any) -> None:

@@ -24,10 +24,12 @@ from pydantic import TypeAdapter
 
 from failover.data.backup import BackupReader
 from failover.data.backup import BackupWriter
-from failover.data.backup import Manifest
 from failover.data.backup import Sealer
-from failover.data.backup import list_backups
+from failover.data.backup import collect
 from failover.data.backup import prune
+from failover.data.backup import scan
+from failover.data.backup import trusted_order
+from failover.data.manifest import Manifest
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreBase
 from failover.data.settings import StoreSettings
@@ -43,7 +45,7 @@ def host_config(
     service: str, data: DataConfig | None, stores: list[StoreBase]
 ) -> dict[str, Any] | None:
     """What the template needs for the timer, or None when the host takes no backups."""
-    if data is None or data.encryption_key:
+    if data is None or data.encryption_key or data.engine != "commands":
         return None
     names = data.stores or [s.name for s in stores]
     chosen = [
@@ -84,15 +86,30 @@ def restore(config: dict[str, Any]) -> int:
     its prepare unit and the watcher tries the next provider)."""
     service: str = config["service"]
     found: list[tuple[Manifest, Store]] = []
-    for store in _stores(config):
+    # No store answering, or a manifest we cannot trust: backups may exist.
+    stores = _stores(config)
+    doubt = False
+    answered = 0
+    for store in stores:
         try:
-            found.extend((m, store) for m in list_backups(store, service))
+            listing = scan(store, service, Sealer(None))
         except ProviderError as exc:
             print(f"failover restore: {exc}", file=sys.stderr)
+            continue
+        answered += 1
+        for warning in listing.skipped.values():
+            print(f"failover restore: skipped {warning}", file=sys.stderr)
+        doubt = doubt or bool(listing.skipped)
+        found.extend((m, store) for m in listing.backups)
     if not found:
+        if doubt or not answered:
+            print(f"failover restore: no backup of {service} can be read", file=sys.stderr)
+            return 1
         print(f"failover restore: no backup of {service} yet: starting empty", file=sys.stderr)
         return 0
-    for manifest, store in sorted(found, key=lambda f: f[0].id, reverse=True):
+    trusted = {m.id for m in trusted_order([m for m, _ in found])}
+    ordered = sorted(found, key=lambda f: f[0].id, reverse=True)
+    for manifest, store in [(m, s) for m, s in ordered if m.id in trusted]:
         proc = subprocess.Popen(["/bin/sh", "-c", config["restore"]], stdin=subprocess.PIPE)
         assert proc.stdin is not None
         reader = BackupReader(store, manifest, Sealer(None))
@@ -129,12 +146,20 @@ def run(config: dict[str, Any]) -> int:
         writer.abandon()
         print(f"failover backup: the backup command exited {proc.returncode}", file=sys.stderr)
         return proc.returncode or 1
-    manifest = writer.finish()
+    try:
+        manifest = writer.finish()
+    except ProviderError as exc:
+        print(f"failover backup: {exc}", file=sys.stderr)
+        return 1
     for store in writer.live():
         try:
             prune(
-                store, config["service"], int(config["keep"]), list_backups(store, manifest.service)
+                store,
+                config["service"],
+                int(config["keep"]),
+                scan(store, manifest.service, Sealer(None)),
             )
+            collect(store, manifest.service, Sealer(None))
         except ProviderError as exc:
             print(f"failover backup: keep in {store.name}: {exc}", file=sys.stderr)
     for name, error in writer.failed.items():

@@ -17,6 +17,7 @@ from providers.base import NotFound
 from providers.base import ProviderError
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "BlobNotFound"})
+_FRESH = "max-age=30"  # a status page read during an outage must not be cached for long
 
 
 def _key(prefix: str, key: str) -> str:
@@ -57,6 +58,11 @@ class S3Store(Store):
     def _put(self, key: str, data: bytes) -> None:
         full = _key(self.s.prefix, key)
         self._call(lambda: self.client.put_object(Bucket=self.s.bucket, Key=full, Body=data), key)
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        put = self.client.put_object
+        args = {"Bucket": self.s.bucket, "Key": _key(self.s.prefix, key), "Body": data}
+        self._call(lambda: put(**args, ContentType=content_type, CacheControl=_FRESH), key)
 
     def _get(self, key: str) -> bytes:
         full = _key(self.s.prefix, key)
@@ -128,6 +134,14 @@ class GcsStore(Store):
                 data, content_type="application/octet-stream", timeout=self.s.timeout, retry=None
             ),
             key,
+        )
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        blob = self.bucket.blob(_key(self.s.prefix, key))
+        blob.cache_control = _FRESH
+        up = blob.upload_from_string
+        self._call(
+            lambda: up(data, content_type=content_type, timeout=self.s.timeout, retry=None), key
         )
 
     def _get(self, key: str) -> bytes:
@@ -207,6 +221,14 @@ class AzureBlobStore(Store):
     def _put(self, key: str, data: bytes) -> None:
         name = _key(self.s.prefix, key)
         self._call(lambda: self.container.upload_blob(name, data, overwrite=True), key)
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        from azure.storage.blob import ContentSettings
+
+        typed = ContentSettings(content_type=content_type, cache_control=_FRESH)
+        name = _key(self.s.prefix, key)
+        up = self.container.upload_blob
+        self._call(lambda: up(name, data, overwrite=True, content_settings=typed), key)
 
     def _get(self, key: str) -> bytes:
         name = _key(self.s.prefix, key)

@@ -23,17 +23,22 @@ from typing import BinaryIO
 from typing import Protocol
 from typing import cast
 
-from failover.data.backup import BackupReader
 from failover.data.backup import BackupWriter
 from failover.data.backup import Corrupt
-from failover.data.backup import Manifest
+from failover.data.backup import Listing
 from failover.data.backup import Sealer
-from failover.data.backup import WrongKey
+from failover.data.backup import collect
 from failover.data.backup import copy
 from failover.data.backup import iso
-from failover.data.backup import list_backups
 from failover.data.backup import prune
+from failover.data.backup import scan
+from failover.data.backup import trusted_order
+from failover.data.engines.measure import engine_problems
+from failover.data.engines.measure import rpo
+from failover.data.manifest import Manifest
+from failover.data.pool import Pool
 from failover.data.settings import DataConfig
+from failover.data.settings import StoreBase
 from failover.data.settings import store_vendor
 from failover.data.stores import Store
 from failover.data.stores import open_store
@@ -52,9 +57,14 @@ FAILING_ROUNDS = 3
 
 
 class DataError(ProviderError):
-    """A backup or restore that cannot be done; the message says why and what to do."""
+    """A backup or restore that cannot be done; the message says why and what to do.
+    ``stores``: each store's answer, when it got that far."""
 
     kind = "data"
+
+    def __init__(self, message: str, *, stores: dict[str, str] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.stores = stores or {}
 
 
 class DataUnavailable(DataError):
@@ -86,12 +96,17 @@ class _Plane:
     def store(self, name: str) -> Store:
         if name not in self.stores:
             settings = next(s for s in self.config.stores if s.name == name)
-            self.stores[name] = open_store(settings)
+            base = self.config.path.parent if self.config.path else None
+            self.stores[name] = open_store(settings, base)
         return self.stores[name]
 
 
-def usable(engine: EngineLike, service: str) -> tuple[list[Store], dict[str, str]]:
-    """The service's stores in order, less those whose provider is blocked."""
+def usable(
+    engine: EngineLike, service: str, *, reading: bool = False
+) -> tuple[list[Store], dict[str, str]]:
+    """The service's stores in order, less those whose provider is blocked (unless
+    ``reading``: a blocked company may still serve reads; tried with at most
+    ``BLOCKED_READS`` attempts and seconds per call) and those that cannot be opened."""
     data = _data(engine, service)
     names = data.stores or [s.name for s in engine.config.stores]
     states = engine.store.provider_states()
@@ -99,14 +114,35 @@ def usable(engine: EngineLike, service: str) -> tuple[list[Store], dict[str, str
     for name in names:
         settings = next(s for s in engine.config.stores if s.name == name)
         state = states.get(settings.provider or "", {}).get("state")
-        if settings.provider and state == "blocked":
+        blocked = bool(settings.provider) and state == "blocked"
+        if blocked and not reading:
             skipped[name] = f"skipped: provider {settings.provider} is blocked"
             continue
         try:
-            out.append(plane(engine).store(name))
-        except ProviderError as exc:
-            skipped[name] = str(exc)
+            out.append(_bounded(engine, settings) if blocked else plane(engine).store(name))
+        except Exception as exc:  # an SDK refusing its settings: this store only
+            skipped[name] = f"cannot open store {name}: {exc}"
     return out, skipped
+
+
+# A store whose provider is blocked is read with this many attempts and seconds per call.
+BLOCKED_READS = (2, 20.0)
+
+
+def _bounded(engine: EngineLike, settings: StoreBase) -> Store:
+    attempts, seconds = BLOCKED_READS
+    bounded = settings.model_copy(
+        update={
+            "retry_attempts": min(settings.retry_attempts, attempts),
+            "retry_max_time": min(settings.retry_max_time, seconds),
+            "timeout": min(settings.timeout, seconds),
+        }
+    )
+    here, key = plane(engine), f"{settings.name} (blocked: reads only)"
+    if key not in here.stores:
+        config = engine.config
+        here.stores[key] = open_store(bounded, config.path.parent if config.path else None)
+    return here.stores[key]
 
 
 def plane(engine: EngineLike) -> _Plane:
@@ -191,17 +227,28 @@ def _note(engine: EngineLike, service: str, **changes: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- backup
 
 
-def take_backup(engine: EngineLike, service: str, *, in_round: bool = False) -> dict[str, Any]:
+def take_backup(
+    engine: EngineLike, service: str, *, in_round: bool = False, timeout: float | None = None
+) -> dict[str, Any]:
     """Run ``data.backup`` on the live host now and store it; the contract's document.
-    ``in_round``: the round's replication that follows records the stores' standing."""
+    ``in_round``: the round's replication that follows records the stores' standing;
+    ``timeout``: less than ``data.timeout`` (a failover's final backup)."""
     data = _data(engine, service)
+    if data.backup is None:  # engine pgbackrest: a full backup into every repository
+        from failover.data.engines import pgbackrest
+
+        return {"stores": pgbackrest.take_backup(engine, service)}
     row = engine.store.service(service)
     if not row.active:
         raise DataError(f"{service} is not deployed: nothing to back up")
     stores, skipped = usable(engine, service)
     if not stores:
-        raise DataError(f"{service}: no store can take a backup ({'; '.join(skipped.values())})")
-    writer = BackupWriter(service, stores, Sealer(data.encryption_key))
+        why = f"no store can take a backup ({'; '.join(skipped.values())})"
+        _note(engine, service, last_error=why, last_attempt=time.time())
+        raise DataError(f"{service}: {why}", stores=skipped)
+    writer = BackupWriter(
+        service, stores, Sealer(data.encryption_key), timeout=timeout or data.timeout
+    )
     host = row.active
     provider = engine.provider(host["provider"])
     try:
@@ -209,7 +256,7 @@ def take_backup(engine: EngineLike, service: str, *, in_round: bool = False) -> 
             host["host_id"],
             command(engine, service, data.backup, host["host_id"], host.get("address")),
             stdout=cast(BinaryIO, writer),
-            timeout=data.timeout,
+            timeout=timeout or data.timeout,
         )
     except Unsupported as exc:
         raise DataError(
@@ -217,19 +264,16 @@ def take_backup(engine: EngineLike, service: str, *, in_round: bool = False) -> 
             "(cloud-init) and the watcher copies them to the other stores"
         ) from None
     except ProviderError as exc:
-        writer.abandon()
-        _note(engine, service, last_error=f"backup failed: {exc}", last_attempt=time.time())
-        raise DataError(f"{service}: the backup failed: {exc}") from None
+        raise _failed(engine, writer, skipped, str(exc)) from None
     if result.status != 0:
-        writer.abandon()
         why = f"`{data.backup}` exited with status {result.status}: {result.stderr.strip()[-500:]}"
-        _note(engine, service, last_error=why, last_attempt=time.time())
-        raise DataError(f"{service}: the backup failed: {why}")
-    manifest = writer.finish()
+        raise _failed(engine, writer, skipped, why)
+    try:
+        manifest = writer.finish()
+    except ProviderError as exc:
+        # Nothing is recorded: a backup no store gave back does not exist.
+        raise _failed(engine, writer, skipped, str(exc)) from None
     results = {s.name: writer.failed.get(s.name, "ok") for s in stores} | skipped
-    for store in stores:
-        if results[store.name] == "ok":
-            _keep(store, service, data.keep)
     last = {"id": manifest.id, "taken_at": manifest.taken_at, "taken": manifest.taken}
     _note(
         engine,
@@ -237,32 +281,72 @@ def take_backup(engine: EngineLike, service: str, *, in_round: bool = False) -> 
         last_backup=last | {"bytes": manifest.length, "sha256": manifest.sha256},
         last_attempt=time.time(),
         last_error=None,
+        behind=None,
         stores={} if in_round else results,
     )
+    for store in stores:
+        if results[store.name] == "ok":
+            _keep(engine, store, service)
     return manifest.summary() | {"stores": results}
 
 
-def _keep(store: Store, service: str, keep: int) -> None:
+def _failed(
+    engine: EngineLike, writer: BackupWriter, skipped: dict[str, str], why: str
+) -> DataError:
+    """A backup that did not happen: its chunks removed, the failure kept for ``check``."""
+    service = writer.manifest.service
+    writer.abandon()
+    _note(engine, service, last_error=f"backup failed: {why}", last_attempt=time.time())
+    results = {s.name: writer.failed.get(s.name, "not written") for s in writer.stores}
+    return DataError(f"{service}: the backup failed: {why}", stores=results | skipped)
+
+
+def _keep(engine: EngineLike, store: Store, service: str) -> None:
+    data = _data(engine, service)
+    # Without a key a forger can make verifying manifests: the newest backup the state
+    # knows of (taken or seen by this watcher) survives any number of them.
+    newest = ((engine.store.data_state(service) or {}).get("last_backup") or {}).get("id")
     # Pruning is retried next round; a failing store is reported by its round.
     with contextlib.suppress(ProviderError):
-        prune(store, service, keep, list_backups(store, service))
+        sealer = Sealer(data.encryption_key)
+        listing = scan(store, service, sealer)
+        gone = prune(store, service, data.keep, listing, frozenset([newest] if newest else []))
+        collect(store, service, sealer)
+        own = sum(
+            c[0] for m in listing.backups if not m.deduped and m.id not in gone for c in m.chunks
+        )
+        _held(engine, service, store.name, own + Pool(store, service, sealer.keys).held_bytes())
 
 
-def _listings(
-    stores: list[Store], service: str
-) -> tuple[dict[str, list[Manifest]], dict[str, str]]:
-    """Each store's complete backups, asked concurrently; and the stores that failed."""
-    found: dict[str, list[Manifest]] = {}
+def _held(engine: EngineLike, service: str, name: str, held: int) -> None:
+    """The bytes ``name`` holds for the service, for ``status`` (no store is asked there)."""
+    doc = engine.store.data_state(service) or {"stores": {}}
+    doc["stores"].setdefault(name, {"failures": 0})["bytes"] = held
+    engine.store.set_data_state(service, doc)
+
+
+def listings(
+    engine: EngineLike, stores: list[Store], service: str
+) -> tuple[dict[str, Listing], dict[str, str]]:
+    """Each store's verified backups, asked concurrently; and the stores that failed.
+    A manifest that does not verify is logged by name and kept in the state (``check``
+    warns of it) until a round finds none."""
+    found: dict[str, Listing] = {}
     failed: dict[str, str] = {}
     if not stores:
         return found, failed
+    sealer = Sealer(_data(engine, service).encryption_key)
     with ThreadPoolExecutor(max_workers=min(8, len(stores))) as pool:
-        futures = {s.name: pool.submit(list_backups, s, service) for s in stores}
+        futures = {s.name: pool.submit(scan, s, service, sealer) for s in stores}
         for name, future in futures.items():
             try:
                 found[name] = future.result()
             except ProviderError as exc:
                 failed[name] = str(exc)
+    untrusted = sorted(w for listing in found.values() for w in listing.skipped.values())
+    for warning in untrusted:
+        engine.log(f"{service}: skipped {warning}")
+    _note(engine, service, untrusted=untrusted or None)
     return found, failed
 
 
@@ -272,38 +356,40 @@ def replicate(engine: EngineLike, service: str) -> tuple[dict[str, str], Manifes
     newest complete backup any store holds."""
     data = _data(engine, service)
     stores, skipped = usable(engine, service)
-    found, results = _listings(stores, service)
+    found, results = listings(engine, stores, service)
     by_id: dict[str, tuple[Store, Manifest]] = {}
     for store in stores:
-        for manifest in found.get(store.name, []):
+        for manifest in found[store.name].backups if store.name in found else []:
             by_id.setdefault(manifest.id, (store, manifest))
-    wanted = sorted(by_id, reverse=True)[: data.keep]
+    ordered = trusted_order([m for _, m in by_id.values()])
+    wanted = [m.id for m in ordered][: data.keep]
     for store in stores:
         if store.name not in results:
-            results.update(_fill(service, store, found[store.name], wanted, by_id, data.keep))
-    newest = by_id[wanted[0]][1] if wanted else None
+            results.update(_fill(engine, service, store, found[store.name], wanted, by_id))
+    newest = ordered[0] if ordered else None
     return results | skipped, newest
 
 
 def _fill(
+    engine: EngineLike,
     service: str,
     store: Store,
-    present: list[Manifest],
+    present: Listing,
     wanted: list[str],
     by_id: dict[str, tuple[Store, Manifest]],
-    keep: int,
 ) -> dict[str, str]:
-    have = {m.id for m in present}
+    data = _data(engine, service)
+    have = {m.id for m in present.backups}
     try:
         for backup_id in wanted:
             if backup_id not in have:
                 source, manifest = by_id[backup_id]
                 try:
-                    copy(manifest, source, store)
+                    copy(manifest, source, store, Sealer(data.encryption_key))
                 except Corrupt as exc:
                     # The source's copy is damaged: its store is at fault, not this one.
                     return {source.name: exc.message, store.name: "ok"}
-        _keep(store, service, keep)
+        _keep(engine, store, service)
     except ProviderError as exc:
         return {store.name: str(exc)}
     return {store.name: "ok"}
@@ -319,7 +405,11 @@ def data_round(
         if engine.config.services[service].data is None:
             continue
         if not dry_run:
-            _start_round(engine, service)
+            try:
+                _start_round(engine, service)
+            except Exception as exc:  # data at risk is a WARNING, never a reason to stop judging
+                engine.log(f"{service}: data round failed: {type(exc).__name__}: {exc}")
+                _note(engine, service, last_error=f"{exc}", last_attempt=time.time())
         out[service] = _judge(engine, service, verdict)
     return out
 
@@ -349,6 +439,10 @@ def _round_one(engine: EngineLike, service: str) -> None:
     ``RETRY_FAILING`` seconds), and every ``every`` anyway: a round costs no store call
     otherwise."""
     data = _data(engine, service)
+    if data.engine == "pgbackrest":
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.round_one(engine, service)
     doc = engine.store.data_state(service) or {}
     row = engine.store.service(service)
     now = time.time()
@@ -359,7 +453,7 @@ def _round_one(engine: EngineLike, service: str) -> None:
         try:
             take_backup(engine, service, in_round=True)
             took = True
-        except DataError as exc:
+        except ProviderError as exc:  # a failed backup is a warning about data, never more
             engine.log(str(exc))
     failing = any(not e.get("ok") for e in (doc.get("stores") or {}).values())
     since = now - float(doc.get("last_sync") or 0.0)
@@ -387,12 +481,20 @@ def problems(engine: EngineLike, service: str) -> list[str]:
     doc = engine.store.data_state(service) or {}
     out = []
     last = doc.get("last_backup")
-    limit = data.oldest_ok()
+    limit = data.backup_max_age()
     if not last:
         out.append("no backup yet")
     elif time.time() - float(last["taken"]) > limit:
         age = time.time() - float(last["taken"])
         out.append(f"newest backup {last['id']} is {age:.0f}s old (max_age {limit:g}s)")
+    if doc.get("last_error") and float(doc.get("last_attempt") or 0) > float(
+        (last or {}).get("taken") or 0
+    ):
+        out.append(f"the last backup failed: {doc['last_error']}")
+    if doc.get("behind"):
+        out.append(doc["behind"]["message"])
+    out.extend(f"skipped {w}" for w in doc.get("untrusted") or [])
+    out.extend(engine_problems(data, doc))
     for name, entry in sorted((doc.get("stores") or {}).items()):
         if int(entry.get("failures", 0)) >= FAILING_ROUNDS:
             out.append(f"store {name} failed {entry['failures']} rounds: {entry.get('error')}")
@@ -410,145 +512,34 @@ def _judge(engine: EngineLike, service: str, verdict: Verdict) -> Verdict:
     return replace(verdict, exit_code=WARNING, message=f"{verdict.message}; data: {found[0]}")
 
 
-# --------------------------------------------------------------------------- restore
-
-
-def restore(
-    engine: EngineLike, service: str, provider: str, host_id: str
-) -> tuple[str, dict[str, Any]]:
-    """Stream the newest good backup into ``data.restore`` on the new host: the step's
-    detail and a record for the run (backup, store, age, seconds). No backup yet: says
-    so. Raises ``DataUnavailable`` when backups exist but none could be restored,
-    ``ProviderError`` (of the host's provider) when the host failed."""
-    data = _data(engine, service)
-    stores, skipped = usable(engine, service)
-    found, failed = _listings(stores, service)
-    ids = sorted({m.id for ms in found.values() for m in ms}, reverse=True)
-    if not ids:
-        known = (engine.store.data_state(service) or {}).get("last_backup")
-        if failed and known:
-            raise DataUnavailable(
-                f"no store answered ({'; '.join(failed.values())}) and backups exist "
-                f"(the newest known is {known['id']}); not starting {service} empty"
-            )
-        reasons = "; ".join(f"{n}: {w}" for n, w in (failed | skipped).items())
-        return "no backup yet: starting empty" + (f" ({reasons})" if reasons else ""), {}
-    sealer = Sealer(data.encryption_key)
-    run = command(engine, service, data.restore, host_id, None)
-    refused: list[str] = []
-    for backup_id in ids:
-        for store in stores:
-            manifest = next((m for m in found.get(store.name, []) if m.id == backup_id), None)
-            if manifest is None:
-                continue
-            try:
-                done = _try(engine, provider, host_id, run, store, manifest, sealer)
-            except Unsupported as exc:
-                return _on_the_host(engine, service, exc)
-            if isinstance(done, str):
-                refused.append(done)
-                engine.log(f"{service}: refused {done}")
-                continue
-            return _restored(manifest, store, done, refused)
-    raise DataUnavailable("no backup could be restored: " + "; ".join(refused))
-
-
-def _try(
-    engine: EngineLike,
-    provider: str,
-    host_id: str,
-    run: str,
-    store: Store,
-    manifest: Manifest,
-    sealer: Sealer,
-) -> float | str:
-    """One backup from one store into the restore command: the seconds it took, or why
-    it was refused. Errors of the host's provider are raised (the host is at fault)."""
-    started = time.monotonic()
-    where = f"backup {manifest.id} in store {store.name}"
-    timeout = _data(engine, manifest.service).timeout
-    try:
-        reader = BackupReader(store, manifest, sealer)
-        result = engine.provider(provider).exec_on_host(
-            host_id, run, stdin=cast(BinaryIO, reader), timeout=timeout
-        )
-    except (Corrupt, WrongKey) as exc:
-        # The message names the store and the backup already.
-        return exc.message + (f" ({exc.hint})" if exc.hint else "")
-    except ProviderError as exc:
-        if exc.provider == provider:
-            raise
-        return f"{where}: {exc}"
-    if result.status != 0 or not reader.done:
-        return (
-            f"{where}: the restore command exited with status {result.status}: "
-            f"{result.stderr.strip()[-300:]}"
-        )
-    return time.monotonic() - started
-
-
-def _on_the_host(engine: EngineLike, service: str, exc: Unsupported) -> tuple[str, dict[str, Any]]:
-    """A host booted from an image restores itself at boot (``failover.data.agent``),
-    from the stores it can reach; when it cannot, it cannot take the service."""
-    from failover.data.agent import host_config
-
-    data = _data(engine, service)
-    if host_config(service, data, list(engine.config.stores)) is None:
-        why = (
-            "its backups are encrypted and the key stays with the watcher"
-            if data.encryption_key
-            else "no store it can reach itself (dir stores and connection strings are "
-            "the watcher's)"
-        )
-        raise Unsupported(
-            f"{exc.message}, and {service}'s data cannot be restored there: {why}",
-            provider=exc.provider,
-        ) from None
-    return "restored at boot by the host itself (failover.data.agent, from its cloud stores)", {}
-
-
-def _restored(
-    manifest: Manifest, store: Store, seconds: float, refused: list[str]
-) -> tuple[str, dict[str, Any]]:
-    age = max(0.0, time.time() - manifest.taken)
-    record = {
-        "backup": manifest.id,
-        "store": store.name,
-        "taken_at": manifest.taken_at,
-        "age_s": round(age, 1),
-        "bytes": manifest.length,
-        "restore_s": round(seconds, 3),
-    }
-    detail = (
-        f"restored backup {manifest.id} from store {store.name} ({manifest.length} bytes, "
-        f"{age:.0f}s old, sha256 verified) in {seconds:.1f}s"
-    )
-    if refused:
-        detail += "; refused first: " + "; ".join(refused)
-    return detail, record
-
-
 # --------------------------------------------------------------------------- documents
 
 
 def catalog(engine: EngineLike, service: str) -> list[dict[str, Any]]:
     """``failover backups``: every complete backup, newest first, with the stores that
     hold it."""
-    _data(engine, service)
-    stores, _ = usable(engine, service)
-    found, failed = _listings(stores, service)
+    if _data(engine, service).engine == "pgbackrest":
+        from failover.data.engines import pgbackrest
+
+        return pgbackrest.catalog(engine, service)
+    stores, _ = usable(engine, service, reading=True)
+    found, failed = listings(engine, stores, service)
     if failed and not found:
         raise DataError(f"{service}: no store answered ({'; '.join(failed.values())})")
+    every = trusted_order([m for listing in found.values() for m in listing.backups])
+    trusted = {m.id for m in every}
     rows: dict[str, dict[str, Any]] = {}
     for store in stores:
-        for m in found.get(store.name, []):
-            rows.setdefault(m.id, m.summary() | {"stores": []})["stores"].append(store.name)
+        for m in found[store.name].backups if store.name in found else []:
+            if m.id in trusted:
+                rows.setdefault(m.id, m.summary() | {"stores": []})["stores"].append(store.name)
     return [rows[i] for i in sorted(rows, reverse=True)]
 
 
 def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
     """``status --json``'s ``data`` object, from the state (no store is asked)."""
-    if engine.config.services[service].data is None:
+    data = engine.config.services[service].data
+    if data is None:
         return None
     doc = engine.store.data_state(service) or {}
     last = doc.get("last_backup")
@@ -566,11 +557,13 @@ def status(engine: EngineLike, service: str) -> dict[str, Any] | None:
             name: {
                 "ok": bool(entry.get("ok")),
                 "newest": newest if entry.get("ok") else None,
+                **({"bytes": entry["bytes"]} if "bytes" in entry else {}),
                 **({"error": entry["error"]} if entry.get("error") else {}),
             }
             for name, entry in sorted(stores.items())
         },
         "problems": problems(engine, service),
+        **({"rpo_s": rpo(doc)} if data.engine == "pgbackrest" else {}),
     }
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
+from pydantic import model_validator
 
+from failover.data.engines.pgsettings import PostgresSettings
 from failover.redact import register_secret
 from providers.base import Duration
 
@@ -39,7 +42,32 @@ class StoreBase(_Model):
 
 class DirStoreSettings(StoreBase):
     type: Literal["dir"]
-    path: str = Field(min_length=1, description="a directory: a disk, an NFS mount...")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="a directory: a disk, an NFS mount... (relative: to the config's folder)",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("contains a NUL byte")
+        if any(len(part.encode()) > 255 for part in value.split("/")):
+            raise ValueError("has a component longer than 255 bytes")
+        return value
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host, or ``ValueError`` saying what is wrong."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
 class _CloudStore(StoreBase):
@@ -47,6 +75,11 @@ class _CloudStore(StoreBase):
         default=None, description="API endpoint override (emulators, compatible clouds)"
     )
     prefix: str = Field(default="", description="key prefix inside the bucket/container")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class S3StoreSettings(_CloudStore):
@@ -63,17 +96,43 @@ class GcsStoreSettings(_CloudStore):
 
 class AzureBlobStoreSettings(_CloudStore):
     type: Literal["azureblob"]
-    account_url: str = Field(min_length=1, description="https://<account>.blob.core.windows.net")
+    account_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="https://<account>.blob.core.windows.net (not with connection_string)",
+    )
     container: str = Field(min_length=1)
     connection_string: str | None = Field(
         default=None, description="instead of the credential chain (Azurite, SAS setups)"
     )
+
+    @field_validator("account_url")
+    @classmethod
+    def _account_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @model_validator(mode="after")
+    def _where(self) -> AzureBlobStoreSettings:
+        if not (self.account_url or self.connection_string or self.endpoint):
+            raise ValueError("account_url (or connection_string) is required")
+        return self
 
     @field_validator("connection_string")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value:
             register_secret(value)
+            fields = dict(p.split("=", 1) for p in value.split(";") if "=" in p)
+            if any(p.strip() and "=" not in p for p in value.split(";")) or not (
+                fields.keys() & {"AccountName", "BlobEndpoint", "UseDevelopmentStorage"}
+            ):
+                # Not the value in the message: it is a secret.
+                raise ValueError(
+                    "is not an Azure connection string (Key=Value;... with AccountName "
+                    "or BlobEndpoint)"
+                )
+            if "BlobEndpoint" in fields:
+                check_url(fields["BlobEndpoint"])
         return value
 
 
@@ -90,9 +149,23 @@ STORE_VENDOR = {"s3": "aws", "gcs": "google", "azureblob": "microsoft"}
 class DataConfig(_Model):
     """``services.<name>.data``: how the service's data is backed up and restored."""
 
-    backup: str = Field(min_length=1, description="runs on the live host; stdout is the backup")
-    restore: str = Field(
-        min_length=1, description="runs on a new host after setup; the backup on stdin"
+    engine: Literal["commands", "pgbackrest"] = Field(
+        default="commands", description="backup/restore commands, or pgBackRest (PostgreSQL)"
+    )
+    backup: str | None = Field(
+        default=None, min_length=1, description="runs on the live host; stdout is the backup"
+    )
+    restore: str | None = Field(
+        default=None,
+        min_length=1,
+        description="runs on a new host after setup; the backup on stdin",
+    )
+    postgres: PostgresSettings | None = Field(default=None, description="engine pgbackrest")
+    archive_timeout: Duration = Field(
+        default=60.0, gt=0, le=_DAY, description="pgbackrest: WAL is pushed at least this often"
+    )
+    full_every: Duration = Field(
+        default=_DAY, gt=0, le=30 * _DAY, description="pgbackrest: full backups; diff every `every`"
     )
     every: Duration = Field(
         default=300.0, gt=0, le=_DAY, description="how often check/watch back up"
@@ -111,6 +184,11 @@ class DataConfig(_Model):
     timeout: Duration = Field(
         default=3600.0, gt=0, le=_DAY, description="how long one backup or restore may run"
     )
+    quiesce: str | None = Field(
+        default=None,
+        min_length=1,
+        description="runs on the old host before a move's final backup: stop taking writes",
+    )
 
     @field_validator("stores")
     @classmethod
@@ -125,8 +203,25 @@ class DataConfig(_Model):
                     raise ValueError(f"{name!r} is not a store name")
         return value
 
+    @model_validator(mode="after")
+    def _engine(self) -> DataConfig:
+        if self.engine == "pgbackrest":
+            if self.postgres is None:
+                raise ValueError("engine pgbackrest needs `postgres` (data_dir, bin_dir, user)")
+            if self.backup or self.restore:
+                raise ValueError("engine pgbackrest takes no backup/restore commands")
+        elif not (self.backup and self.restore):
+            raise ValueError("needs `backup` and `restore` commands (or engine: pgbackrest)")
+        return self
+
+    def backup_max_age(self) -> float:
+        """How old the newest backup may be (pgbackrest: the WAL is what ages fast)."""
+        return 3 * self.every if self.engine == "pgbackrest" else self.oldest_ok()
+
     def oldest_ok(self) -> float:
-        return self.max_age if self.max_age is not None else 3 * self.every
+        if self.max_age is not None:
+            return self.max_age
+        return 4 * self.archive_timeout if self.engine == "pgbackrest" else 3 * self.every
 
 
 def store_vendor(store: StoreBase) -> str:

@@ -52,6 +52,13 @@ class Store(ABC):
         """Store ``data`` under ``key``, replacing what was there."""
         self._retry(lambda: self._put(key, data))
 
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        """``put`` of a file a web server serves as it is (the status page): typed, public."""
+        self._retry(lambda: self._put_object(key, data, content_type))
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self._put(key, data)
+
     def get(self, key: str) -> bytes:
         """The object at ``key``; ``NotFound`` when there is none."""
         result: bytes = self._retry(lambda: self._get(key))
@@ -94,10 +101,21 @@ class DirStore(Store):
 
     type = "dir"
 
-    def __init__(self, settings: StoreBase) -> None:
+    def __init__(self, settings: StoreBase, base: Path | None = None) -> None:
         super().__init__(settings)
         assert isinstance(settings, DirStoreSettings)
-        self.root = Path(settings.path).expanduser()
+        root = Path(settings.path).expanduser()
+        # Relative to the config file's folder, as every path in it: cron runs elsewhere.
+        self.root = (base / root) if base is not None and not root.is_absolute() else root
+
+    def _root_missing(self) -> ProviderError | None:
+        if self.root.is_dir():
+            return None
+        if self.root.exists():
+            return self.error(f"{self.root} is not a directory")
+        # A mount that is not there is a failing store, not an empty one; and never
+        # made here: an unmounted share would silently fill the local disk.
+        return self.error(f"{self.root} does not exist (not mounted?)", TransientError)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -107,10 +125,23 @@ class DirStore(Store):
 
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        if (missing := self._root_missing()) is not None:
+            raise missing
         try:
             # A backup is the service's data: readable by the owner only, whatever the umask.
             private_dir(path.parent)
             write_private(path, data, durable=True)
+        except OSError as exc:
+            raise self.error(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _put_object(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:  # readable by the web server that serves it, renamed into place whole
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            tmp.chmod(0o644)
+            tmp.replace(path)
         except OSError as exc:
             raise self.error(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -124,11 +155,8 @@ class DirStore(Store):
             raise self.error(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def _list(self, prefix: str) -> list[str]:
-        if not self.root.is_dir():
-            if self.root.exists():
-                raise self.error(f"{self.root} is not a directory")
-            # A mount that is not there is a failing store, not an empty one.
-            raise self.error(f"{self.root} does not exist (not mounted?)", TransientError)
+        if (missing := self._root_missing()) is not None:
+            raise missing
         out: list[str] = []
         try:
             for dirpath, _dirs, files in os.walk(self.root):
@@ -153,11 +181,12 @@ class DirStore(Store):
             path.parent.rmdir()  # only when empty: the backup's folder goes with its last file
 
 
-def open_store(settings: StoreBase) -> Store:
-    """The store ``settings`` describe. The cloud SDK is imported only here, when used."""
+def open_store(settings: StoreBase, base: Path | None = None) -> Store:
+    """The store ``settings`` describe (a relative ``dir`` path is taken from ``base``,
+    the config file's folder). The cloud SDK is imported only here, when used."""
     kind = getattr(settings, "type", "")
     if kind == "dir":
-        return DirStore(settings)
+        return DirStore(settings, base)
     if kind == "s3":
         from failover.data.cloud import S3Store
 

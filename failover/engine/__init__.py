@@ -26,10 +26,14 @@ from typing import Any
 from failover.config import Config
 from failover.data.plane import data_round
 from failover.delivery import Notifier
+from failover.engine import dnssync
+from failover.engine import dnsview
 from failover.engine import rounds
 from failover.engine import settle as _settle
 from failover.engine import standby
 from failover.engine import views
+from failover.engine.fanout import DnsFanout
+from failover.engine.fit import restore_problem
 from failover.engine.health import CRITICAL
 from failover.engine.health import OK
 from failover.engine.health import UNKNOWN
@@ -49,11 +53,12 @@ from failover.engine.runner import run_event
 from failover.engine.zone import ZoneWriter
 from failover.planner import Selection
 from failover.planner import select
-from failover.probes import ProbeFailed
 from failover.probes import ProbeResult
 from failover.probes import Target
 from failover.probes import probe_target
+from failover.publish import Publisher
 from failover.redact import redact
+from failover.round_alerts import announce_round
 from failover.state import Lease
 from failover.state import LeaseLost
 from failover.state import ServiceRow
@@ -68,9 +73,6 @@ from providers.base import DnsProvider
 from providers.base import NotFound
 from providers.base import ProviderContext
 from providers.base import ProviderError
-from providers.base import Record
-from providers.base import RecordChange
-from providers.base import dns_class
 from providers.base import provider_class
 
 StepCallback = Callable[[str, str, str], None]
@@ -116,18 +118,18 @@ class Engine:
         self._log = log or (lambda message: None)
         self.on_step = on_step or (lambda step, status, detail: None)
         self._providers: dict[str, ComputeProvider] = {}
-        self._dns: DnsProvider | None = None
+        self._fanout: DnsFanout | None = None
         # A sibling (one of a round's parallel moves) borrows its parent's thread-safe
         # providers and zone writer instead of building clients of its own.
         self._parent: Engine | None = None
         self._borrowed: dict[str, ComputeProvider] = {}
         self._making = threading.Lock()
-        self._zone: ZoneWriter | None = None
         self._accounts: dict[str, AccountReport] = {}
         # Shared with the siblings that run a round's failovers; renewed every round.
         self.blocklist = rounds.RoundBlocklist()
         # Deliveries run on the notifier's own thread, after the step that caused them.
         self.notifier = Notifier(config, self.log, owner=self)
+        self.publisher = Publisher(config, self.log, owner=self)  # the status page, likewise
         self.context = ProviderContext(
             state_dir=config.state_dir,
             log=self.log,
@@ -140,10 +142,12 @@ class Engine:
     def close(self) -> None:
         if self.notifier.owner is self:
             self.notifier.close()  # bounded: a one-shot check sends what it caused
+        if self.publisher.owner is self:
+            self.publisher.close()
         for provider in self._providers.values():
             provider.close()
-        if self._dns is not None:
-            self._dns.close()
+        if self._fanout is not None:
+            self._fanout.close()
         self.watchers.close()
         self.store.close()
 
@@ -165,37 +169,19 @@ class Engine:
                 self._providers[name] = cls(settings, self.context)
         return self._providers[name]
 
+    def fanout(self) -> DnsFanout:
+        """Every DNS provider of the file, each with its writer (section 12)."""
+        if self._fanout is None:
+            self._fanout = DnsFanout(self)
+        return self._fanout
+
     def dns(self) -> DnsProvider:
-        if self._dns is None:
-            settings = self.config.dns_settings()
-            cls = dns_class(settings.type)
-            if self._parent is not None and cls.shared_across_threads:
-                return self._parent.dns()
-            with self._making:
-                if self._dns is None:
-                    self._dns = cls(settings, self.context)
-        return self._dns
+        """The first DNS provider (the only one of a single-provider file)."""
+        return self.fanout().backend(self.config.dns_settings().name)
 
     def zone(self) -> ZoneWriter:
-        """The round's writer of the zone, shared by the siblings: it gathers their
-        cutovers into batches when the DNS backend can send several in one request."""
-        if self._parent is not None:
-            return self._parent.zone()
-        if self._zone is None:
-            dns = self.dns()
-            with self._making:
-                if self._zone is None:
-                    self._zone = ZoneWriter(dns)
-        return self._zone
-
-    def write_record(self, change: RecordChange) -> tuple[Record, int]:
-        """``change`` sent to the DNS backend (:meth:`DnsProvider.set_record`'s contract),
-        with how many changes went in the same request."""
-        dns = self.dns()
-        if not dns.batches_changes:
-            name, rtype, values, ttl, expect = change
-            return dns.set_record(name, rtype, values, ttl, expect=expect), 1
-        return self.zone().write(change)
+        """The round's writer of the first DNS provider's zone (see :meth:`fanout`)."""
+        return self.fanout().writer(self.config.dns_settings().name)
 
     def account(self, name: str, *, fresh: bool = False) -> AccountReport:
         """The provider's account state, asked once per engine (or again with fresh)."""
@@ -242,6 +228,7 @@ class Engine:
             # blocked earlier and has been restored since, or it would skip it forever
             # (issue 3); once per round: not once per move (issue 28).
             account=lambda name: self._round_account(name, service),
+            unfit=lambda provider: restore_problem(self.config, service, provider),
         )
 
     def _round_account(self, name: str, service: str) -> AccountReport:
@@ -269,6 +256,7 @@ class Engine:
         )
         other.blocklist = self.blocklist
         other.notifier = self.notifier
+        other.publisher = self.publisher
         other._parent = self
         return other
 
@@ -284,17 +272,7 @@ class Engine:
         svc = self.config.services[service]
         resolver = None
         if svc.health.dns is not None and svc.health.dns.server is None:
-            dns = self.dns()
-
-            def resolver() -> tuple[list[str], int] | None:
-                try:
-                    record = dns.get_record(svc.domain, svc.record_type)
-                except ProviderError as exc:
-                    # A DNS backend that cannot be read fails this probe with its message;
-                    # it must not escape the probe round and end `check`/`watch` (issue 3).
-                    raise ProbeFailed(f"DNS backend: {exc}") from None
-                return (record.values, record.ttl) if record else None
-
+            resolver = dnsview.resolver(self, service, address)
         return Target(service, address, svc.port, svc.domain, svc.health, resolver, svc.record_type)
 
     def healthy(self, service: str, address: str) -> bool:
@@ -306,10 +284,11 @@ class Engine:
     def check(self, services: list[str], *, dry_run: bool = False) -> list[Verdict]:
         """One probe round for ``services`` (concurrently), counters updated, and a
         failover where the policy says so."""
+        finished: dict[str, list[str]] = {}
         if not dry_run:
             self.notifier.retry()
             for name in self.watchers.settle_due(services):
-                _settle.settle(self, name)
+                finished[name] = _settle.settle(self, name)
         self.blocklist = rounds.RoundBlocklist()
         rows = self.store.services(services)
         results = {n: not_deployed(n) for n, r in rows.items() if not r.active}
@@ -321,10 +300,12 @@ class Engine:
             self.watchers.observe(live, probes, words)
         results.update(rounds.verdicts(self, live, probes, dry_run, words))
         results.update(data_round(self, results, dry_run=dry_run))
+        results.update(dnssync.dns_round(self, results, dry_run=dry_run))
         if not dry_run:
             standby.maintain(self, results, spares)
-            self.notifier.verdicts(results.values())
-        return [results[n] for n in services]
+            announce_round(self, results)  # and the verdicts to the notifier
+            self.publisher.round(results.values())
+        return [_settle.with_notes(results[n], finished.get(n)) for n in services]
 
     def provider_words(self, rows: dict[str, ServiceRow]) -> dict[str, ProviderWord]:
         """Each live host's provider asked about it, batched per provider where it can
@@ -394,17 +375,25 @@ class Engine:
         beat.start()
         try:
             event = self.store.open_event(service)
+            earlier = None
+            if event is not None and not _settle.same_run(event, kind, to):
+                # Another run was interrupted: finish it first, then do what was asked
+                # (its success is not ours to report, issue 21).
+                event["data"]["pid"] = os.getpid()
+                earlier = run_event(self, event, lease, lease_lost=lambda: beat.lost)
+                self.notifier.outcome(earlier)
+                event = None
             if event is None:
                 row = self.store.service(service)
                 early = self._nothing_to_do(service, kind, row, to, observed_generation)
                 if early is not None:
-                    return early
+                    return _settle.after_earlier(earlier, early)
                 event = self._start(service, kind, reason, row, to, lease)
             else:
                 event["data"]["pid"] = os.getpid()
             outcome = run_event(self, event, lease, lease_lost=lambda: beat.lost)
             self.notifier.outcome(outcome)  # queued: sent after the run, never during
-            return outcome
+            return _settle.after_earlier(earlier, outcome)
         except LeaseLost as exc:
             return Outcome(service, kind, "failed", str(exc))
         finally:
@@ -463,6 +452,8 @@ class Engine:
                     f"{reason}: adopted {adopted.id} on {adopted.provider} "
                     f"(generation {adopted.generation}), found by its tags"
                 )
+        if kind == "deploy" and row.active is None and data.target_generation is None:
+            data.target_generation = _settle.next_generation(self, service, row.generation)
         event_id = self.store.start_event(service, kind, reason, row.active, data.to_dict(), lease)
         event = self.store.event(event_id)
         assert event is not None

@@ -23,8 +23,12 @@ if TYPE_CHECKING:
     from failover.engine import Engine
 
 
-def destroy_service(engine: Engine, service: str) -> dict[str, Any]:
-    """Destroy every host of ``service`` and forget it; a document of what was done."""
+def destroy_service(engine: Engine, service: str, *, unlisted_ok: bool = False) -> dict[str, Any]:
+    """Destroy every host of ``service`` and forget it; a document of what was done.
+
+    A provider that cannot list its hosts (its API down, the account closed) may still
+    hold one the state never knew of: the service is kept, unless ``unlisted_ok`` (the
+    operator said ``--yes``), when it is forgotten with a warning naming the provider."""
     lease = engine.store.acquire(f"service:{service}", engine.config.state.lease_ttl)
     if not isinstance(lease, Lease):
         return _doc(service, False, [], [], f"another run holds the lock (pid {lease['pid']})")
@@ -34,7 +38,8 @@ def destroy_service(engine: Engine, service: str) -> dict[str, Any]:
             return _doc(service, False, [], [], why)
         destroyed: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for provider, host_id in sorted(_hosts(engine, service, failed)):
+        unlisted: list[dict[str, Any]] = []
+        for provider, host_id in sorted(_hosts(engine, service, unlisted)):
             try:
                 engine.destroy(provider, host_id)
             except ProviderError as exc:
@@ -48,9 +53,26 @@ def destroy_service(engine: Engine, service: str) -> dict[str, Any]:
             )
         if failed:
             why = "some hosts could not be destroyed; the record is kept: run it again"
-            return _doc(service, False, destroyed, failed, why)
+            return _doc(service, False, destroyed, failed + unlisted, why)
+        names = ", ".join(u["provider"] for u in unlisted)
+        if unlisted and not unlisted_ok:
+            why = (
+                f"{names} could not list its hosts, and may hold one of {service}: the "
+                f"record is kept; run it again when it answers, or with --yes to forget "
+                f"{service} anyway"
+            )
+            return _doc(service, False, destroyed, unlisted, why)
         engine.store.forget_service(service)
-        return _doc(service, True, destroyed, failed, "")
+        doc = _doc(service, True, destroyed, [], "")
+        if unlisted:
+            doc["warnings"] = [
+                f"{u['provider']} could not list its hosts "
+                f"({u['error'].removeprefix('cannot list: ')}): a host of {service} it "
+                "holds is not destroyed; check its console"
+                for u in unlisted
+            ]
+            doc["unlisted"] = unlisted
+        return doc
     finally:
         with contextlib.suppress(LeaseLost):
             engine.store.release(lease)

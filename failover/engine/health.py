@@ -73,7 +73,8 @@ class Observer(Protocol):
 
     def provider_says(self) -> tuple[str, str]:
         """The provider's word on the live host: ``gone`` or ``blocked`` (proof it is
-        down), ``alive``, or ``silent`` (its API did not answer); and a sentence."""
+        down), ``alive``, ``silent`` (its API did not answer) or ``untrusted`` (its
+        machine shows a host key the pin refuses); and a sentence."""
 
     def watcher_sees(self, provider_word: str) -> tuple[bool, str]:
         """Is a failed round the service's fault rather than the watcher's own?"""
@@ -82,7 +83,8 @@ class Observer(Protocol):
         """Add this round to the health counters; the row as it is afterwards."""
 
     def moves_last_hour(self) -> int:
-        """Moves of this service in the last hour (the circuit breaker)."""
+        """Failovers of this service in the last hour (the circuit breaker): a manual
+        move is an operator's decision, not flapping."""
 
     def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
         """Do enough watcher locations see the service down (always, with one watcher;
@@ -185,6 +187,8 @@ class Judge:
         word, detail = self.observer.provider_says()
         if word == "blocked":
             return self.refused(detail)
+        if word == "untrusted":
+            return self.untrusted(detail)
         rise = self.svc.health.rise
         if self.row.health_state == "up":
             return self.make("up", OK, "none", f"{self.service} healthy on {self.where}")
@@ -200,6 +204,16 @@ class Judge:
             f"`failover move {self.service} --to PROVIDER` moves it"
         )
         return replace(self.make("up", WARNING, "none", msg), blocked=detail)
+
+    def untrusted(self, detail: str) -> Verdict:
+        """The host answers, but the machine under it no longer shows the pinned host
+        key: nothing can be sent to it (no fence, no stop) until someone finds out why."""
+        msg = (
+            f"{self.service} answers on {self.where}, but its machine cannot be trusted: "
+            f"{detail}; a move could not fence it: check the machine's key out of band "
+            "(someone in the middle, or a reinstall?) and re-pin host_key"
+        )
+        return self.make("up", WARNING, "none", msg)
 
     def dns_problem(self) -> Verdict:
         msg = (
@@ -255,8 +269,9 @@ class Judge:
     def circuit_open(self, why: str, moves: int) -> Verdict:
         limit = self.svc.policy.max_moves_per_hour
         msg = (
-            f"{self.service} DOWN on {self.where}: {why}; circuit breaker open: {moves} moves "
-            f"in the last hour (max_moves_per_hour={limit}); move it by hand with "
+            f"{self.service} DOWN on {self.where}: {why}; circuit breaker open: {moves} "
+            f"failovers in the last hour (max_moves_per_hour={limit}; manual moves do not "
+            "count); move it by hand with "
             f"`failover move {self.service} --to PROVIDER`"
         )
         return self.make("down", CRITICAL, "circuit_breaker", msg, why)
@@ -274,6 +289,9 @@ def after_failover(verdict: Verdict, outcome: Outcome, origin: str, port: int) -
         return replace(verdict, state="up", exit_code=WARNING, message=msg)
     if outcome.status in ("busy", "noop"):
         return replace(verdict, exit_code=WARNING, action=outcome.status, message=outcome.message)
+    if outcome.status == "interrupted":  # stopped, or handed over to another watcher
+        msg = f"{name} DOWN on {verdict.where}: {why}; {outcome.message}"
+        return replace(verdict, action="interrupted", message=msg)
     msg = f"{name} DOWN on {verdict.where}: {why}; failover failed: {outcome.message}"
     return replace(verdict, action="failover_failed", message=msg)
 
@@ -301,6 +319,7 @@ class EngineObserver:
         self.svc = engine.config.services[service]
         self.healthy_elsewhere = healthy_elsewhere
         self.word = word
+        self.proof = False
 
     def provider_says(self) -> tuple[str, str]:
         if self.word.blocked is not None and self.row.active:
@@ -340,15 +359,18 @@ class EngineObserver:
         return self.engine.store.moves_since(self.service, time.time() - 3600)
 
     def quorum_sees_down(self, proof: bool) -> tuple[bool, str]:
+        self.proof = proof
         return self.engine.watchers.quorum(self.service, self.row, proof)
 
     def may_act(self) -> tuple[bool, str]:
-        return self.engine.watchers.decide(self.service, self.row)
+        # The provider's word needs no votes: the decision does not wait for them to
+        # hold still (issue 21: with etcd the leader waited a round).
+        return self.engine.watchers.decide(self.service, self.row, proof=self.proof)
 
 
 @dataclass(frozen=True)
 class ProviderWord:
-    word: str  # gone | blocked | alive | silent
+    word: str  # gone | blocked | alive | silent | untrusted
     detail: str
     blocked: AccountBlocked | None = None
 
@@ -363,8 +385,14 @@ def provider_word(provider: ComputeProvider, name: str, host_id: str) -> Provide
     except NotFound:
         host = None
     except ProviderError as exc:
-        return ProviderWord("silent", str(exc))
+        return ProviderWord(unanswered(exc), str(exc))
     return host_word(name, host)
+
+
+def unanswered(exc: ProviderError) -> str:
+    """``untrusted``: the machine answered with a host key the pin refuses (ssh), so
+    nothing can be sent to it; else ``silent``: the API did not answer."""
+    return "untrusted" if exc.kind == "host_key" else "silent"
 
 
 def host_word(name: str, host: Host | None) -> ProviderWord:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import TypeVar
 
@@ -34,6 +35,9 @@ from failover.engine.health import ProviderWord
 from failover.engine.health import Verdict
 from failover.engine.health import host_word
 from failover.engine.health import provider_word
+from failover.engine.health import unanswered
+from failover.engine.journal import CANDIDATE_STEPS
+from failover.engine.journal import Event
 from failover.probes import ProbeResult
 from failover.probes import Target
 from failover.probes import probe_round
@@ -114,11 +118,15 @@ def probe_with(
 def not_run(name: str, row: ServiceRow, probes: list[ProbeResult], port: int) -> Verdict:
     active = row.active or {}
     where = f"{active.get('provider')} ({active.get('address')}:{port})"
-    missing = next((p.error for p in probes if not p.ran), "")
-    msg = (
-        f"{name}: cannot tell: {missing}; nothing counted, nothing moved. Raise "
-        "watcher.probes_in_flight, or lengthen health.interval"
+    missing = next((p.error for p in probes if not p.ran), "") or "a probe was not sent"
+    # Two ways a probe is not sent: the round's budget ran out, or FAILOVER_PROBE_NETWORKS
+    # refused the address. Either way this watcher cannot tell, and must not say "down".
+    advice = (
+        "Raise watcher.probes_in_flight, or lengthen health.interval"
+        if "budget" in missing
+        else "Check FAILOVER_PROBE_NETWORKS on this watcher"
     )
+    msg = f"{name}: cannot tell: {missing}; nothing counted, nothing moved. {advice}"
     return Verdict(name, "unknown", UNKNOWN, "none", msg, probes, None, where)
 
 
@@ -166,7 +174,7 @@ def _batch(
         except AccountBlocked as exc:
             return {s: ProviderWord("blocked", str(exc), exc) for s in hosts}
         except ProviderError as exc:
-            return {s: ProviderWord("silent", str(exc)) for s in hosts}
+            return {s: ProviderWord(unanswered(exc), str(exc)) for s in hosts}
         # An id left out is one the provider could not answer for (one machine of
         # several did not): cannot tell, never "gone".
         silent = ProviderWord("silent", f"{pname} did not answer about the host")
@@ -231,9 +239,32 @@ def verdicts(
     if batch:
         engine.store.record_rounds(batch)
     due = [n for n, v in out.items() if v.action == "failover"]
+    for name in due:
+        held = engine.watchers.held(name)
+        if held:
+            out[name] = replace(out[name], action="held", message=f"{out[name].message}; {held}")
+    due = [n for n in due if out[n].action == "failover"]
     if due:
         out.update(fail_over_all(engine, {n: (live[n], out[n]) for n in due}))
+        for name in due:
+            remember_failure(engine, name, out[name])
     return out
+
+
+def remember_failure(engine: Engine, name: str, verdict: Verdict) -> None:
+    """Tell the watchers how the failover of ``name`` ended (see ``watchers.held``)."""
+    if verdict.action == "failover":
+        engine.watchers.failed(name, None)
+    if verdict.action != "failover_failed":
+        return
+    raw = engine.store.events(name, limit=1, kinds=("failover",))
+    if not raw:
+        return
+    # Only candidates that failed count: a broken DNS backend or a lost lock is not the
+    # candidate's doing and is retried as before.
+    attempts = Event.from_dict(raw[0]).data.attempts
+    signature = sorted({f"{a.provider}: {a.step}" for a in attempts if a.step in CANDIDATE_STEPS})
+    engine.watchers.failed(name, signature or None)
 
 
 def fail_over_all(engine: Engine, due: dict[str, tuple[ServiceRow, Verdict]]) -> dict[str, Verdict]:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.config import ServiceConfig
+from failover.engine import dnsmove
+from failover.engine import settle as _settle
 from failover.engine import standby
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import DRILL_STEPS
@@ -48,15 +50,12 @@ from failover.state import LeaseLost
 from providers.base import AccountBlocked
 from providers.base import CapacityError
 from providers.base import ComputeProvider
-from providers.base import ConflictError
 from providers.base import Host
 from providers.base import HostSpec
 from providers.base import HostState
 from providers.base import NotFound
 from providers.base import ProviderError
 from providers.base import QuotaError
-from providers.base import Record
-from providers.base import RecordChange
 from providers.base import TransientError
 
 if TYPE_CHECKING:
@@ -132,6 +131,10 @@ class Run:
         self.steps = {"drill": DRILL_STEPS, "standby": STANDBY_STEPS}.get(self.kind, STEPS)
         self.origin = event.origin
         self._deadline: tuple[float, float] | None = None
+        # A step that did what it could and left the rest to later rounds (a fence that
+        # could not reach the old host): journaled "deferred", never "succeeded".
+        self.deferred: dict[str, str] = {}
+        self.destroyed: list[str] = []  # the hosts this process cleaned up
         if self.data.deadline:
             self.deadline()  # a resumed run: what is left of its budget, from now on
 
@@ -148,6 +151,7 @@ class Run:
     def journal(self, step: str, status: str, detail: str = "") -> None:
         self.store.step(self.event.id, self.steps.index(step), step, status, detail, self.lease)
         self.e.on_step(step, status, redact(detail))
+        self.e.publisher.request()  # the status page, after the step and never during
         self.e.log(f"{self.service} {self.kind} {step}: {status}{': ' + detail if detail else ''}")
 
     def execute(self) -> Outcome:
@@ -156,6 +160,8 @@ class Run:
             len(self.steps),
         )
         try:
+            if self.restore_left_in_flight(index):
+                index = self.steps.index("provision")
             while index < len(self.steps):
                 step = self.steps[index]
                 lost = self.lease_lost()
@@ -171,11 +177,14 @@ class Run:
                 try:
                     detail = self.call(step)
                 except CandidateFailed as exc:
+                    handed = _settle.hand_over(self, step, str(exc))
+                    if handed:
+                        return self.outcome("interrupted", handed)
                     self.journal(step, "failed", str(exc))
                     self.next_candidate(step, str(exc))
                     index = self.steps.index("provision")
                     continue
-                self.journal(step, "succeeded", detail)
+                self.journal(step, self.deferred.pop(step, "succeeded"), detail)
                 if step == self.steps[-1]:
                     self.finish("succeeded", None)
                 _failpoint(step)
@@ -205,6 +214,9 @@ class Run:
     def fail(self, step: str, message: str) -> Outcome:
         self.journal(step, "failed", message)
         self.rollback()
+        if self.kind == "drill" and self.destroyed:
+            # The drill's host went with the failure: its teardown did run (issue 21).
+            self.journal("teardown", "succeeded", ", ".join(self.destroyed) + " destroyed")
         self.finish("failed", message)
         return self.outcome("failed", message)
 
@@ -233,6 +245,7 @@ class Run:
         self.store.update_event(
             self.event.id, self.lease, data=self.data.to_dict(), status=status, reason=reason
         )
+        self.e.publisher.request()  # the page's last word on this run is its outcome
 
     def outcome(self, status: str, message: str) -> Outcome:
         event = self.store.event(self.event.id)
@@ -249,9 +262,15 @@ class Run:
             where = f"{provider} ({host.address if host else None}:{self.svc.port})"
             return f"warm standby of {self.service} ready on {where}, out of DNS"
         origin = f" from {self.origin.provider}" if self.origin else ""
+        unfenced = ""
+        if self.status_of("fence") == "deferred" and self.origin:
+            unfenced = (
+                f"; the old host {self.origin.host_id} on {self.origin.provider} is NOT "
+                "fenced yet (out of DNS; every check retries)"
+            )
         return (
             f"{self.service} now lives on {provider} ({host.address if host else None}:"
-            f"{self.svc.port}){origin}, generation {self.data.generation}"
+            f"{self.svc.port}){origin}, generation {self.data.generation}{unfenced}"
         )
 
     # --------------------------------------------------------------- candidates
@@ -281,6 +300,26 @@ class Run:
             raise StepFailed(self.no_candidates())
         self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
 
+    def restore_left_in_flight(self, index: int) -> bool:
+        """A restore another run started and never finished: that run may still be alive
+        (paused, cut off from etcd) and finish streaming its backup into the host after
+        this run cut over to it, replacing the writes the host acknowledged since (the
+        fault lab's seed 1029). Never restore into that host: destroy it and provision a
+        fresh one on the same provider."""
+        host = self.data.host
+        if index >= len(self.steps) or self.steps[index] != "restore" or host is None:
+            return False
+        if self.svc.data is None or self.event.steps.get("restore") != "in_progress":
+            return False
+        why = "another run left a restore into it in flight; provisioning a fresh host"
+        self.journal("restore", "failed", why)
+        self.cleanup(host, why)
+        self.data.attempts.append(Attempt(host.provider, "restore", why))
+        self.data.host = None
+        self.save()
+        self.store.reset_steps(self.event.id, CANDIDATE_STEPS, self.lease)
+        return True
+
     def remember(
         self, host: HostRecord, role: Role, *, generation: int | None = None, note: str = ""
     ) -> None:
@@ -307,6 +346,7 @@ class Run:
                 "the next `failover check` will also retry"
             ) from None
         self.remember(host, Role.DESTROYED, note=why)
+        self.destroyed.append(f"{host.host_id} on {host.provider}")
 
     def rollback(self) -> None:
         host = self.data.host
@@ -442,7 +482,8 @@ class Run:
             self.e.mark_blocked(provider_name, exc)
             raise CandidateFailed(f"blocked: {exc}") from None
         except (CapacityError, QuotaError) as exc:
-            self.e.blocklist.add(provider_name, f"out of {exc.kind} ({exc})")
+            if not self.e.provider(provider_name).capacity_per_service:
+                self.e.blocklist.add(provider_name, f"out of {exc.kind} ({exc})")
             raise CandidateFailed(f"{exc.kind}: {exc}") from None
         except ProviderError as exc:
             raise CandidateFailed(f"{exc.kind}: {exc}") from None
@@ -496,10 +537,9 @@ class Run:
                 if host.address != record.address:
                     record.address = host.address
                     self.save()
-                return (
-                    f"{host.raw_state or host.state.value} at {host.address} after "
-                    f"{time.monotonic() - started:.1f}s"
-                )
+                # The host's state, never the name of the phase it is in (issue 21).
+                booted = "running" if host.state == HostState.RUNNING else "booted"
+                return f"{booted} at {host.address} after {time.monotonic() - started:.1f}s"
             if time.monotonic() > self.deadline():
                 raise self.timed_out(f"not running ({host.state.value})")
             time.sleep(poll_interval(self.svc))
@@ -527,11 +567,18 @@ class Run:
         if self.svc.data is None:
             return ""
         from failover.data.plane import DataUnavailable
-        from failover.data.plane import restore
+        from failover.data.recover import restore
 
         host = self.host()
         try:
-            detail, record = restore(self.e, self.service, host.provider, host.host_id)
+            detail, record = restore(
+                self.e,
+                self.service,
+                host.provider,
+                host.host_id,
+                kind=self.kind,
+                origin=self.origin,
+            )
         except DataUnavailable as exc:
             raise StepFailed(f"{self.service}: {exc}") from None
         except ProviderError as exc:
@@ -563,44 +610,10 @@ class Run:
                 raise self.timed_out(f"probes not passing ({last})")
             time.sleep(min(self.svc.health.interval, 0.25))
 
-    def point_dns(self, address: str) -> tuple[Record, int]:
-        """The record moved from the old host to ``address`` (and how many cutovers went
-        in the same DNS request), or an error saying why not.
-
-        Every write is conditional on the record still pointing at the old host: when
-        someone else moved it (another watcher with its own state, a person), this run
-        stops and leaves DNS to them rather than overwrite it."""
-        svc, dns = self.svc, self.e.dns()
-        ttl = self.e.config.dns_settings().ttl
-        old = [self.origin.address] if self.origin and self.origin.address else None
-        change = RecordChange(svc.domain, svc.record_type.upper(), [address], ttl, old)
-        try:
-            return self.e.write_record(change)
-        except ConflictError:
-            current = dns.get_record(svc.domain, svc.record_type)
-            if current is not None and sorted(current.values) == [address]:
-                return current, 1  # ours already: a resumed cutover
-            row = self.store.service(self.service)
-            if row.generation != self.data.expected_generation:
-                raise LeaseLost(
-                    f"{self.service} moved meanwhile (generation {row.generation}); this run stops"
-                ) from None
-            values = current.values if current else "no record"
-            raise StepFailed(
-                f"{svc.domain} {svc.record_type} now answers {values}, neither the old host "
-                f"({', '.join(old or ['none'])}) nor the new one ({address}): another writer "
-                "changed it; DNS left alone. Find out who (another watcher with its own state?)"
-                " and run `failover status`"
-            ) from None
-        except TransientError as exc:
-            raise StepFailed(f"DNS update failed: {exc}") from None
-
     def step_cutover(self) -> str:
         host = self.host()
         assert host.address is not None
-        record, together = self.point_dns(host.address)
-        if sorted(record.values) != [host.address]:
-            raise StepFailed(f"DNS answers {record.values} after the update, not {host.address}")
+        moved = dnsmove.cutover(self, host.address)
         generation = self.store.cutover(
             self.service,
             self.data.expected_generation,
@@ -613,11 +626,7 @@ class Run:
         self.remember(host, Role.ACTIVE, generation=generation)
         if self.origin:
             self.remember_origin(Role.FENCE, address=self.origin.address)
-        batch = f"; one DNS change with {together - 1} other cutovers" if together > 1 else ""
-        return (
-            f"{self.svc.domain} {self.svc.record_type} -> {host.address} (ttl {record.ttl}"
-            f"{batch}); generation {generation}"
-        )
+        return f"{moved}; generation {generation}"
 
     def remember_origin(self, role: Role, *, address: str | None = None, note: str = "") -> None:
         assert self.origin is not None
@@ -640,14 +649,19 @@ class Run:
             self.e.destroy(origin.provider, origin.host_id, stop_only=how == "stop")
         except AccountBlocked as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
+            self.deferred["fence"] = "deferred"
             return (
-                f"{where}: the provider refuses us ({exc.message}); out of DNS, will be "
-                f"{how}ed when it answers again"
+                f"{where} NOT {how}ed: the provider refuses us ({exc.message}); out of DNS, "
+                f"will be {how}ed when it answers again"
             )
         except ProviderError as exc:
             self.remember_origin(Role.FENCE, note=str(exc))
-            return f"{where}: {exc}; out of DNS, will be {how}ed by the next check"
+            self.deferred["fence"] = "deferred"
+            return f"{where} NOT {how}ed: {exc}; out of DNS, retried by every check"
         self.remember_origin(Role.DESTROYED if how == "destroy" else Role.STOPPED)
+        if self.e.config.provider_settings()[origin.provider].type == "static":
+            # A static machine is never stopped by us: the record of it is released.
+            return f"{where} released (static: the service there keeps running); out of DNS"
         return f"{where} {how}ed; out of DNS"
 
     def step_park(self) -> str:

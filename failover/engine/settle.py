@@ -4,10 +4,16 @@ the hosts the providers still run for a service (found by their tags)."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
+from failover.engine.health import WARNING
+from failover.engine.health import Verdict
+from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import Event
+from failover.engine.journal import Outcome
 from failover.engine.journal import Role
 from providers.base import Host
 from providers.base import HostState
@@ -16,6 +22,7 @@ from providers.util import pid_alive
 
 if TYPE_CHECKING:
     from failover.engine import Engine
+    from failover.engine.runner import Run
 
 _LEFTOVER = (Role.FENCE, Role.CANDIDATE, Role.DRILL)
 
@@ -26,7 +33,10 @@ def settle(engine: Engine, service: str) -> list[str]:
     event = engine.store.open_event(service)
     if event is not None:
         outcome = engine.run(service, event["kind"], reason=event["reason"] or "resume")
-        notes.append(outcome.message)
+        # A finished move or failover moved the service in this run (WARNING, contract
+        # section 3); a finished deploy only put it where it was meant to be.
+        if event["kind"] != "deploy" or not outcome.ok:
+            notes.append(outcome.message)
     for host in engine.store.hosts(service):
         if host["role"] not in _LEFTOVER:
             continue
@@ -36,6 +46,62 @@ def settle(engine: Engine, service: str) -> list[str]:
         if note:
             notes.append(note)
     return notes
+
+
+def next_generation(engine: Engine, service: str, generation: int) -> int | None:
+    """The generation a deploy after ``destroy`` cuts over to: past every one the
+    journal holds (the state forgot the service, the journal did not), so the number
+    keeps growing and stays a fencing token. None: the usual next one."""
+    made = [
+        int(e["data"]["generation"])
+        for e in engine.store.events(service, limit=50)
+        if (e.get("data") or {}).get("generation")
+    ]
+    top = max(made, default=0)
+    return top + 1 if top > generation else None
+
+
+def hand_over(run: Run, step: str, why: str) -> str | None:
+    """A failover's candidate failed as this watcher sees it while a quorum of other
+    locations sees it healthy: the run is left open (the host kept, a fresh
+    ``ready_timeout``) for a watcher that can see, and this one gives up the lead."""
+    host = run.data.host
+    if run.kind != "failover" or host is None or step not in CANDIDATE_STEPS:
+        return None
+    said = run.e.watchers.hand_over(run.service, host.host_id)
+    if said is None:
+        return None
+    run.data.deadline = time.time() + run.svc.policy.ready_timeout
+    run.save()
+    why = why.removesuffix("; host destroyed")
+    run.journal(step, "failed", f"{why}; host kept: {said}")
+    return f"{run.service}: {step} failed as seen from here ({why}); {said}"
+
+
+def same_run(event: dict[str, Any], kind: str, to: str | None) -> bool:
+    """Is the open ``event`` the run that was asked for (``kind`` to ``to``), so that
+    resuming it is doing what was asked?"""
+    return bool(event["kind"] == kind and (to is None or event["data"].get("to") == to))
+
+
+def after_earlier(earlier: Outcome | None, outcome: Outcome) -> Outcome:
+    """The outcome of a run that first finished another, interrupted one: both said,
+    and the status is the asked run's own (a move that finished someone else's move to
+    beta has not reached gamma)."""
+    if earlier is None:
+        return outcome
+    first = f"first finished an interrupted {earlier.kind} ({earlier.status}: {earlier.message})"
+    return replace(outcome, message=f"{first}; then: {outcome.message}")
+
+
+def with_notes(verdict: Verdict, notes: list[str] | None) -> Verdict:
+    """A round that first finished an earlier run (or removed what one left) says so,
+    and is at least a WARNING: something changed that nobody asked this check for."""
+    if not notes:
+        return verdict
+    code = max(verdict.exit_code, WARNING)
+    said = "; ".join(notes)
+    return replace(verdict, exit_code=code, message=f"{verdict.message} (first: {said})")
 
 
 def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str | None:
@@ -53,7 +119,10 @@ def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str |
             role=host["role"],
             note=str(exc),
         )
-        return None
+        # Said every round (the check is a WARNING meanwhile): an old host that may
+        # still serve stale data is not something to be quiet about.
+        how = "fenced" if host["role"] == Role.FENCE else "removed"
+        return f"{host['role']} host {host['host_id']} on {host['provider']} NOT {how} yet: {exc}"
     engine.store.set_host(
         host["provider"],
         host["host_id"],
@@ -62,7 +131,7 @@ def remove_leftover(engine: Engine, service: str, host: dict[str, Any]) -> str |
         role=Role.STOPPED if stop_only else Role.DESTROYED,
         note=f"cleaned up after {host['role']}",
     )
-    return f"{host['role']} host {host['host_id']} on {host['provider']} removed"
+    return None
 
 
 def owned(engine: Engine, host: dict[str, Any]) -> bool:
@@ -141,9 +210,12 @@ def adoptable(engine: Engine, service: str, generation: int) -> Host | None:
 
 
 def _dns_values(engine: Engine, service: str) -> list[str]:
-    svc = engine.config.services[service]
-    try:
-        record = engine.dns().get_record(svc.domain, svc.record_type)
-    except ProviderError:
-        return []
-    return record.values if record else []
+    """Every address any provider holds for any domain of ``service``."""
+    svc, fan = engine.config.services[service], engine.fanout()
+    found: list[str] = []
+    for domain in svc.domains:
+        for name in fan.zones.providers_of(domain):
+            values = fan.read(name, domain, svc.record_type)
+            if isinstance(values, list):
+                found += values
+    return found

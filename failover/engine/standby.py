@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.config import TcpProbe
+from failover.engine.fit import restore_problem
 from failover.engine.health import Verdict
 from failover.engine.journal import HostRecord
 from failover.engine.journal import Outcome
@@ -106,6 +107,7 @@ def _provider_for(
         current=row.active["provider"],
         to=None,
         account=account,
+        unfit=lambda provider: restore_problem(engine.config, service, provider),
     ).usable
     return usable[0] if usable else None
 

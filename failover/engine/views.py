@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
 from failover.data import plane as data_plane
+from failover.engine import dnsview
 from failover.probes import reach
 from failover.render import host_name
+from failover.state import StateError
+from failover.state.sqlite import place
 from providers.base import AccountReport
 from providers.base import Check
 from providers.base import ProviderError
-from providers.base import dns_class
 from providers.base import provider_class
 
 if TYPE_CHECKING:
@@ -31,10 +34,11 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     target = selection.usable[0] if selection.usable else None
     svc = engine.config.services[service]
     gen = row.generation + 1
+    restore = _restore_preview(engine, service) if target else None
     candidates = ", ".join(f"{c.provider} ({c.reason})" for c in selection.candidates)
     steps = [
         ("lock", f"take the lock on {service}"),
-        ("select", "candidates: " + candidates or "none"),
+        ("select", "candidates: " + (candidates or "none")),
         (
             "provision",
             f"create host {host_name(service, gen, target)} on {target}"
@@ -46,11 +50,7 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
             f"until the provider reports it running (ready_timeout "
             f"{svc.policy.ready_timeout:g}s, then the next candidate)",
         ),
-        (
-            "restore",
-            f"setup ({len(svc.run.setup)} commands) and restore "
-            f"({len(svc.run.restore)} commands); the service port answers",
-        ),
+        ("restore", _restore_step(svc.run.setup, svc.run.restore, restore)),
         ("verify", f"{svc.health.rise} good probe rounds against the new host"),
         (
             "cutover",
@@ -68,13 +68,53 @@ def plan(engine: Engine, service: str, kind: str, to: str | None = None) -> dict
     return {
         "service": service,
         "kind": kind,
-        "from": row.active,
+        "from": place(row.active),
         "to": target,
         "possible": target is not None,
         "candidates": [c.to_dict() for c in selection.candidates],
         "steps": [{"name": n, "does": d} for n, d in steps],
         "generation": row.generation,
+        **({"restore": restore} if svc.data is not None else {}),
     }
+
+
+def _restore_preview(engine: Engine, service: str) -> dict[str, Any] | None:
+    """The backup a move would restore now: the newest complete one, from the first of
+    the service's stores that holds it (as the restore step picks it); None without
+    ``data:``."""
+    if engine.config.services[service].data is None:
+        return None
+    try:
+        backups = data_plane.catalog(engine, service)
+    except ProviderError as exc:
+        return {"backup": None, "error": str(exc)}
+    if not backups:
+        return {"backup": None}
+    newest = backups[0]
+    taken = datetime.fromisoformat(newest["taken_at"]).timestamp()
+    return {
+        "backup": newest["id"],
+        "store": newest["stores"][0],
+        "taken_at": newest["taken_at"],
+        "age_s": round(max(0.0, time.time() - taken), 1),
+        "bytes": newest["bytes"],
+    }
+
+
+def _restore_step(setup: list[str], commands: list[str], restore: dict[str, Any] | None) -> str:
+    does = f"setup ({len(setup)} commands) and restore ({len(commands)} commands)"
+    if restore is not None:
+        if restore.get("error"):
+            does = f"{does}; data: {restore['error']}"
+        elif restore["backup"] is None:
+            does = f"{does}; data: no backup yet, the service starts empty"
+        else:
+            does = (
+                f"{does}; data: backup {restore['backup']} from store {restore['store']} "
+                f"(taken {restore['taken_at']}, {restore['age_s']:.0f}s old, "
+                f"{restore['bytes']} bytes)"
+            )
+    return f"{does}; the service port answers"
 
 
 def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list[dict[str, Any]]:
@@ -84,28 +124,8 @@ def status(engine: Engine, services: list[str], *, refresh: bool = True) -> list
         for name in names:
             engine.account(name, fresh=True)
     states = engine.store.provider_states()
-    records = _records(engine, services)
-    return [_service_status(engine, name, states, records[name]) for name in services]
-
-
-def _records(engine: Engine, services: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Each service's DNS record, read concurrently (bounded): one after another, 200
-    services behind a cloud DNS API make `status` wait for 200 round trips (issue 16)."""
-    dns = engine.dns()
-
-    def read(name: str) -> dict[str, Any] | None:
-        svc = engine.config.services[name]
-        try:
-            found = dns.get_record(svc.domain, svc.record_type)
-        except ProviderError as exc:
-            return {"name": svc.domain, "type": svc.record_type, "error": str(exc)}
-        return found.to_dict() if found else None
-
-    if len(services) <= 1:
-        return {name: read(name) for name in services}
-    width = min(engine.config.watcher.lookups, len(services))
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="failover-dns") as pool:
-        return dict(zip(services, pool.map(read, services), strict=True))
+    records = dnsview.records(engine, services)
+    return [_service_status(engine, name, states, *records[name]) for name in services]
 
 
 def _service_status(
@@ -113,6 +133,7 @@ def _service_status(
     name: str,
     states: dict[str, dict[str, Any]],
     record: dict[str, Any] | None,
+    domains: list[dict[str, Any] | None],
 ) -> dict[str, Any]:
     svc = engine.config.services[name]
     row = engine.store.service(name)
@@ -131,13 +152,15 @@ def _service_status(
         "domain": svc.domain,
         "active": active,
         "health": {
-            "state": row.health_state if row.active else "unknown",
+            # Never probed since it went live: nobody has seen it up yet (issue 21).
+            "state": row.health_state if row.active and row.last_check else "unknown",
             "consecutive_failures": row.failures,
             "consecutive_successes": row.successes,
             "last_check": row.last_check,
             "latency_s": None if row.latency is None else round(row.latency, 4),
         },
         "dns": record,
+        "domains": domains,
         "generation": row.generation,
         "standby": _standby(engine, name),
         "last_event": {
@@ -178,11 +201,15 @@ def _provider_state(engine: Engine, name: str, states: dict[str, dict[str, Any]]
 
 
 def doctor(engine: Engine) -> dict[str, Any]:
-    """Each provider's account and the DNS zone, checked now; warnings on shared fate."""
+    """Each provider's account, the DNS zone, the state store and each backup store,
+    checked now, each on its own; warnings on shared fate."""
+    from failover.engine import doctor_checks
+
+    state = doctor_checks.state_store(engine)
     providers = []
     reports: list[AccountReport] = []
     for name, settings in engine.config.provider_settings().items():
-        report = engine.account(name, fresh=True)
+        report = _account(engine, name)
         reports.append(report)
         providers.append(
             {
@@ -193,10 +220,7 @@ def doctor(engine: Engine) -> dict[str, Any]:
                 "checks": [c.__dict__ for c in report.checks],
             }
         )
-    try:
-        dns_report = engine.dns().check()
-    except ProviderError as exc:
-        dns_report = AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
+    dns_report, dns_providers = dnsview.doctor(engine)
     failed_checks = [
         c
         for report in (*reports, dns_report)
@@ -204,15 +228,18 @@ def doctor(engine: Engine) -> dict[str, Any]:
         if not c.ok and c.level == "error"
     ]
     canaries = _canaries(engine)
+    stores = doctor_checks.backup_stores(engine)
     ok = (
         all(p["state"] == "available" for p in providers)
         and dns_report.state == "available"
         and not failed_checks
         and all(c["ok"] for c in canaries)
+        and all(part["state"] == "available" for part in (state, *stores))
     )
     dns_settings = engine.config.dns_settings()
     return {
         "ok": ok,
+        "state": state,
         "providers": providers,
         "dns": {
             "type": dns_settings.type,
@@ -220,11 +247,26 @@ def doctor(engine: Engine) -> dict[str, Any]:
             "state": dns_report.state,
             "reason": dns_report.reason,
             "checks": [c.__dict__ for c in dns_report.checks],
+            "providers": dns_providers,
         },
+        "stores": stores,
         "canaries": canaries,
         "warnings": warnings(engine)
+        + dnsview.warnings(engine, dns_providers)
         + [f"{c['service']}: {c['detail']}" for c in canaries if not c["ok"]],
     }
+
+
+def _account(engine: Engine, name: str) -> AccountReport:
+    """The provider asked now; recorded in the state when the state answers (doctor
+    reports a state store that does not on its own line)."""
+    try:
+        return engine.account(name, fresh=True)
+    except StateError:
+        try:
+            return engine.provider(name).check_account()
+        except ProviderError as exc:
+            return AccountReport("unknown", [Check("api", False, str(exc))], str(exc))
 
 
 def _canaries(engine: Engine) -> list[dict[str, Any]]:
@@ -254,9 +296,6 @@ def warnings(engine: Engine) -> list[str]:
                     "elsewhere too"
                 )
     dns_settings = config.dns_settings()
-    dns_vendor = dns_class(dns_settings.type).vendor or str(
-        getattr(dns_settings, "vendor", "") or ""
-    )
     for name, svc in config.services.items():
         detect = svc.health.interval * svc.health.fall
         if dns_settings.ttl > detect:
@@ -266,18 +305,12 @@ def warnings(engine: Engine) -> list[str]:
                 f"keep the old address up to {dns_settings.ttl}s after a cutover; lower "
                 "dns.ttl"
             )
-        for pname in config.service_providers(name):
-            vendor = provider_class(config.provider_settings()[pname].type).vendor
-            if dns_vendor and vendor and vendor == dns_vendor and vendor != "local":
-                out.append(
-                    f"{name}: the zone {dns_settings.zone} is hosted by {vendor}, like "
-                    f"provider {pname}: if {pname}'s account is closed, the zone in "
-                    f"{dns_settings.type} goes with it and no failover can repoint "
-                    f"{svc.domain}; keep the zone with another company"
-                )
-    out.extend(engine.watchers.warnings())  # several watchers: shared places, etcd size
-    out.extend(data_plane.warnings(engine))  # every store at one company
-    return out
+    from failover.engine.doctor_checks import tolerant
+
+    unread: list[str] = []
+    out.extend(tolerant(engine.watchers.warnings, unread))  # several watchers, etcd size
+    out.extend(tolerant(lambda: data_plane.warnings(engine), unread))  # one company
+    return out + unread
 
 
 def history(engine: Engine, service: str | None, limit: int) -> list[dict[str, Any]]:

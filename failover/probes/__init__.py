@@ -79,6 +79,12 @@ class ProbeFailed(Exception):
     pass
 
 
+class NotSent(ProbeFailed):
+    """The probe was never sent (FAILOVER_PROBE_NETWORKS refused the address): it says
+    nothing about the service, so the round reads it as "cannot tell", never as "down"
+    (issue 21: a watcher that could see nothing led and kept the service down)."""
+
+
 def _allowed(address: str) -> None:
     """Refuse addresses outside FAILOVER_PROBE_NETWORKS (when set): a safety belt for
     test rigs and for operators who must never probe outside a known network."""
@@ -92,7 +98,7 @@ def _allowed(address: str) -> None:
     for net in spec.split(","):
         if net.strip() and ip in ipaddress.ip_network(net.strip(), strict=False):
             return
-    raise ProbeFailed(f"{address} is outside FAILOVER_PROBE_NETWORKS ({spec}); not probed")
+    raise NotSent(f"{address} is outside FAILOVER_PROBE_NETWORKS ({spec}); not probed")
 
 
 async def _open(
@@ -268,6 +274,8 @@ async def _timed(kind: str, t: Target) -> ProbeResult:
         result = await asyncio.wait_for(PROBES[kind](t), timeout=t.health.timeout)
     except TimeoutError:
         return ProbeResult(kind, False, t.health.timeout, f"no answer within {t.health.timeout}s")
+    except NotSent as exc:
+        return ProbeResult(kind, False, None, str(exc), ran=False)
     except ProbeFailed as exc:
         return ProbeResult(kind, False, time.perf_counter() - started, str(exc))
     except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 
+from failover.state.deliveries import RUN_KINDS
 from failover.state.sqlite import Lease
 from failover.state.sqlite import LeaseLost
 from failover.state.sqlite import RoundRecord
@@ -197,6 +198,15 @@ class Store(Protocol):
         """Set the record's ``status`` (sent | failed | gave_up | open | resolved)."""
         ...
 
+    def requeue_delivery(self, key: str, target: str, sender: str, retry_rounds: int) -> bool:
+        """A record ``sending`` by ``sender`` (its ``detail``, a process that ended):
+        ``failed`` again, or ``gave_up`` past ``retry_rounds``; False if it moved on."""
+        ...
+
+    # The kinds of run (failover, move) whose end queues an ``outbox`` record in the
+    # transaction that journals it; empty without `notify:` targets (open_store).
+    outbox_kinds: tuple[str, ...]
+
     def deliveries(
         self,
         *,
@@ -212,12 +222,16 @@ class Store(Protocol):
 
 def open_store(config: Config) -> Store:
     """The store ``config.state`` names: the SQLite file in the state directory, or etcd."""
+    store: Store
     if config.state.backend == "etcd":
         from failover.state.etcd import etcd_store
 
-        return etcd_store(config.state)
-    assert config.state_dir is not None
-    return SqliteStore(config.state_dir)
+        store = etcd_store(config.state)
+    else:
+        assert config.state_dir is not None
+        store = SqliteStore(config.state_dir)
+    store.outbox_kinds = RUN_KINDS if config.notify else ()
+    return store
 
 
 __all__ = [

@@ -28,6 +28,8 @@ from typing import Any
 
 from failover.redact import redact
 from failover.redact import redact_doc
+from failover.redact import register_secret
+from failover.redact import url_secrets
 from failover.state.etcd_side import EtcdSide
 from failover.state.gateway import KV
 from failover.state.gateway import TLS
@@ -49,6 +51,7 @@ from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import StateError
 from failover.state.sqlite import counters_after
 from failover.state.sqlite import now_iso
+from failover.state.sqlite import place
 from providers.util import pid_alive
 
 _RETRIES = 50  # compare-and-set rounds before giving up on a key others keep writing
@@ -73,10 +76,18 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         """Refuse a store a newer failover wrote; once per process, on first use."""
         if self._schema_checked:
             return
-        key = self.k("meta", "schema")
+        key, mark = self.k("meta", "schema"), self.k("meta", "migration")
         ok, responses, _ = self.gw.txn(
-            [created_at(key, 0)], [put(key, SCHEMA_VERSION)], [get_op(key)]
+            [created_at(key, 0)],
+            [put(key, SCHEMA_VERSION), get_op(mark)],
+            [get_op(key), get_op(mark)],
         )
+        if range_kvs(responses[-1]):
+            # failover.state.migrate: half a history is never acted on.
+            raise StateError(
+                f"etcd under {self.prefix} holds a migration that did not finish: nothing "
+                "acts on it until `failover state migrate --to etcd --force` replaces it"
+            )
         if not ok:
             found = range_kvs(responses[0])
             version = int(found[0].json()) if found else SCHEMA_VERSION
@@ -358,10 +369,13 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         def apply(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
             if raw is None:
                 raise StateError(f"no event {event_id} in the journal")
+            was = raw["status"]
             change(raw)
             extra = []
             if raw["status"] != "in_progress":
                 extra.append(delete(self.k("open", service, f"{event_id:012d}")))
+                if was == "in_progress":
+                    extra += self.outbox_ops(raw)  # its notice, in the same transaction
             return raw, extra
 
         self._update(self._event_key(service, event_id), apply, lease)
@@ -467,7 +481,7 @@ class EtcdStore(EtcdSide, RoundsOfOne):
         return sum(
             1
             for e in self._journal(service)
-            if e["kind"] in ("failover", "move")
+            if e["kind"] == "failover"  # the circuit breaker counts failovers, not moves
             and e["status"] == "succeeded"
             and float(e["started"]) >= since
         )
@@ -549,8 +563,8 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
         "kind": raw["kind"],
         "status": raw["status"],
         "reason": raw.get("reason"),
-        "from": raw.get("origin"),
-        "to": raw.get("target"),
+        "from": place(raw.get("origin")),
+        "to": place(raw.get("target")),
         "started_at": raw["started_at"],
         "finished_at": raw.get("finished_at"),
         "duration_s": round(raw["finished"] - raw["started"], 3) if raw.get("finished") else None,
@@ -573,6 +587,9 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
 
 def etcd_store(state: Any) -> EtcdStore:
     """The store ``state:`` (a :class:`failover.config.StateConfig`) describes."""
+    for endpoint in state.endpoints:  # `user:password@` must not show in its messages
+        for secret in url_secrets(endpoint):
+            register_secret(secret)
     gateway = Gateway(
         state.endpoints,
         timeout=state.timeout,

@@ -14,7 +14,11 @@ from typing import Any
 
 from failover.redact import redact
 from failover.redact import redact_doc
+from failover.state.deliveries import claimer
+from failover.state.deliveries import interrupted
+from failover.state.deliveries import outbox_row
 from failover.state.gateway import Gateway
+from failover.state.gateway import put
 from failover.state.sqlite import Lease
 from failover.state.sqlite import now_iso
 
@@ -28,6 +32,21 @@ class EtcdSide:
     k: Callable[..., str]
     _update: Callable[..., Any]
     _commit: Callable[[Lease | None, list[dict[str, Any]], list[dict[str, Any]]], bool]
+    outbox_kinds: tuple[str, ...] = ()  # set by open_store when `notify:` has targets
+
+    def outbox_ops(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The writes that queue the notice of a run that ends (``event``, as journaled),
+        to go in the transaction that ends it."""
+        if event.get("kind") not in self.outbox_kinds:
+            return []
+        now = now_iso()
+        raw = {
+            **outbox_row(int(event["id"]), str(event["service"])),
+            "created_at": now,
+            "updated_at": now,
+            "seq": time.time(),
+        }
+        return [put(self.k("dlv", _part(raw["key"]), _part("-")), raw)]
 
     def claim_delivery(
         self,
@@ -57,13 +76,18 @@ class EtcdSide:
                     "body": redact_doc(body),
                     "status": "sending",
                     "rounds": 1,
-                    "detail": "",
+                    "detail": claimer(),
                     "created_at": now,
                     "updated_at": now,
                     "seq": time.time(),
                 }
             elif raw["status"] == "failed" and int(raw["rounds"]) <= retry_rounds:
-                raw.update(status="sending", rounds=int(raw["rounds"]) + 1, updated_at=now)
+                raw.update(
+                    status="sending",
+                    rounds=int(raw["rounds"]) + 1,
+                    detail=claimer(),
+                    updated_at=now,
+                )
             else:
                 return None, []
             claimed.append(raw)
@@ -80,6 +104,22 @@ class EtcdSide:
             return raw, []
 
         self._update(self.k("dlv", _part(key), _part(target)), change, None)
+
+    def requeue_delivery(self, key: str, target: str, sender: str, retry_rounds: int) -> bool:
+        """As :meth:`SqliteDeliveries.requeue_delivery`, a compare-and-set."""
+        done: list[bool] = []
+
+        def change(raw: Any) -> tuple[Any, list[dict[str, Any]]]:
+            done.clear()
+            if raw is None or raw["status"] != "sending" or raw.get("detail") != sender:
+                return None, []
+            status = "failed" if int(raw["rounds"]) <= retry_rounds else "gave_up"
+            raw.update(status=status, detail=interrupted(sender), updated_at=now_iso())
+            done.append(True)
+            return raw, []
+
+        self._update(self.k("dlv", _part(key), _part(target)), change, None)
+        return bool(done)
 
     def deliveries(
         self,

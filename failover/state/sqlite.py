@@ -115,6 +115,18 @@ def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
 
 
+def place(host: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An event's ``from`` or ``to`` as every document shows both: the same keys (the
+    journal keeps the live row, with its ``name``, as ``from``)."""
+    if not host:
+        return None
+    return {
+        "provider": host.get("provider"),
+        "host_id": host.get("host_id"),
+        "address": host.get("address"),
+    }
+
+
 @dataclass(frozen=True)
 class Lease:
     name: str
@@ -498,6 +510,8 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
                     "UPDATE events SET status=?, finished_at=?, finished=? WHERE id=?",
                     (status, now_iso(now), now, event_id),
                 )
+                if status != "in_progress":
+                    self._outbox(db, event_id)  # its notice, in the same transaction
 
     def step(
         self,
@@ -576,7 +590,7 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
 
     def moves_since(self, service: str, since: float) -> int:
         row = self.db.execute(
-            "SELECT COUNT(*) FROM events WHERE service=? AND kind IN ('failover','move')"
+            "SELECT COUNT(*) FROM events WHERE service=? AND kind='failover'"
             " AND status='succeeded' AND started>=?",
             (service, since),
         ).fetchone()
@@ -604,8 +618,8 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
             "kind": row["kind"],
             "status": row["status"],
             "reason": row["reason"],
-            "from": json.loads(row["origin"]) if row["origin"] else None,
-            "to": json.loads(row["target"]) if row["target"] else None,
+            "from": place(json.loads(row["origin"]) if row["origin"] else None),
+            "to": place(json.loads(row["target"]) if row["target"] else None),
             "started_at": row["started_at"],
             "finished_at": row["finished_at"],
             "duration_s": round(row["finished"] - row["started"], 3) if row["finished"] else None,

@@ -36,7 +36,12 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
 
     def __init__(self, settings: DnsSettings, context: ProviderContext) -> None:
         super().__init__(settings, context)
-        self.path = Path(context.state_dir) / "dns" / f"{settings.zone}.json"
+        # A second local provider of the zone (tests, the demo of two companies) keeps
+        # its own file; the first keeps the path it always had.
+        where = Path(context.state_dir) / "dns"
+        if settings.name not in ("", "local"):
+            where = where / settings.name
+        self.path = where / f"{settings.zone}.json"
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return locked(self.path.with_suffix(".lock"))
@@ -97,7 +102,10 @@ class LocalDns(DnsProvider, kind="local", settings=LocalDnsSettings, vendor="loc
                         )
                     )
                     continue
-                zone["records"][key] = {"values": list(values), "ttl": ttl}
+                if values:
+                    zone["records"][key] = {"values": list(values), "ttl": ttl}
+                else:  # an empty set is no set, as at every authority (a removed challenge)
+                    zone["records"].pop(key, None)
                 out.append(Record(name, rtype, list(values), ttl))
             if any(isinstance(result, Record) for result in out):
                 zone["serial"] = int(zone.get("serial", 0)) + 1

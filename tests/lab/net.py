@@ -1,0 +1,240 @@
+"""The lab's network: who may send to whom, enforced by the kernel.
+
+Every process of the lab lives in a cgroup (v2) of its own, ``failover_lab/<site>/<role>``,
+and every packet it sends to a lab address leaves from ``127.88.0.254`` (a ``local``
+route for ``127.88.0.0/16`` that names that source). A fault is an nftables rule in the
+table ``inet failover_lab``: *packets from this cgroup to that set of addresses are
+dropped*. Each rule matches ``ip saddr 127.88.0.0/16`` and a destination set holding only
+127.88 addresses, so nothing but the lab's own traffic can ever match it.
+
+Latency goes through a ``prio`` qdisc on ``lo`` whose fourth band carries ``netem``;
+only ``u32`` filters on 127.88 destinations send packets there. It is added only when
+``lo`` has no qdisc of its own (``noqueue``), and removed at the end.
+
+``Net.reset()`` (run at start, at exit, on SIGTERM/SIGINT and by the pytest fixture)
+deletes the table, the route, the qdisc and the cgroups, whatever state a killed run left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+from typing import Any
+
+TABLE = "failover_lab"
+NETWORK = "127.88.0.0/16"
+SOURCE = "127.88.0.254"
+QDISC = "88:"
+LOCK = Path("/run/failover-lab.lock")
+_lock = threading.Lock()
+
+
+def _run(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _lab_address(address: str) -> str:
+    if ipaddress.ip_address(address) not in ipaddress.ip_network(NETWORK):
+        raise ValueError(f"{address} is outside {NETWORK}")
+    return address
+
+
+def cgroup_root() -> Path:
+    """Where cgroup v2 is mounted (``/sys/fs/cgroup`` or, on hybrid hosts, ``.../unified``)."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return Path(fields[1])
+    raise RuntimeError("no cgroup v2 hierarchy is mounted")
+
+
+def unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the fault lab needs root (nftables, routes, cgroups)"
+    for binary in ("nft", "ip", "etcd", "named"):
+        if not any((Path(d) / binary).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
+            return f"the fault lab needs {binary}"
+    try:
+        cgroup_root()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+class Net:
+    def __init__(self, groups: list[str]) -> None:
+        self.root = cgroup_root()
+        self.groups = groups  # "site1/etcd", "site1/watcher", ...
+        self.sets: dict[str, set[str]] = {}
+        self.netem = False
+        self._lockfile: IO[str] | None = None
+
+    def cgroup(self, group: str) -> Path:
+        return self.root / TABLE / group
+
+    def place(self, pid: int, group: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.cgroup(group) / "cgroup.procs").write_text(str(pid))
+
+    def members(self, group: str) -> list[int]:
+        try:
+            text = (self.cgroup(group) / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def setup(self, sets: list[str]) -> None:
+        self._hold_lock()
+        self.reset()
+        for group in self.groups:
+            self.cgroup(group).mkdir(parents=True, exist_ok=True)
+        _run("ip", "route", "add", "local", NETWORK, "dev", "lo", "src", SOURCE, "table", "local")
+        decl = "".join(f"  set {name} {{ type ipv4_addr; }}\n" for name in sets)
+        _run(
+            "nft",
+            "-f",
+            "-",
+            stdin=(
+                f"table inet {TABLE} {{\n{decl}"
+                "  chain out { type filter hook output priority 0; policy accept; }\n}\n"
+            ),
+        )
+        self.sets = {name: set() for name in sets}
+        _install_cleanup(self)
+
+    def _hold_lock(self) -> None:
+        # One lab per machine: a second one's reset would kill the first one's processes.
+        self._lockfile = LOCK.open("a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.close()
+            raise RuntimeError(
+                f"another fault lab runs on this machine (it holds {LOCK})"
+            ) from None
+
+    def add_address(self, address: str) -> None:
+        """Put ``address`` on ``lo`` (BIND listens only on an interface's addresses)."""
+        _run("ip", "addr", "add", f"{_lab_address(address)}/32", "dev", "lo")
+
+    def set_addresses(self, name: str, addresses: set[str]) -> None:
+        """Make the set ``name`` hold exactly ``addresses`` (hosts come and go)."""
+        with _lock:
+            old = self.sets[name]
+            if addresses == old:
+                return
+            for verb, items in (("delete", old - addresses), ("add", addresses - old)):
+                if items:
+                    listed = ", ".join(_lab_address(a) for a in sorted(items))
+                    _run("nft", verb, "element", "inet", TABLE, name, f"{{ {listed} }}")
+            self.sets[name] = set(addresses)
+
+    def drop(self, group: str, target: str) -> None:
+        """Drop every packet a process of ``group`` sends to an address of set ``target``."""
+        level = group.count("/") + 2
+        rel = (self.root / TABLE / group).relative_to("/sys/fs/cgroup")
+        rule = f"ip saddr {NETWORK} ip daddr @{target} socket cgroupv2 level {level}"
+        _run("nft", "add", "rule", "inet", TABLE, "out", *rule.split(), f'"{rel}"', "drop")
+
+    def delay(self, addresses: set[str], ms: int) -> str | None:
+        """Add ``ms`` of latency to packets sent to ``addresses``; why not, when it cannot.
+
+        Never a bare netem on ``lo``: a ``prio`` root whose default bands behave as before,
+        and netem on a fourth band that only 127.88 destinations are filtered into."""
+        first = _run("tc", "qdisc", "show", "dev", "lo").split("\n")[0]
+        if "noqueue" not in first:
+            return f"lo already has a qdisc ({first.strip()}): left alone"
+        priomap = "1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1"
+        try:
+            _run(*f"tc qdisc add dev lo root handle {QDISC} prio bands 4 priomap {priomap}".split())
+            self.netem = True
+            _run(*f"tc qdisc add dev lo parent {QDISC}4 handle 89: netem delay {ms}ms".split())
+            for address in sorted(addresses):
+                match = f"u32 match ip dst {_lab_address(address)}/32 flowid {QDISC}4"
+                _run(*f"tc filter add dev lo parent {QDISC} protocol ip {match}".split())
+        except RuntimeError as exc:
+            self.undelay()
+            return f"no filtered netem here ({exc})"
+        return None
+
+    def flush(self) -> None:
+        _run("nft", "flush", "chain", "inet", TABLE, "out", check=False)
+
+    def heal(self) -> None:
+        self.flush()
+        self.undelay()
+
+    def undelay(self) -> None:
+        shown = _run("tc", "qdisc", "show", "dev", "lo", check=False)
+        if f"qdisc prio {QDISC} root" in shown:
+            _run("tc", "qdisc", "del", "dev", "lo", "root", check=False)
+        self.netem = False
+
+    def reset(self) -> None:
+        """Remove everything the lab adds to the machine (also what a killed run left)."""
+        _run("nft", "delete", "table", "inet", TABLE, check=False)
+        for _ in range(5):
+            if NETWORK not in _run("ip", "route", "show", "table", "local", check=False):
+                break
+            _run("ip", "route", "del", "local", NETWORK, "table", "local", check=False)
+        self.undelay()
+        for line in _run("ip", "-o", "-4", "addr", "show", "dev", "lo", check=False).splitlines():
+            address = line.split()[3]
+            if address.startswith("127.88."):
+                _run("ip", "addr", "del", address, "dev", "lo", check=False)
+        base = self.root / TABLE
+        if not base.exists():
+            return
+        # Deepest first: a cgroup is removed only once its children are.
+        for path in sorted(base.glob("**/"), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                (path / "cgroup.kill").write_text("1")
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+_active: list[Net] = []
+
+
+def _install_cleanup(net: Net) -> None:
+    import atexit
+
+    if not _active:
+        atexit.register(_cleanup)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous = signal.getsignal(sig)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(sig, _on_signal(previous))
+    _active.append(net)
+
+
+def _cleanup() -> None:
+    while _active:
+        _active.pop().reset()
+
+
+def _on_signal(previous: Any) -> Any:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _cleanup()
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    return handler

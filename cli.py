@@ -174,6 +174,9 @@ def deploy(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="do not ask before moving a live service")
     ] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="every service not live yet, side by side")
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
@@ -181,6 +184,10 @@ def deploy(
     """Make the service live: a host, restored, verified, DNS pointed at it."""
 
     def go() -> int:
+        if every:
+            from failover.deploy_all import command
+
+            return command(config, state_dir, service, provider, as_json)
         conf, name = one_service(config, state_dir, service)
         check_provider(conf, provider)
         with open_engine(conf, quiet=as_json) as engine:

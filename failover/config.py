@@ -23,6 +23,7 @@ from pydantic import field_validator
 from pydantic import model_validator
 
 from failover import dnsconfig
+from failover import document
 from failover.certs_config import CertificatesConfig
 from failover.certs_config import TlsConfig
 from failover.certs_config import certificate_problems
@@ -586,27 +587,6 @@ def resolve_state_dir(
     return (here / Path(in_file).expanduser() if in_file else here / ".failover").resolve()
 
 
-_MAX_VALUES = 100_000  # a real config has a few hundred
-
-
-def _too_large(data: Any) -> bool:
-    """Count values as if aliases were expanded, stopping at the limit (iterative: deep
-    nesting cannot overflow the stack here)."""
-    budget = _MAX_VALUES
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return True
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
-
-
 # libyaml's parser when PyYAML was built with it (Debian's and the wheels are): 20 ms
 # instead of 155 ms at 200 services, paid by every cron-driven `check` (issue 16).
 # Checks on the parsed document (constructors) subclass this, so they apply to either.
@@ -617,10 +597,23 @@ class _Loader(NoDuplicateKeys, _YamlBase):  # type: ignore[misc]
     """The loader of ``failover.yaml``."""
 
 
-def parse(text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True) -> Config:
+def parse(
+    text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True, cache: Path | None = None
+) -> Config:
     """Parse and validate config text. Raises ConfigError with located problems.
     ``notify=False``: without the ``notify:`` targets, for the commands that never notify
-    (their secrets are needed only to notify: issue 21)."""
+    (their secrets are needed only to notify: issue 21). ``cache``: where the parsed
+    document of this text may be kept (see :mod:`failover.document`)."""
+    data = document.cached(cache, text)
+    if data is None:
+        data = _document(text, source)
+        document.keep(cache, text, data)
+    if not notify:
+        data = {k: v for k, v in data.items() if k != "notify"}
+    return _validate(data, source)
+
+
+def _document(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except DuplicateKey as exc:
@@ -639,19 +632,14 @@ def parse(text: str, source: str = DEFAULT_CONFIG, *, notify: bool = True) -> Co
         raise ConfigError([f"{source}: the file is empty (`failover init` writes a starter)"])
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping of settings"], source)
-    if _too_large(data):
-        # YAML aliases share one node among many places; expanded (as interpolation and
-        # validation do) a dozen lines can grow exponentially ("billion laughs") and hang
-        # every cron-driven `check`. Refuse before expanding (issue 3).
-        raise ConfigError(
-            [
-                f"{source}: the document is too large: more than {_MAX_VALUES} values once "
-                "YAML aliases (*name) are expanded"
-            ],
-            source,
-        )
-    if not notify:
-        data.pop("notify", None)
+    # Refused before anything expands the aliases (issue 3), by what they add (issue 28).
+    blown = document.blowup(data)
+    if blown:
+        raise ConfigError([f"{source}: the document is too large: {blown}"], source)
+    return data
+
+
+def _validate(data: dict[str, Any], source: str) -> Config:
     data, problems = interpolate(data)
     if problems:
         raise ConfigError(problems, source)
@@ -685,7 +673,10 @@ def load(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot read: {exc}"]) from None
-    config = parse(text, str(config_path), notify=notify)
+    # The parsed document is kept where the command line or the environment puts the
+    # state (or beside the file): the file's own `state.dir` is known once it is parsed.
+    cache = resolve_state_dir(config_path, state_dir) / "config.parsed.json"
+    config = parse(text, str(config_path), notify=notify, cache=cache)
     config.path = config_path.resolve()
     config.state_dir = resolve_state_dir(config_path, state_dir, config.state.dir)
     return config

@@ -376,9 +376,7 @@ alive() {{
 }}
 """
 
-STATUS = (
-    _ALIVE
-    + """\
+_STATUS = """\
 cd {dir} 2>/dev/null && [ -f host.json ] || {{ echo missing=1; exit 0; }}
 echo "meta=$(cat host.json)"
 echo "phase=$(cat phase 2>/dev/null)"
@@ -388,7 +386,34 @@ pid=$(cat pid 2>/dev/null)
 if alive "$pid"; then echo alive=1; fi
 echo "pid=$pid"
 """
-)
+STATUS = _ALIVE + _STATUS
+# Before each folder's status in a batch (one script, one round trip, for every host a
+# round asks about on one machine: issue 28).
+_MARK = "@@failover-status@@"
+
+
+def status_script(dirs: list[str]) -> str:
+    """One script reporting :data:`STATUS` for each folder in ``dirs``, in order, each
+    in its own subshell (its ``cd`` and ``exit`` stay there) after a marker line."""
+    parts = [_ALIVE.format()]
+    for i, directory in enumerate(dirs):
+        parts.append(f"echo '{_MARK} {i}'")
+        parts.append("(\n" + _STATUS.format(dir=directory) + ")")
+    return "\n".join(parts) + "\n"
+
+
+def parse_statuses(text: str, count: int) -> list[dict[str, str]]:
+    """What :func:`status_script` printed, one status per folder, in order."""
+    chunks: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith(_MARK):
+            chunks.append([])
+        elif chunks:
+            chunks[-1].append(line)
+    if len(chunks) != count:
+        raise ValueError(f"expected {count} statuses, got {len(chunks)}")
+    return [parse_status("\n".join(c)) for c in chunks]
+
 
 START = """\
 cd {dir} || exit 10

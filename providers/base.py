@@ -512,6 +512,9 @@ class ComputeProvider(ABC):
     # thread-safe and made under a lock): the parallel moves of a round then share it
     # instead of each building its own clients (a boto3 session costs ~25 MB and 0.15 s).
     shared_across_threads: ClassVar[bool] = False
+    # True when a CapacityError speaks for one service only (a list of machines: none
+    # serves, or is free for, that service): the round's other moves still try it.
+    capacity_per_service: ClassVar[bool] = False
     # False when a new host can take no backup in: it neither runs commands
     # (exec_on_host) nor boots an image that restores itself. The planner then skips it
     # for a service with `data:` (a move there could only start the service empty).
@@ -520,7 +523,8 @@ class ComputeProvider(ABC):
     def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
         """:meth:`get_host` for several ids, in one call where the platform can (set
         ``batches_lookups``); by default one call each. Raises as ``get_host`` does, for
-        the whole batch."""
+        the whole batch; an id left out of the answer is one the provider could not
+        answer for alone (a machine of several did not answer): never taken as gone."""
         return {host_id: self.get_host(host_id) for host_id in host_ids}
 
     @abstractmethod
@@ -552,6 +556,14 @@ class ComputeProvider(ABC):
         every error-level check passed (warnings may remain). See
         :meth:`AccountReport.from_checks`.
         """
+
+    def check_service(self, service: str, port: int) -> AccountReport | None:
+        """What a move of ``service`` (on ``port``) needs to know of this provider beyond
+        :meth:`check_account`, which is asked once per round: for a list of machines,
+        whether one of them is free or serving on that port. Connects to nothing that
+        belongs to another service. None (the default): the account says it all. Never
+        raises."""
+        return None
 
     def exec_on_host(
         self,

@@ -42,7 +42,9 @@ from providers._ssh import Machine
 from providers._ssh import env_file
 from providers._ssh import parse_endpoint
 from providers._ssh import parse_status
+from providers._ssh import parse_statuses
 from providers._ssh import shell_path
+from providers._ssh import status_script
 from providers._ssh import upload_script
 from providers.base import AccountBlocked
 from providers.base import AccountReport
@@ -347,6 +349,51 @@ class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
         host = self._host(machine, self.net.run(self._status(machine, service)))
         return host if host is not None and host.id == host_id else None
 
+    batches_lookups = True
+    capacity_per_service = True
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        """A round's look-up: one script per machine for all the hosts asked about
+        there, the machines at once. The hosts of a machine that did not answer are
+        left out (the round cannot tell about them); when none answered, its error is
+        raised."""
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        out: dict[str, Host | None] = {}
+        for host_id in host_ids:
+            try:
+                machine, service, _ = self._machine(host_id)
+            except NotFound:
+                out[host_id] = None
+                continue
+            wanted.setdefault(machine.address, []).append((host_id, service))
+        machines = [m for m in self.machines if m.address in wanted]
+        results = self._gather(
+            machines, lambda m: self._statuses(m, [s for _, s in wanted[m.address]])
+        )
+        failed = [r for r in results if isinstance(r, ProviderError)]
+        if failed and len(failed) == len(machines):
+            raise failed[0]
+        for machine, result in zip(machines, results, strict=True):
+            if isinstance(result, ProviderError):
+                self.context.log(f"{self.name}: {result}")
+                continue
+            for (host_id, _), info in zip(wanted[machine.address], result, strict=True):
+                host = self._host(machine, info)
+                out[host_id] = host if host is not None and host.id == host_id else None
+        return out
+
+    async def _statuses(self, machine: Machine, services: list[str]) -> list[dict[str, str]]:
+        script = status_script([machine.service_dir(s) for s in services])
+        status, out, err = await self.net.sh(machine, script, self.s.timeout)
+        try:
+            if status != 0:
+                raise ValueError(f"exit {status}: {err.strip()}")
+            return parse_statuses(out, len(services))
+        except ValueError as exc:
+            raise ProviderError(
+                f"{machine.label()}: reading the hosts failed ({exc})", provider=self.name
+            ) from None
+
     def list_hosts(self, service: str) -> list[Host]:
         results = self._gather(self.machines, lambda m: self._status(m, service))
         hosts = [
@@ -384,7 +431,20 @@ class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
             return
 
     def check_account(self) -> AccountReport:
-        results = self._gather(self.machines, self._check_machine)
+        """Each machine: reached with its pinned key, logged in, its folder writable. No
+        service's port: that is :meth:`check_service`'s, for one service."""
+        return self._report(self._gather(self.machines, self._check_machine))
+
+    def check_service(self, service: str, port: int) -> AccountReport:
+        """:meth:`check_account`, and on each machine whether ``port`` is free or
+        serves this ``service`` (a move tries the machines where it is)."""
+
+        async def both(machine: Machine) -> list[Check]:
+            return [*await self._check_machine(machine), await self._port(machine, service, port)]
+
+        return self._report(self._gather(self.machines, both))
+
+    def _report(self, results: list[Any]) -> AccountReport:
         checks: list[Check] = []
         refused = 0
         for machine, result in zip(self.machines, results, strict=True):
@@ -412,23 +472,20 @@ class SshProvider(ComputeProvider, kind="ssh", settings=SshSettings):
         )
         if status != 0:
             raise ProviderError(f"{machine.label()}: cannot make {machine.dir}: {err.strip()}")
-        checks = [Check(f"{machine.name}: login", True, f"{machine.endpoint}, host key matches")]
-        ports = dict(self.context.ports)
-        for service, port in sorted(ports.items()):
-            info = await self._status(machine, service)
-            ours = "meta" in info and "alive" in info
-            busy = await asyncio.to_thread(answers, machine.address, port)
-            ok = ours or not busy
-            checks.append(
-                Check(
-                    f"{machine.name}: port {port}",
-                    ok,
-                    f"{machine.address}:{port} "
-                    + ("serves our " + service if ours else "free" if ok else "taken by another"),
-                    level="warning",
-                )
-            )
-        return checks
+        return [Check(f"{machine.name}: login", True, f"{machine.endpoint}, host key matches")]
+
+    async def _port(self, machine: Machine, service: str, port: int) -> Check:
+        info = await self._status(machine, service)
+        ours = "meta" in info and "alive" in info
+        busy = await asyncio.to_thread(answers, machine.address, port)
+        ok = ours or not busy
+        return Check(
+            f"{machine.name}: port {port}",
+            ok,
+            f"{machine.address}:{port} "
+            + ("serves our " + service if ours else "free" if ok else "taken by another"),
+            level="warning",
+        )
 
     def exec_on_host(
         self,

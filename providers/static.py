@@ -8,7 +8,9 @@ service on it keeps running, so a static host is fenced by DNS alone (clients th
 cached the old address, or write to it directly, still reach it).
 
 What was adopted is remembered in ``<state_dir>/static/<provider>.json``; the machines
-carry no mark of it.
+carry no mark of it. A round reads that file once for all its hosts (parsed again only
+when it changed) and connects to none of them: the round's own probes say whether the
+machines serve (issue 28).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import model_validator
 
+from providers._records import JsonFile
 from providers.base import AccountReport
 from providers.base import CapacityError
 from providers.base import Check
@@ -76,22 +79,25 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         self.s = settings
         self.path = Path(context.state_dir) / "static" / f"{self.name}.json"
         self._lock_path = self.path.with_suffix(".lock")
+        self._file = JsonFile(self.path)
 
     # ----------------------------------------------------------------- records
 
-    def _records(self) -> dict[str, dict[str, Any]]:
+    def _records(self, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """The records, shared with every thread (never to be changed), or with
+        ``fresh`` a copy of its own for a read-modify-write under the lock."""
         try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
+            data = self._file.read(fresh=fresh)
         except (OSError, ValueError) as exc:
             raise ProviderError(f"{self.path} is unreadable: {exc}", provider=self.name) from None
-        hosts: dict[str, dict[str, Any]] = data.get("hosts", {})
+        hosts: dict[str, dict[str, Any]] = (data or {}).get("hosts", {})
         return hosts
 
     def _save(self, records: dict[str, dict[str, Any]]) -> None:
         private_dir(self.path.parent)
-        write_private(self.path, json.dumps({"hosts": records}, indent=2), durable=True)
+        doc = {"hosts": records}
+        write_private(self.path, json.dumps(doc), durable=True)
+        self._file.wrote(doc)  # under the lock: nobody wrote after us
 
     def _label(self, address: str) -> str:
         for m in self.s.machines:
@@ -99,11 +105,15 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
                 return m.name or m.address
         return address
 
-    def _host(self, record: dict[str, Any]) -> Host:
+    def _host(self, record: dict[str, Any], *, connect: bool = True) -> Host:
         address = record["address"]
         if record.get("released"):
             state, raw = HostState.TERMINATED, "released"
             reason = "released; the service there was left running (static: fenced by DNS only)"
+        elif not connect:
+            # The records are all this provider knows without reaching the machine; the
+            # round that asks has probed the machine already.
+            state, raw, reason = HostState.UNKNOWN, "adopted", "the probes judge the machine"
         elif answers(address, int(record["port"]), self.s.connect_timeout):
             state, raw, reason = HostState.RUNNING, "serving", None
         else:
@@ -126,7 +136,7 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
             return self._adopt(spec)
 
     def _adopt(self, spec: HostSpec) -> Host:
-        records = self._records()
+        records = self._records(fresh=True)
         for record in records.values():
             if record["name"] == spec.name and not record.get("released"):
                 return self._host(record)
@@ -167,6 +177,15 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         record = self._records().get(host_id)
         return self._host(record) if record else None
 
+    batches_lookups = True
+    capacity_per_service = True
+
+    def get_hosts(self, host_ids: list[str]) -> dict[str, Host | None]:
+        """A round's look-up: one read of the records for every host, no connection."""
+        records = self._records()
+        found = {host_id: records.get(host_id) for host_id in host_ids}
+        return {h: self._host(r, connect=False) if r else None for h, r in found.items()}
+
     def list_hosts(self, service: str) -> list[Host]:
         return [
             self._host(r)
@@ -179,7 +198,7 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
             self._unrecord(host_id)
 
     def _unrecord(self, host_id: str) -> None:
-        records = self._records()
+        records = self._records(fresh=True)
         record = records.get(host_id)
         if record is None or record.get("released"):
             return
@@ -197,16 +216,31 @@ class StaticProvider(ComputeProvider, kind="static", settings=StaticSettings):
         self._release(host_id)
 
     def check_account(self) -> AccountReport:
+        """The records are readable, and the machines listed. A static provider has no
+        API that could refuse us; whether a machine serves is asked per service
+        (:meth:`check_service`), never for every port of the config at once."""
+        try:
+            count = sum(1 for r in self._records().values() if not r.get("released"))
+        except ProviderError as exc:
+            return AccountReport.from_checks([Check("records", False, exc.message)])
+        checks = [Check("records", True, f"{self.path}: {count} adopted")]
+        for machine in self.s.machines:
+            label = machine.name or machine.address
+            checks.append(Check(label, True, f"{machine.address}: listed"))
+        return AccountReport.from_checks(checks)
+
+    def check_service(self, service: str, port: int) -> AccountReport:
+        """Which listed machines answer on ``port``: none makes the provider ``unknown``
+        for ``service`` (a move tries it last)."""
         checks = []
         for machine in self.s.machines:
             label = machine.name or machine.address
-            for service, port in sorted(self.context.ports.items()):
-                ok = answers(machine.address, port, self.s.connect_timeout)
-                detail = f"{machine.address}:{port} " + (
-                    f"answers ({service})" if ok else f"does not answer ({service})"
-                )
-                checks.append(Check(f"{label}: port {port}", ok, detail, level="warning"))
-        if checks and not any(c.ok for c in checks):
+            ok = answers(machine.address, port, self.s.connect_timeout)
+            detail = f"{machine.address}:{port} " + (
+                f"answers ({service})" if ok else f"does not answer ({service})"
+            )
+            checks.append(Check(f"{label}: port {port}", ok, detail, level="warning"))
+        if not any(c.ok for c in checks):
             for c in checks:
                 c.level = "error"
         return AccountReport.from_checks(checks)

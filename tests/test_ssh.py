@@ -247,7 +247,7 @@ def test_exec_on_host_streams_in_the_working_folder(running_sshd: Sshd, machines
 
 def test_check_account_reports_each_machine(running_sshd: Sshd, machines: Path) -> None:
     p = make(settings(running_sshd, machines), machines)
-    report = p.check_account()
+    report = p.check_service("web", PORT)
     assert report.state == "available", report
     names = [c.name for c in report.checks]
     assert names == ["m1: login", f"m1: port {PORT}", "m2: login", f"m2: port {PORT}"]
@@ -255,7 +255,7 @@ def test_check_account_reports_each_machine(running_sshd: Sshd, machines: Path) 
     host = p.create_host(spec())
     wait_state(p, host.id, HostState.RUNNING)
     get(f"{NET}.1")
-    report = p.check_account()
+    report = p.check_service("web", PORT)
     assert [c.detail for c in report.checks if c.name == f"m1: port {PORT}"] == [
         f"{NET}.1:{PORT} serves our web"
     ]
@@ -271,7 +271,7 @@ def test_a_busy_port_moves_to_the_next_machine(running_sshd: Sshd, machines: Pat
         squatter.bind((f"{NET}.1", PORT))
         squatter.listen()
         p = make(settings(running_sshd, machines), machines)
-        report = p.check_account()
+        report = p.check_service("web", PORT)
         (busy,) = [c for c in report.checks if c.name == f"m1: port {PORT}"]
         assert not busy.ok and "taken by another" in busy.detail
         host = p.create_host(spec())

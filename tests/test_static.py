@@ -68,7 +68,8 @@ def spec(name: str = "web-g2-own", generation: int = 2) -> HostSpec:
 
 def test_adopts_the_machine_that_answers(tmp_path: Path, standby: subprocess.Popen[bytes]) -> None:
     p = provider(tmp_path, f"{NET}.1", f"{NET}.2")
-    report = p.check_account()
+    assert p.check_account().state == "available"
+    report = p.check_service("web", 8080)
     assert report.state == "available"
     assert [c.ok for c in report.checks] == [False, True]
     host = p.create_host(spec())
@@ -88,7 +89,7 @@ def test_no_machine_serving_is_a_capacity_error(tmp_path: Path) -> None:
     p = provider(tmp_path, f"{NET}.3")
     with pytest.raises(Unsupported):
         p.exec_on_host(f"{NET}.3/web/00000000", "true")  # nothing runs there by our hand
-    assert p.check_account().state == "unknown"
+    assert p.check_service("web", 8080).state == "unknown"
     with pytest.raises(CapacityError, match=f"nothing answers on {NET}.3:8080"):
         p.create_host(spec())
 

@@ -225,19 +225,26 @@ class Engine:
             priority=self.config.service_providers(service),
             current=current,
             to=to,
-            # Fresh: a long-lived engine (`watch`) must see a provider that was blocked
-            # earlier and has been restored since, or it would skip it forever (issue 3).
-            account=self._round_account,
+            # Fresh each round: a long-lived engine (`watch`) must see a provider that was
+            # blocked earlier and has been restored since, or it would skip it forever
+            # (issue 3); once per round: not once per move (issue 28).
+            account=lambda name: self._round_account(name, service),
             unfit=lambda provider: restore_problem(self.config, service, provider),
         )
 
-    def _round_account(self, name: str) -> AccountReport:
+    def _round_account(self, name: str, service: str) -> AccountReport:
         why = self.blocklist.get(name)
         if why is not None:
             # Another move of this round just found it so: do not spend a ready_timeout
             # finding out again.
             return AccountReport("blocked", [Check("round", False, why)], f"this round: {why}")
-        return self.account(name, fresh=True)
+        report = self.blocklist.once((name, None), lambda: self.account(name, fresh=True))
+        if report.state != "available":
+            return report
+        port = self.config.services[service].port
+        return self.blocklist.once(
+            (name, service), lambda: self.provider(name).check_service(service, port) or report
+        )
 
     def sibling(self, should_stop: Callable[[], bool] | None = None) -> Engine:
         """An engine for another thread (its own store connection and provider

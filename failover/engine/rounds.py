@@ -45,6 +45,7 @@ from failover.state import RoundRecord
 from failover.state import ServiceRow
 from failover.state import row_after
 from providers.base import AccountBlocked
+from providers.base import AccountReport
 from providers.base import ComputeProvider
 from providers.base import ProviderError
 
@@ -63,6 +64,8 @@ class RoundBlocklist:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._why: dict[str, str] = {}
+        self._asked: dict[tuple[str, str | None], AccountReport] = {}
+        self._asking: dict[tuple[str, str | None], threading.Lock] = {}
 
     def add(self, provider: str, why: str) -> None:
         with self._lock:
@@ -71,6 +74,18 @@ class RoundBlocklist:
     def get(self, provider: str) -> str | None:
         with self._lock:
             return self._why.get(provider)
+
+    def once(self, key: tuple[str, str | None], ask: Callable[[], AccountReport]) -> AccountReport:
+        """``ask()`` the first time ``key`` (a provider, and a service or None) comes up
+        this round, its answer after that: what a round needs about a provider is asked
+        once, not once per move (issue 28); moves that come up meanwhile wait for it."""
+        with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:
+            known = self._asked.get(key)
+            if known is None:
+                known = self._asked[key] = ask()
+        return known
 
 
 # ----------------------------------------------------------------------- probes
@@ -160,7 +175,10 @@ def _batch(
             return {s: ProviderWord("blocked", str(exc), exc) for s in hosts}
         except ProviderError as exc:
             return {s: ProviderWord(unanswered(exc), str(exc)) for s in hosts}
-        return {s: host_word(pname, found.get(h)) for s, h in hosts.items()}
+        # An id left out is one the provider could not answer for (one machine of
+        # several did not): cannot tell, never "gone".
+        silent = ProviderWord("silent", f"{pname} did not answer about the host")
+        return {s: host_word(pname, found[h]) if h in found else silent for s, h in hosts.items()}
 
     return ask
 

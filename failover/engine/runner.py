@@ -487,7 +487,8 @@ class Run:
             self.e.mark_blocked(provider_name, exc)
             raise CandidateFailed(f"blocked: {exc}") from None
         except (CapacityError, QuotaError) as exc:
-            self.e.blocklist.add(provider_name, f"out of {exc.kind} ({exc})")
+            if not self.e.provider(provider_name).capacity_per_service:
+                self.e.blocklist.add(provider_name, f"out of {exc.kind} ({exc})")
             raise CandidateFailed(f"{exc.kind}: {exc}") from None
         except ProviderError as exc:
             raise CandidateFailed(f"{exc.kind}: {exc}") from None

@@ -1,0 +1,446 @@
+"""Ten thousand services, one watcher, linear cost (issue 28): counted, never timed.
+
+Opens and connects are counted with audit hooks (``open``, ``socket.connect``), which
+the interpreter raises for every file it opens and every connect a socket makes, the
+event loop's included: a real counter, nothing mocked. A hook cannot be removed, so one
+is installed for the session and records only while a test holds :func:`counting`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from failover import config as cfg
+from failover.config import ConfigError
+from failover.deploy_all import deploy_all
+from failover.engine import Engine
+from providers.util import write_private
+from tests.helpers import failover
+from tests.helpers import write_config
+from tests.servers import free_port
+
+_seen: list[tuple[str, Any]] | None = None
+_guard = threading.Lock()
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if _seen is not None and event in ("open", "socket.connect"):
+        with _guard:
+            if _seen is not None:
+                _seen.append((event, args[0] if event == "open" else args[1]))
+
+
+sys.addaudithook(_hook)
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[list[tuple[str, Any]]]:
+    """Every file opened and every address connected to, while inside."""
+    global _seen
+    seen: list[tuple[str, Any]] = []
+    _seen = seen
+    try:
+        yield seen
+    finally:
+        _seen = None
+
+
+def opens(seen: list[tuple[str, Any]], suffix: str) -> list[str]:
+    return [str(p) for e, p in seen if e == "open" and str(p).endswith(suffix)]
+
+
+def connects(seen: list[tuple[str, Any]]) -> list[tuple[str, int]]:
+    return [tuple(a[:2]) for e, a in seen if e == "socket.connect" and isinstance(a, tuple)]
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, int]]:
+    """A machine where every service already runs: a socket that accepts connections
+    (the kernel completes them from the backlog; tcp probes ask no more)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        stop = threading.Event()
+
+        def drain() -> None:
+            sock.settimeout(0.1)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    sock.accept()[0].close()
+
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        yield sock.getsockname()
+        stop.set()
+        thread.join()
+
+
+def static_config(
+    tmp: Path, count: int, address: str, port: int | None, **extra: Any
+) -> dict[str, Any]:
+    """``count`` services on one static machine; each on ``port`` or its own port."""
+    services = {
+        f"s{i}": {
+            "domain": f"s{i}.example.test",
+            "port": port or 20000 + i,
+            "run": {"command": "true"},
+            "health": {"interval": "30s", "timeout": "10s", "fall": 100, "rise": 1, "tcp": {}},
+            "policy": {"ready_timeout": "60s"},
+        }
+        for i in range(count)
+    }
+    return {
+        "version": 1,
+        "dns": {"type": "local", "zone": "example.test", "ttl": 5},
+        "providers": [
+            {"name": "own", "type": "static", "machines": [{"address": address}], **extra}
+        ],
+        "services": services,
+        "watcher": {"parallel_moves": 4},
+    }
+
+
+# --------------------------------------------------------------------------- rounds
+
+
+def test_a_static_round_reads_the_records_once_and_connects_to_no_host(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    address, port = listener
+    count = 30
+    path = write_config(tmp_path, static_config(tmp_path, count, address, port))
+    engine = Engine(cfg.load(path))
+    try:
+        outcomes = deploy_all(engine)
+        assert [o.status for o in outcomes] == ["succeeded"] * count, outcomes[0].message
+        names = list(engine.config.services)
+        with counting() as seen:
+            verdicts = engine.check(names)
+        assert [v.exit_code for v in verdicts] == [0] * count, verdicts[0].message
+        # One read of the records for the whole round (the old code read them per host).
+        assert len(opens(seen, "static/own.json")) <= 1
+        # The probes' own connects, one per service; the provider adds none.
+        assert connects(seen).count((address, port)) == count
+        with counting() as seen:
+            engine.check(names)
+        assert opens(seen, "static/own.json") == []  # unchanged: not even read again
+    finally:
+        engine.close()
+
+
+def test_a_local_round_reads_each_host_record_once(project: Path) -> None:
+    count = 4
+    listen = (
+        '{python} -c "import socket, time; s = socket.socket(); '
+        "s.bind(('{address}', {port})); s.listen(); time.sleep(600)\""
+    )
+    services = {
+        f"s{i}": {
+            "domain": f"s{i}.example.test",
+            "port": free_port(),
+            "run": {"command": listen},
+            "health": {"interval": "30s", "timeout": "10s", "fall": 100, "rise": 1, "tcp": {}},
+            "policy": {"ready_timeout": "60s"},
+        }
+        for i in range(count)
+    }
+    data = {
+        "version": 1,
+        "dns": {"type": "local", "zone": "example.test", "ttl": 5},
+        "providers": [{"name": "alpha", "type": "local"}],
+        "services": services,
+    }
+    path = write_config(project, data)
+    engine = Engine(cfg.load(path))
+    try:
+        outcomes = deploy_all(engine)
+        assert [o.status for o in outcomes] == ["succeeded"] * count, outcomes[0].message
+        rows = engine.store.services(list(services))
+        hosts = {r.active["host_id"]: r.active["address"] for r in rows.values() if r.active}
+        with counting() as seen:
+            verdicts = engine.check(list(services))
+        assert [v.exit_code for v in verdicts] == [0] * count, verdicts[0].message
+        read = opens(seen, "host.json")
+        assert sorted(Path(p).parent.name for p in read) == sorted(hosts)  # each once
+        for address in hosts.values():  # the probe's connect, none for the provider's word
+            assert len([a for a in connects(seen) if a[0] == address]) == 1
+    finally:
+        engine.close()
+
+
+def test_deploy_of_one_service_among_500_connects_to_its_port_only(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    address, port = listener
+    data = static_config(tmp_path, 500, address, None)
+    data["services"]["s7"]["port"] = port  # the one that runs on the machine
+    path = write_config(tmp_path, data)
+    engine = Engine(cfg.load(path))
+    try:
+        with counting() as seen:
+            outcome = engine.run("s7", "deploy", reason="deploy")
+        assert outcome.status == "succeeded", outcome.message
+        ports = {p for a, p in connects(seen) if a == address}
+        assert ports == {port}  # the old check_account connected to all 500
+    finally:
+        engine.close()
+
+
+def test_a_move_asks_a_static_provider_about_its_service_only(tmp_path: Path) -> None:
+    from providers.base import ProviderContext
+    from providers.static import StaticProvider
+    from providers.static import StaticSettings
+
+    settings = StaticSettings.model_validate(
+        {"name": "own", "type": "static", "machines": [{"address": "127.0.0.1"}]}
+    )
+    ports = {f"s{i}": free_port() for i in range(50)}
+    p = StaticProvider(settings, ProviderContext(tmp_path, ports=ports))
+    with counting() as seen:
+        assert p.check_account().state == "available"
+        assert connects(seen) == []
+        assert p.check_service("s3", ports["s3"]).state == "unknown"  # nothing listens
+    assert connects(seen) == [("127.0.0.1", ports["s3"])]
+
+
+def test_static_records_written_by_another_process_are_seen(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    from providers.base import HostSpec
+    from providers.base import ProviderContext
+    from providers.base import RunSpec
+    from providers.static import StaticProvider
+    from providers.static import StaticSettings
+
+    address, port = listener
+    settings = StaticSettings.model_validate(
+        {"name": "own", "type": "static", "machines": [{"address": address}]}
+    )
+    p = StaticProvider(settings, ProviderContext(tmp_path))
+    host = p.create_host(HostSpec("web-g1-own", "web", 1, port, RunSpec("x")))
+    assert p.get_hosts([host.id])[host.id] is not None
+    # Another process releases it (the same file, rewritten as a whole).
+    doc = json.loads(p.path.read_text())
+    doc["hosts"][host.id]["released"] = True
+    write_private(p.path, json.dumps(doc))
+    found = p.get_hosts([host.id])[host.id]
+    assert found is not None and found.state.gone
+
+
+# --------------------------------------------------------------------------- deploy --all
+
+
+def test_deploy_all_deploys_what_is_not_live_and_says_so_per_service(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    address, port = listener
+    data = static_config(tmp_path, 5, address, port)
+    data["services"]["s3"]["port"] = free_port()  # nothing answers there
+    data["services"]["s3"]["policy"]["ready_timeout"] = "2s"
+    path = write_config(tmp_path, data)
+    failover("deploy", "s0", config=path, check=True)
+    run = failover("deploy", "--all", "--json", config=path, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    doc = json.loads(run.stdout)["services"]
+    assert [d["service"] for d in doc] == ["s0", "s1", "s2", "s3", "s4"]
+    statuses = [d["status"] for d in doc]
+    assert statuses == ["noop", "succeeded", "succeeded", "failed", "succeeded"], [
+        d["message"] for d in doc
+    ]
+    again = failover("deploy", "--all", config=path, timeout=300)
+    lines = again.stdout.splitlines() + again.stderr.splitlines()
+    assert len([line for line in lines if line.startswith("s")]) == 5, lines
+    assert again.returncode == 1  # s3 still cannot be deployed
+    assert failover("deploy", "s1", "--all", config=path).returncode == 2
+
+
+# --------------------------------------------------------------------------- config
+
+
+def big_config(count: int) -> dict[str, Any]:
+    services = {
+        f"svc-{i}": {
+            "domain": f"svc-{i}.example.test",
+            "port": 8000 + i % 1000,
+            "run": {
+                "command": "exec ./serve --port {port} --bind {address}",
+                "setup": ["mkdir -p data", "./migrate"],
+                "env": {"MODE": "production", "REGION": "eu"},
+            },
+            "health": {
+                "interval": "5s",
+                "timeout": "2s",
+                "fall": 3,
+                "rise": 2,
+                "http": {"path": "/health", "expect_status": [200, 204]},
+                "tcp": {},
+            },
+            "policy": {
+                "ready_timeout": "300s",
+                "max_moves_per_hour": 3,
+                "fence": "stop",
+                "providers": ["alpha", "beta"],
+            },
+        }
+        for i in range(count)
+    }
+    return {
+        "version": 1,
+        "dns": {"type": "local", "zone": "example.test", "ttl": 30},
+        "providers": [{"name": "alpha", "type": "local"}, {"name": "beta", "type": "local"}],
+        "services": services,
+    }
+
+
+def test_ten_thousand_services_with_full_settings_validate() -> None:
+    text = yaml.safe_dump(big_config(10_000), sort_keys=False)
+    conf = cfg.parse(text)
+    assert len(conf.services) == 10_000
+    assert conf.services["svc-9999"].health.http is not None
+
+
+def test_honest_anchors_over_many_services_load() -> None:
+    """The first service's settings merged into every other: aliases, no blow-up."""
+    lines = [
+        "version: 1",
+        "dns: {type: local, zone: example.test}",
+        "providers: [{name: alpha, type: local}]",
+        "services:",
+        "  s0: &d",
+        "    domain: s0.example.test",
+        "    port: 8080",
+        "    run: {command: 'exec ./serve {port}', setup: [a, b, c], env: {A: x, B: y}}",
+        "    health: {interval: 5s, timeout: 2s, fall: 3, rise: 2, http: {path: /h}}",
+        "    policy: {ready_timeout: 300s, max_moves_per_hour: 3, fence: stop}",
+    ]
+    lines += [f"  s{i}: {{<<: *d, domain: s{i}.example.test}}" for i in range(1, 10_000)]
+    conf = cfg.parse("\n".join(lines) + "\n")
+    assert len(conf.services) == 10_000
+    assert conf.services["s9999"].policy.fence == "stop"
+
+
+@pytest.mark.parametrize("services", [1, 10_000])
+def test_an_alias_bomb_is_still_refused(services: int) -> None:
+    bomb = ['x0: &x0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = "\n".join(bomb) + "\n" + yaml.safe_dump(big_config(services), sort_keys=False)
+    with pytest.raises(ConfigError, match="too large") as caught:
+        cfg.parse(text)
+    assert "expand to" in str(caught.value)
+
+
+def test_the_parsed_config_is_kept_and_follows_the_text(tmp_path: Path) -> None:
+    data = big_config(3)
+    path = write_config(tmp_path, data)
+    (tmp_path / ".failover").mkdir()
+    assert cfg.load(path).services["svc-0"].port == 8000
+    kept = tmp_path / ".failover" / "config.parsed.json"
+    assert json.loads(kept.read_text())["document"] == data
+    data["services"]["svc-0"]["port"] = 9000
+    write_config(tmp_path, data)
+    assert cfg.load(path).services["svc-0"].port == 9000  # another text: parsed again
+    # The same text takes the kept document (doctored here to tell it apart); any
+    # change of the text, a blank line even, parses it again.
+    doc = json.loads(kept.read_text())
+    doc["document"]["services"]["svc-0"]["port"] = 1
+    kept.write_text(json.dumps(doc))
+    assert cfg.load(path).services["svc-0"].port == 1
+    path.write_text(path.read_text() + "\n")
+    assert cfg.load(path).services["svc-0"].port == 9000
+
+
+# --------------------------------------------------------------------------- ssh
+
+
+def test_an_ssh_round_sends_one_script_per_machine(running_sshd: Any, tmp_path: Path) -> None:
+    """Counted at the provider's own call that runs a script on a machine."""
+    from tests.test_ssh import NET
+    from tests.test_ssh import kill_hosts
+    from tests.test_ssh import machine
+    from tests.test_ssh import make
+    from tests.test_ssh import settings
+    from tests.test_ssh import spec
+    from tests.test_ssh import wait_state
+
+    closed = {**machine(running_sshd, tmp_path, 3), "ssh": f"root@127.0.0.1:{free_port()}"}
+    p = make(
+        settings(
+            running_sshd,
+            tmp_path,
+            machine(running_sshd, tmp_path, 1),
+            machine(running_sshd, tmp_path, 2),
+            closed,
+        ),
+        tmp_path,
+    )
+    try:
+        host = p.create_host(spec())
+        from providers.base import HostState
+
+        wait_state(p, host.id, HostState.RUNNING)
+        sent: list[str] = []
+        script = p.net.sh
+
+        async def counted(m: Any, text: str, timeout: float) -> tuple[int, str, str]:
+            sent.append(m.name)
+            return await script(m, text, timeout)
+
+        p.net.sh = counted  # type: ignore[method-assign]
+        phantoms = [f"{NET}.{m}/svc{i}/0000000{i}" for m in (1, 2) for i in range(5)]
+        beyond = f"{NET}.3/svc9/00000009"
+        found = p.get_hosts([host.id, *phantoms, beyond])
+        assert sorted(sent) == ["m1", "m2", "m3"]  # one script per machine, not per host
+        assert found[host.id] is not None and found[host.id].state == HostState.RUNNING
+        assert all(found[h] is None for h in phantoms)  # folders not there: no such host
+        assert beyond not in found  # its machine did not answer: cannot tell, not gone
+        p.destroy_host(host.id)
+    finally:
+        p.close()
+        kill_hosts(tmp_path)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_watch_publishes_the_round_duration_and_reads_rows_only_when_they_change(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    from failover.watch import Metrics
+
+    address, port = listener
+    path = write_config(tmp_path, static_config(tmp_path, 20, address, port))
+    engine = Engine(cfg.load(path))
+    metrics = Metrics(free_port(), "127.0.0.1")
+    try:
+        assert all(o.ok for o in deploy_all(engine))
+        names = list(engine.config.services)
+        metrics.publish(engine, engine.check(names), 1.25)
+        assert metrics.registry.get_sample_value("failover_round_duration_seconds") == 1.25
+        assert metrics.registry.get_sample_value("failover_generation", {"service": "s3"}) == 1
+        results = engine.check(names)
+        statements: list[str] = []
+        engine.store.db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        metrics.publish(engine, results, 0.5)
+        engine.store.db.set_trace_callback(None)  # type: ignore[attr-defined]
+        assert metrics.registry.get_sample_value("failover_round_duration_seconds") == 0.5
+        rounds = metrics.registry.get_sample_value(
+            "failover_rounds_total", {"service": "s3", "exit_code": "0"}
+        )
+        assert rounds == 2
+        # Nothing moved (the journal's newest entry is unchanged): the services' rows are
+        # not read again, where publishing used to read three things per service.
+        assert [q for q in statements if "FROM services" in q] == []
+        assert len(statements) <= 3, statements
+    finally:
+        metrics.close()
+        engine.close()

@@ -8,33 +8,21 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
-from typing import Annotated
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic import BeforeValidator
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
 
 from failover.data.settings import check_url
 from failover.redact import register_secret
-from providers.base import parse_duration
+from providers.base import Duration
 
 if TYPE_CHECKING:
     from failover.config import Config
 
 Problems = list[tuple[tuple[Any, ...], str]]
-
-
-def _days(value: object) -> float:
-    """A duration that may also be given in days (``30d``), as certificates' are."""
-    if isinstance(value, str) and value.endswith("d") and value[:-1].strip().isdigit():
-        return float(value[:-1]) * 86400.0
-    return parse_duration(value)
-
-
-Days = Annotated[float, BeforeValidator(_days)]
 
 
 class _Model(BaseModel):
@@ -60,7 +48,7 @@ class Authority(_Model):
 class CertificatesConfig(_Model):
     email: str | None = Field(default=None, description="the ACME account's contact")
     authorities: list[Authority] = Field(min_length=1, description="tried in order")
-    renew_before: Days = Field(
+    renew_before: Duration = Field(
         default=30 * 86400.0, gt=0, le=365 * 86400.0, description="renew with less left"
     )
     stores: list[str] | None = Field(default=None, description="default: every store")

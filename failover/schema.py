@@ -20,7 +20,7 @@ from pydantic_core import core_schema
 
 from providers.base import parse_duration
 
-DURATION = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+DURATION = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
 ENV_REFERENCE = r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$"
 # What pydantic leaves behind for a constraint on an optional value, in JSON Schema terms.
 _BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}

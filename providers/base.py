@@ -340,12 +340,12 @@ class AccountReport:
 
 # --------------------------------------------------------------------------- durations
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(value: object) -> float:
-    """``500ms``, ``2s``, ``1m``, ``1h`` or a plain number of seconds -> seconds."""
+    """``500ms``, ``2s``, ``1m``, ``1h``, ``1d`` or a plain number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 500ms, 2s, 1m or 1h")
     if isinstance(value, int | float):

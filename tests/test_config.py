@@ -115,12 +115,12 @@ def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_durations_and_defaults() -> None:
     data = base_config(
-        health={"interval": "1m", "timeout": "500ms"}, policy={"ready_timeout": "1h"}
+        health={"interval": "1m", "timeout": "500ms"}, policy={"ready_timeout": "1d"}
     )
     config = parse(yaml.safe_dump(data))
     svc = config.services["web"]
     assert svc.health.interval == 60 and svc.health.timeout == 0.5
-    assert svc.policy.ready_timeout == 3600
+    assert svc.policy.ready_timeout == 86400  # `d` too: pgBackRest's full_every: 1d
     assert svc.health.http is not None  # an http probe is the default
     minimal = {
         "providers": [{"name": "a", "type": "local"}],

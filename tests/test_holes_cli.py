@@ -323,7 +323,14 @@ def test_systemd_units_write_the_dir_stores_and_say_where_the_state_is(tmp_path:
     conf["state"] = {"dir": "/var/lib/failover"}
     config.write_text(yaml.safe_dump(conf))
     proc = failover("systemd", "-c", str(config), check=True)
-    assert "warning" not in proc.stderr
+    # Where this checkout lives (CI may clone under /tmp or /root) may add the ExecStart
+    # placement warning; no other warning is left once state.dir is set.
+    left = [
+        line
+        for line in proc.stderr.splitlines()
+        if "warning" in line and "203/EXEC" not in line and line.strip()
+    ]
+    assert left == [], proc.stderr
     from failover.config import load
 
     assert load(config).state_dir == Path("/var/lib/failover")

@@ -144,6 +144,7 @@ class EtcdWatchers:
         self.snap: Snapshot | None = None
         self.round_revision = 0
         self.eligible = True
+        self._differed = False  # last round's view differed from the quorum's
         # service -> (host id, address) of the candidate an open run is bringing up, as
         # the last settle_due read them: every watcher probes it and votes on it.
         self.candidates: dict[str, tuple[str, str]] = {}
@@ -300,7 +301,13 @@ class EtcdWatchers:
         cands: dict[str, dict[str, Any]],
     ) -> None:
         leader = self._k("leader")
-        minority = self._minority(snap, mine, cands)
+        found = self._minority(snap, mine, cands)
+        # A definite view against the quorum's costs the lead only two rounds running:
+        # the watcher that sees a failure first is early, not wrong (the others see it
+        # on their next probe), and a leader that lost the lead for being first would
+        # hand every real failover to another watcher (CI: the blind-candidate test).
+        minority = bool(found) and (found != "differs" or self._differed)
+        self._differed = found == "differs"
         self.eligible = not minority
         if minority and self.leads(snap):
             compare = self._lead_compare(snap)
@@ -404,24 +411,30 @@ class EtcdWatchers:
         snap: Snapshot,
         mine: dict[str, dict[str, Any]],
         cands: dict[str, dict[str, Any]] | None = None,
-    ) -> bool:
+    ) -> str:
         """Does this watcher's own view (of a service, or of the candidate an open run
         brings up) differ from what a quorum of other locations agree on? Then it may
         not lead: that includes "cannot tell" against a quorum that can, and a watcher
-        that could probe nothing at all."""
+        that could probe nothing at all ("blind"). A definite view against the quorum's
+        is "differs"; "" when it agrees."""
         need = self.needed(snap)
+        differs = ""
         for name, vote in mine.items():
             others = Snapshot(snap.members, snap.roster, {name: dict(snap.votes.get(name, {}))})
             others.votes[name].pop(self.me.name, None)
             views = self._views(others, name, vote["generation"])
             for view in ("up", "down"):
                 if vote["sees"] != view and len(views[view] - {self.me.location}) >= need:
-                    return True
+                    if vote["sees"] == "unknown":
+                        return "blind"
+                    differs = "differs"
         for name, vote in (cands or {}).items():
             agree = self._candidate_seen(snap, name, str(vote["host_id"]), "up")
             if vote["sees"] != "up" and len(agree) >= need:
-                return True
-        return bool(mine) and all(v["sees"] == "unknown" for v in mine.values())
+                return "blind"
+        if bool(mine) and all(v["sees"] == "unknown" for v in mine.values()):
+            return "blind"
+        return differs
 
     def _candidate_seen(self, snap: Snapshot, service: str, host_id: str, view: str) -> set[str]:
         """The other live locations whose vote on candidate ``host_id`` is ``view``."""

@@ -255,6 +255,7 @@ def test_votes_count_per_location_and_the_default_quorum_is_a_majority(
         round_of(b, False)
     for w in (a1, a2, b, c):
         round_of(w, w is c)  # c alone sees it up
+    round_of(c, True)  # two rounds running: one alone could be c's being first
     agreed, says = b.quorum("web", row, proof=False)
     assert agreed and "2 of 3 locations see it down (quorum 2: fsn, nbg)" in says
     # c sees it up against a quorum: it gives the lead up; one of the others leads.
@@ -273,6 +274,30 @@ def test_votes_count_per_location_and_the_default_quorum_is_a_majority(
     # A decision about a generation that is no longer current does not commit.
     stale = ServiceRow("web", 0, dict(ACTIVE), None, "up", 0, 0, None, None)
     assert not leaders[0].decide("web", stale)[0]
+
+
+def test_the_first_to_see_a_failure_keeps_the_lead_and_a_lasting_dissent_loses_it(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    a, b, c = watchers_on(etcd_cluster, ("a", "fsn"), ("b", "nbg"), ("c", "hel"))
+    assert a.store.cutover("web", 0, ACTIVE, None) == 1
+    for w in (a, b, c):
+        round_of(w, True)
+    assert a.leads(a.read())
+    # a sees the failure first; b and c have not probed since: a is early, not wrong.
+    round_of(a, False)
+    assert a.leads(a.read())
+    round_of(b, False)
+    round_of(c, False)
+    round_of(a, False)
+    assert a.leads(a.read())
+    # b and c see it up again while a still sees it down: a round later, a lets go.
+    round_of(b, True)
+    round_of(c, True)
+    round_of(a, False)
+    assert a.leads(a.read())
+    round_of(a, False)
+    assert not a.leads(a.read())
 
 
 def test_no_secret_reaches_etcd(etcd_cluster: EtcdCluster) -> None:

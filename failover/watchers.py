@@ -301,13 +301,13 @@ class EtcdWatchers:
         cands: dict[str, dict[str, Any]],
     ) -> None:
         leader = self._k("leader")
-        found = self._minority(snap, mine, cands)
+        dissent = self._minority(snap, mine, cands)
         # A definite view against the quorum's costs the lead only two rounds running:
         # the watcher that sees a failure first is early, not wrong (the others see it
         # on their next probe), and a leader that lost the lead for being first would
         # hand every real failover to another watcher (CI: the blind-candidate test).
-        minority = bool(found) and (found != "differs" or self._differed)
-        self._differed = found == "differs"
+        minority = bool(dissent) and (dissent != "differs" or self._differed)
+        self._differed = dissent == "differs"
         self.eligible = not minority
         if minority and self.leads(snap):
             compare = self._lead_compare(snap)
@@ -324,8 +324,8 @@ class EtcdWatchers:
             if ok:
                 snap.leader = KV(leader, self._leader_value(), revision, revision, self.lease)
             else:
-                found = range_kvs(responses[-1])
-                snap.leader = found[0] if found else None
+                held = range_kvs(responses[-1])
+                snap.leader = held[0] if held else None
                 revision = self._rebind(snap, revision)
         self.round_revision = revision
         self._merge(snap, mine, member, revision)

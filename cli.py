@@ -294,7 +294,7 @@ def status(
             from failover.statuspage import status_html
 
             return status_html(conf, names, None if html == "-" else Path(html))
-        from failover.watchers import watcher_lines
+        from failover.watcher_report import watcher_lines
 
         with open_engine(conf, quiet=True) as engine:
             doc = engine.status(names)

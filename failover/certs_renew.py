@@ -111,14 +111,17 @@ def certificate_status(engine: Engine, service: str) -> dict[str, Any] | None:
 
 
 def _may_try(engine: Engine, service: str) -> bool:
-    """A failed renewal is tried again after ``REREAD``, not every round (each attempt
-    costs every authority an order)."""
-    tried: dict[str, float] = engine.__dict__.setdefault("_certificates_tried", {})
-    last = tried.get(service)
-    if last is not None and time.monotonic() - last < REREAD:
-        return False
-    tried[service] = time.monotonic()
-    return True
+    """A renewal is tried again after ``REREAD``, not every round (each attempt costs
+    every authority an order): the last attempt's time is kept in the state, so a
+    ``check`` that cron starts every minute, a new process each time, waits too."""
+    last = (engine.store.data_state(service) or {}).get("certificate_tried")
+    return not (isinstance(last, (int, float)) and 0 <= time.time() - last < REREAD)
+
+
+def _tried(engine: Engine, service: str) -> None:
+    doc = engine.store.data_state(service) or {"stores": {}}
+    doc["certificate_tried"] = time.time()
+    engine.store.set_data_state(service, doc)
 
 
 def _remember(engine: Engine, service: str, cert: Certificate) -> None:
@@ -175,6 +178,7 @@ def _renew(engine: Engine, service: str) -> Certificate | None:
     from failover.certs import IssueFailed
     from failover.certs import issue
 
+    _tried(engine, service)
     try:
         issued = issue(engine, service)
     except IssueFailed as exc:

@@ -308,6 +308,9 @@ def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: R
     assert [(n["serial"], n["status"]) for n in said] == [(new.serial, "succeeded")]
     assert all(b"PRIVATE KEY" not in r.body for r in hook.requests)
     assert CertStore(engine).load("web")[0].serial == new.serial  # type: ignore[union-attr]
+    # A `check` from cron is a new process every minute: it does not order again either.
+    rig.engine().check(["web"])
+    assert CertStore(engine).load("web")[0].serial == new.serial  # type: ignore[union-attr]
 
 
 def test_a_move_without_a_stored_certificate_fails_and_issues_nothing(rig: Rig) -> None:

@@ -30,36 +30,70 @@ from tests.helpers import wait_for
 from tests.helpers import write_config
 
 
-def read_all(fd: int) -> str:
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # the terminal's other side closed
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+class Reader(threading.Thread):
+    """Everything a terminal's other side receives, as it comes."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.chunks = fd, list[bytes]()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # the terminal's other side closed
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    @property
+    def text(self) -> str:
+        """What was written, less rich's escape sequences."""
+        plain = b"".join(self.chunks).decode(errors="replace")
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", plain)
+
+
+class Terminal:
+    """A failover command whose stdout is a terminal, and its stderr (a terminal too,
+    unless ``stderr_tty`` is false: then a pipe, read at the end)."""
+
+    def __init__(self, config: Path, *args: str, stderr_tty: bool = True) -> None:
+        out_leader, out_follower = pty.openpty()
+        err_leader, err_follower = pty.openpty() if stderr_tty else (-1, subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [FAILOVER, *args, "-c", str(config)],
+            stdout=out_follower,
+            stderr=err_follower,
+            stdin=subprocess.DEVNULL,
+            env=env_for({"TERM": "xterm", "COLUMNS": "160"}),
+        )
+        self.leaders = [fd for fd in (out_leader, err_leader) if fd >= 0]
+        for fd in (out_follower, err_follower):
+            if fd >= 0:
+                os.close(fd)
+        self.stdout = Reader(out_leader)
+        self.stderr = Reader(err_leader) if stderr_tty else None
+
+    def finish(self, timeout: float = 120) -> tuple[str, str]:
+        """Wait for the command's end (it must succeed): its stdout and stderr."""
+        piped = self.proc.communicate(timeout=timeout)[1] or b""
+        for reader in (self.stdout, self.stderr):
+            if reader is not None:
+                reader.join(10)
+        for fd in self.leaders:
+            os.close(fd)
+        stderr = self.stderr.text if self.stderr is not None else piped.decode()
+        assert self.proc.returncode == 0, stderr
+        return self.stdout.text, stderr
 
 
 def test_a_move_on_a_terminal_shows_its_steps_on_stderr_only(project: Path) -> None:
     config = write_config(project, base_config())
     failover("deploy", config=config, check=True)
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [FAILOVER, "move", "--to", "beta", "--yes", "-c", str(config)],
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env_for({"TERM": "xterm", "COLUMNS": "120"}),
-    )
-    os.close(follower)
-    stdout = read_all(leader)
-    _, stderr = proc.communicate(timeout=120)
-    os.close(leader)
-    assert proc.returncode == 0, stderr
-    steps = [line.split()[0] for line in stderr.decode().splitlines() if line.startswith("  ")]
+    stdout, stderr = Terminal(config, "move", "--to", "beta", "--yes", stderr_tty=False).finish()
+    steps = [line.split()[0] for line in stderr.splitlines() if line.startswith("  ")]
     assert steps == [
         "lock",
         "select",
@@ -81,24 +115,8 @@ def test_the_step_in_flight_shows_its_elapsed_time_when_stderr_is_a_terminal(
 ) -> None:
     config = write_config(project, base_config())
     failover("deploy", config=config, check=True)
-    out_leader, out_follower = pty.openpty()
-    err_leader, err_follower = pty.openpty()
-    proc = subprocess.Popen(
-        [FAILOVER, "move", "--to", "beta", "--yes", "-c", str(config)],
-        stdout=out_follower,
-        stderr=err_follower,
-        stdin=subprocess.DEVNULL,
-        env=env_for({"TERM": "xterm", "COLUMNS": "120"}),
-    )
-    os.close(out_follower)
-    os.close(err_follower)
-    stdout = read_all(out_leader)
-    stderr = read_all(err_leader)
-    assert proc.wait(timeout=120) == 0, stderr
-    os.close(out_leader)
-    os.close(err_leader)
+    stdout, plain = Terminal(config, "move", "--to", "beta", "--yes").finish()
     # rich's live line: the step's name and the time it has taken so far.
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stderr)
     assert re.search(r"provision +0:00:0\d", plain), plain
     assert "0:00:0" not in stdout
 
@@ -184,35 +202,12 @@ def test_a_backup_and_its_restore_report_every_byte_in_a_few_calls(tmp_path: Pat
     )
 
 
-class Reader(threading.Thread):
-    """Everything a terminal's other side receives, as it comes."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(daemon=True)
-        self.fd, self.chunks = fd, list[bytes]()
-        self.start()
-
-    def run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except OSError:  # the terminal's other side closed
-                return
-            if not chunk:
-                return
-            self.chunks.append(chunk)
-
-    @property
-    def text(self) -> str:
-        plain = b"".join(self.chunks).decode(errors="replace")
-        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", plain)
-
-
 def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project: Path) -> None:
     gate = project / "gate"
     data = base_config(
         data={
-            "backup": "head -c 3000000 /dev/urandom",
+            # The pause keeps the backup's line on the terminal long enough to be drawn.
+            "backup": "head -c 3000000 /dev/urandom; sleep 1",
             # Held until the test has seen the restore under way; then it reads it all.
             "restore": f"while [ ! -e {gate} ]; do sleep 0.1; done; cat > restored.bin",
             "every": "1h",
@@ -230,18 +225,8 @@ def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project
     gate.touch()
     failover("deploy", config=config, check=True)
     gate.unlink()
-    out_leader, out_follower = pty.openpty()
-    err_leader, err_follower = pty.openpty()
-    proc = subprocess.Popen(
-        [FAILOVER, "move", "--to", "beta", "--yes", "-c", str(config)],
-        stdout=out_follower,
-        stderr=err_follower,
-        stdin=subprocess.DEVNULL,
-        env=env_for({"TERM": "xterm", "COLUMNS": "160"}),
-    )
-    os.close(out_follower)
-    os.close(err_follower)
-    stdout, stderr = Reader(out_leader), Reader(err_leader)
+    moving = Terminal(config, "move", "--to", "beta", "--yes")
+    assert moving.stderr is not None
     published = project / "site" / "status" / "status.json"
     try:
 
@@ -263,20 +248,24 @@ def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project
         assert "Restore under way" in page and 'max="3000000"' in page
         assert re.search(r"restore</th>.*restore [0-9.]+ [kM]B of 3\.0 MB \(\d+%\)", page, re.S)
         # On the terminal: the bytes, the size and the rate (rich's live line), on stderr.
+        shown = moving.stderr
         wait_for(
-            lambda: re.search(r"restore web +[0-9.]+ [kM]B of 3\.0 MB \(\d+%\), ", stderr.text),
+            lambda: re.search(r"restore web +[0-9.]+ [kM]B of 3\.0 MB \(\d+%\), ", shown.text),
             timeout=60,
             what="the restore's line on the terminal",
         )
     finally:
         gate.touch()
-        assert proc.wait(timeout=120) == 0, stderr.text
-    stdout.join(10)
-    stderr.join(10)
-    os.close(out_leader)
-    os.close(err_leader)
-    assert re.search(r"[0-9.]+ [kM]B/s", stderr.text)
-    assert "/s" not in stdout.text and "web now lives on beta" in stdout.text
+        stdout, stderr = moving.finish()
+    assert re.search(r"[0-9.]+ [kM]B/s", stderr)
+    assert "/s" not in stdout and "web now lives on beta" in stdout
     # The final backup from the old host: no backup before it, so no size to expect.
-    assert re.search(r"backup web +[0-9.]+ [kM]?B, [0-9.]+ [kM]?B/s", stderr.text)
+    assert re.search(r"backup web +[0-9.]+ [kM]?B, [0-9.]+ [kM]?B/s", stderr)
     wait_for(lambda: not restoring(), timeout=60, what="the page after the restore")
+    # `failover backup` on a terminal: the size to expect is the last backup's.
+    stdout, stderr = Terminal(config, "backup").finish()
+    assert re.search(r"backup web +[0-9.]+ [kM]B of about 3\.0 MB, [0-9.]+ [kM]B/s", stderr)
+    assert "/s" not in stdout and "web: backup " in stdout
+    # Not on a terminal: the result alone, no bytes going by.
+    taken = failover("backup", config=config, check=True)
+    assert "/s" not in taken.stdout + taken.stderr and "web" in taken.stdout

@@ -23,6 +23,7 @@ from failover.statuspage import optional_file
 from failover.statuspage import render_page
 from tests.chromium import foreign_references
 from tests.chromium import load
+from tests.chromium import overflow
 from tests.chromium import screenshot
 from tests.helpers import FAILOVER
 from tests.helpers import base_config
@@ -106,6 +107,11 @@ def test_hostile_names_and_messages_come_out_escaped(tmp_path: Path) -> None:
     assert '&lt;script&gt;alert("x")&lt;/script&gt;' in seen.dom
     assert "Zugang gesperrt ü 🚫" in seen.dom
     assert seen.console == [] and seen.requests == []
+    # Long words (a 64-character digest, names without spaces) wrap on a phone.
+    events[0]["steps"][0]["detail"] += " sha256:" + "0123456789abcdef" * 4
+    doc["services"][0]["domain"] = "www." + "long-name-" * 8 + "example.test"
+    content, viewport = overflow(render_page(doc, events, f"Status {HOSTILE}"), 360)
+    assert content == viewport
 
 
 def test_fields_a_document_lacks_are_empty_cells_and_the_ones_it_has_are_drawn() -> None:
@@ -138,6 +144,12 @@ def test_fields_a_document_lacks_are_empty_cells_and_the_ones_it_has_are_drawn()
         assert text in html
     assert "4.20 s (newest archived write-ahead log)" in html
     assert "until 2099-01-01 00:00 UTC" in html
+    # The certificate as `status` gives it (epoch seconds; CONTRACT section 13).
+    from failover.certs_store import Certificate
+
+    issued = Certificate("web", ["www.example.com"], "", "", "1a", 4070908800.0, "pebble")
+    shown = render_page({"services": [{"service": "web", "certificate": issued.public()}]}, [], "C")
+    assert "until 2099-01-01 00:00 UTC" in shown
     backups = {"services": [{"service": "web", "data": {"last_backup": {"id": "b1", "age_s": 90}}}]}
     assert "90 s (backup b1)" in render_page(backups, [], "B")
 
@@ -187,6 +199,8 @@ def test_the_page_from_a_file_in_a_browser(project: Path) -> None:
     for step in STEP_NAMES:
         assert f'<th scope="row">{step}</th>' in seen.dom
     assert seen.console == [] and seen.requests == []
+    content, viewport = overflow(html, 390)
+    assert content == viewport  # a phone reads it without scrolling sideways
     for width in (390, 1280):
         screenshot(page.as_uri(), "status-page", width)
 

@@ -202,7 +202,7 @@ def _transfers(s: Doc) -> list[Doc]:
         if done is None:
             continue
         total, estimated = _count(t.get("total_bytes")), bool(t.get("total_estimated"))
-        rate = float(_count(t.get("bytes_per_s")) or 0)
+        rate = _count(t.get("bytes_per_s"))
         rows.append(
             {
                 "kind": str(t.get("kind") or ""),

@@ -144,6 +144,9 @@ def test_a_meter_reports_the_first_block_at_most_once_a_period_and_the_last() ->
     # The first block, then one per half second (31 more in 16 s), then the end.
     assert len(reports) == gauge.reports == 1 + 31 + 1
     assert [r.done for r in reports[:3]] == [100, 3300, 6500]
+    # No rate before a second has passed: a first block's says nothing of the link.
+    assert reports[0].rate is None and reports[0].text() == "100 B of 102.4 kB (0%)"
+    assert reports[2].rate is not None and reports[2].text().endswith(", 6.5 kB/s")
     last = reports[-1]
     assert last.finished and last.done == last.total == 102_400
     assert last.rate == 6400 and last.text() == "102.4 kB of 102.4 kB (100%), 6.4 kB/s"
@@ -206,8 +209,10 @@ def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project
     gate = project / "gate"
     data = base_config(
         data={
-            # The pause keeps the backup's line on the terminal long enough to be drawn.
-            "backup": "head -c 3000000 /dev/urandom; sleep 1",
+            # Half, then after a second the other half and a pause: the backup's line
+            # with its rate stays on the terminal long enough to be drawn.
+            "backup": "head -c 1500000 /dev/urandom; sleep 1.2; head -c 1500000 /dev/urandom;"
+            " sleep 1",
             # Held until the test has seen the restore under way; then it reads it all.
             "restore": f"while [ ! -e {gate} ]; do sleep 0.1; done; cat > restored.bin",
             "every": "1h",
@@ -250,7 +255,7 @@ def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project
         # On the terminal: the bytes, the size and the rate (rich's live line), on stderr.
         shown = moving.stderr
         wait_for(
-            lambda: re.search(r"restore web +[0-9.]+ [kM]B of 3\.0 MB \(\d+%\), ", shown.text),
+            lambda: re.search(r"restore web +[0-9.]+ [kM]B of 3\.0 MB \(\d+%\)", shown.text),
             timeout=60,
             what="the restore's line on the terminal",
         )

@@ -19,6 +19,8 @@ from typing import Literal
 
 Kind = Literal["backup", "restore"]
 EVERY = 0.5  # seconds between two reports of one transfer
+# A rate over less time than this says more about buffers than about the link: none.
+RATE_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,9 @@ class Transfer:
     estimated: bool = False
 
     @property
-    def rate(self) -> float:
-        """Bytes per second since the start."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+    def rate(self) -> float | None:
+        """Bytes per second since the start; None in the first ``RATE_AFTER`` seconds."""
+        return self.done / self.elapsed if self.elapsed >= RATE_AFTER else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,7 +47,7 @@ class Transfer:
             "bytes": self.done,
             "total_bytes": self.total,
             "total_estimated": self.estimated,
-            "bytes_per_s": round(self.rate),
+            "bytes_per_s": None if self.rate is None else round(self.rate),
             "elapsed_s": round(self.elapsed, 1),
             "finished": self.finished,
         }
@@ -54,14 +56,14 @@ class Transfer:
         return describe(self.done, self.total, self.estimated, self.rate)
 
 
-def describe(done: int, total: int | None, estimated: bool, rate: float) -> str:
+def describe(done: int, total: int | None, estimated: bool, rate: float | None) -> str:
     """``1.2 GB of 4.0 GB (30%), 85.0 MB/s``, for people (the terminal, the page)."""
     out = size(done)
     if total and estimated:
         out += f" of about {size(total)}"
     elif total:
         out += f" of {size(total)} ({min(100, 100 * done // total)}%)"
-    return f"{out}, {size(round(rate))}/s"
+    return out if rate is None else f"{out}, {size(round(rate))}/s"
 
 
 def size(n: int) -> str:

@@ -274,3 +274,21 @@ def test_a_restore_shows_its_bytes_and_rate_on_the_terminal_and_the_page(project
     # Not on a terminal: the result alone, no bytes going by.
     taken = failover("backup", config=config, check=True)
     assert "/s" not in taken.stdout + taken.stderr and "web" in taken.stdout
+
+
+def test_a_terminal_that_fails_leaves_no_transfer_under_way_on_the_page(project: Path) -> None:
+    from failover import config as cfg
+    from failover.data.meter import meter
+    from failover.engine import Engine
+
+    def gone(report: Transfer) -> None:
+        raise OSError("the terminal went away")
+
+    engine = Engine(cfg.load(write_config(project, base_config())), on_transfer=gone)
+    try:
+        with meter(engine, "web", "restore", total=10) as gauge:
+            gauge.add(4)
+            assert [t.done for t in engine.publisher.transfers()["web"]] == [4]
+        assert gauge.reports == 2 and engine.publisher.transfers() == {}
+    finally:
+        engine.close()

@@ -140,6 +140,6 @@ class Meter:
         self.close()
 
 
-def meter(engine: Any, service: str, kind: Kind, **kw: Any) -> Meter:
+def meter(engine: object, service: str, kind: Kind, **kw: Any) -> Meter:
     """A meter reporting to ``engine.on_transfer`` (engines without one: nowhere)."""
     return Meter(service, kind, getattr(engine, "on_transfer", None), **kw)

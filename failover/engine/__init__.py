@@ -149,7 +149,9 @@ class Engine:
         page's, and the caller's (a terminal's progress bar)."""
         self.publisher.transfer(report)
         if self._on_transfer is not None:
-            self._on_transfer(report)
+            # A terminal that went away must not leave the page showing it under way.
+            with contextlib.suppress(Exception):
+                self._on_transfer(report)
 
     def close(self) -> None:
         if self.notifier.owner is self:

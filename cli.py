@@ -562,7 +562,7 @@ def backup(
         names = _data_services(conf, service)
         if len(names) > 1:
             raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
-        with open_engine(conf, quiet=True) as engine:
+        with open_engine(conf, quiet=as_json) as engine:  # a terminal: bytes, rate on stderr
             doc = backup_document(engine, names[0])
         show(as_json, doc, lambda: backup_lines(doc))
         ok = doc.get("error") is None and all(v == "ok" for v in doc["stores"].values())

@@ -217,10 +217,11 @@ def open_engine(conf: Config, quiet: bool = False) -> Iterator[Engine]:
     if tty() and not quiet:
         from failover.progress import StepProgress
 
-        on_step = StepProgress()  # the step in flight and its elapsed time, on stderr
+        on_step = StepProgress()  # the step in flight, its elapsed time, bytes: on stderr
 
     log = (lambda message: err(message)) if os.environ.get("FAILOVER_VERBOSE") else None
-    engine = Engine(conf, log=log, on_step=on_step)
+    transfer = on_step.transfer if on_step is not None else None
+    engine = Engine(conf, log=log, on_step=on_step, on_transfer=transfer)
     # SIGTERM (systemd, a CI runner's cancel) is handled like Ctrl-C: the run in flight
     # is rolled back or finished and journaled, and the command exits 130.
     previous = signal.signal(signal.SIGTERM, interrupt)

@@ -25,6 +25,7 @@ from failover.redact import redact
 
 if TYPE_CHECKING:
     from failover.config import Config
+    from failover.data.meter import Transfer
     from failover.data.stores import Store
     from failover.engine import Engine
     from failover.engine.health import Verdict
@@ -35,6 +36,8 @@ _CLOSE_CAP = 20.0  # the longest a one-shot command waits for its pages at exit
 # A page nothing changed on is still published this often: its time tells its readers
 # that a watcher is alive.
 HEARTBEAT = 300.0
+# While a backup or a restore runs, its progress is republished at most this often.
+TRANSFER_EVERY = 5.0
 
 
 class Publisher:
@@ -60,6 +63,8 @@ class Publisher:
         self._stores: dict[str, Store] = {}
         self._seen: dict[str, tuple[str, int]] = {}
         self._made = 0.0  # monotonic time of the last page
+        self._transfers: dict[tuple[str, str], Transfer] = {}  # the copies under way
+        self._transferred = 0.0  # monotonic time of the last page asked for by one
 
     @property
     def active(self) -> bool:
@@ -79,6 +84,31 @@ class Publisher:
                     target=self._work, name="failover-status-page", daemon=True
                 )
                 self._thread.start()
+
+    def transfer(self, report: Transfer) -> None:
+        """A backup's or a restore's progress: drawn on the next page, and a page asked
+        for at its start and end and at most every ``TRANSFER_EVERY`` seconds between."""
+        key = (report.service, report.kind)
+        now = time.monotonic()
+        with self._cv:
+            known = key in self._transfers
+            if report.finished:
+                self._transfers.pop(key, None)
+            else:
+                self._transfers[key] = report
+            due = not known or report.finished or now - self._transferred >= TRANSFER_EVERY
+            if due:
+                self._transferred = now
+        if due:
+            self.request()
+
+    def transfers(self) -> dict[str, list[Transfer]]:
+        """The copies under way in this process, by service."""
+        out: dict[str, list[Transfer]] = {}
+        with self._cv:
+            for (service, _kind), report in sorted(self._transfers.items()):
+                out.setdefault(service, []).append(report)
+        return out
 
     def round(self, verdicts: Iterable[Verdict]) -> None:
         """A round ended: publish when a verdict changed, or a store is owed a page."""

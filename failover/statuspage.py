@@ -188,7 +188,34 @@ def service_view(s: Doc, now: float) -> Doc:
         "dns": _dns_rows(s),
         "recovery": _recovery(s, now),
         "certificate": _certificate(s, now),
+        "transfers": _transfers(s),
     }
+
+
+def _transfers(s: Doc) -> list[Doc]:
+    """The backups and restores under way (``transfers``, only while one runs)."""
+    from failover.data.meter import describe
+
+    rows = []
+    for t in s.get("transfers") or []:
+        done = _count(t.get("bytes")) if isinstance(t, dict) else None
+        if done is None:
+            continue
+        total, estimated = _count(t.get("total_bytes")), bool(t.get("total_estimated"))
+        rate = _count(t.get("bytes_per_s"))
+        rows.append(
+            {
+                "kind": str(t.get("kind") or ""),
+                "text": describe(done, total, estimated, rate),
+                "done": done,
+                "total": total if total and not estimated else None,
+            }
+        )
+    return rows
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- timelines
@@ -255,6 +282,13 @@ def timeline(event: Doc, now: float | None = None) -> list[Doc]:
     return rows
 
 
+def _in_flight(rows: list[Doc], moving: str) -> list[Doc]:
+    for row in rows:
+        if moving and row["status"] == "in_progress" and not row["candidate"]:
+            row["detail"] = f"{row['detail']}; {moving}" if row["detail"] else moving
+    return rows
+
+
 def _attempts(event: Doc) -> list[Doc]:
     found = event.get("attempts")
     if found is None:
@@ -262,7 +296,9 @@ def _attempts(event: Doc) -> list[Doc]:
     return [a for a in found or [] if isinstance(a, dict)]
 
 
-def event_view(event: Doc, now: float | None = None) -> Doc:
+def event_view(event: Doc, now: float | None = None, moving: str = "") -> Doc:
+    """``moving``: the service's backup or restore under way, shown on the run's step in
+    flight."""
     origin, to = _part(event, "from"), _part(event, "to")
     attempts = _attempts(event)
     tried = [
@@ -292,7 +328,7 @@ def event_view(event: Doc, now: float | None = None) -> Doc:
         "to": str(target or ""),
         "started_at": str(event.get("started_at") or ""),
         "took": span(event.get("duration_s")),
-        "rows": timeline(event, now),
+        "rows": _in_flight(timeline(event, now), moving if status == "in_progress" else ""),
         "tried": tried if attempts else [],
     }
 
@@ -328,6 +364,10 @@ def render_page(doc: Doc, events: list[Doc], title: str, now: float | None = Non
     now = time.time() if now is None else now
     doc, events = redact_doc(doc), redact_doc(events)
     services = [service_view(s, now) for s in doc.get("services") or []]
+    moving = {
+        s["name"]: "; ".join(f"{t['kind']} {t['text']}" for t in s["transfers"]) for s in services
+    }
+    views = [event_view(e, now, moving.get(str(e.get("service") or ""), "")) for e in events]
     return str(
         _environment()
         .get_template("status.html.j2")
@@ -335,7 +375,7 @@ def render_page(doc: Doc, events: list[Doc], title: str, now: float | None = Non
             title=title,
             generated=_stamp(now),
             services=services,
-            events=[event_view(e, now) for e in events],
+            events=views,
             down=sum(1 for s in services if s["state"] != "up"),
         )
     )
@@ -392,6 +432,10 @@ def recent_events(engine: Engine, names: list[str], limit: int = EVENTS_SHOWN) -
 def page_of(engine: Engine, names: list[str], *, refresh: bool) -> tuple[str, Doc]:
     """The page and the ``status --json`` document it draws."""
     doc = status_document(engine, names, refresh=refresh)
+    live = engine.publisher.transfers()
+    for service in doc["services"]:
+        if service.get("service") in live:
+            service["transfers"] = [t.to_dict() for t in live[service["service"]]]
     page = engine.config.status_page
     title = page.title if page else "Service status"
     return render_page(doc, recent_events(engine, names), title), doc

@@ -122,3 +122,37 @@ def foreign_references(html: str, origin: str = "") -> list[str]:
             continue
         out.append(ref)
     return out
+
+
+_MEASURE = (
+    "<script>addEventListener('load', () => parent.postMessage("
+    "[document.documentElement.scrollWidth, document.documentElement.clientWidth], '*'))"
+    "</script>"
+)
+
+
+def overflow(html: str, width: int) -> tuple[int, int]:
+    """How wide ``html`` lays out in a viewport ``width`` CSS pixels wide (a phone's):
+    (its content's width, the viewport's). A copy of the page gets a measuring script
+    (the page itself has none, and its policy forbids one) and is shown in an iframe of
+    that width, which posts the figures to its frame; ``--dump-dom`` reads them there."""
+    with tempfile.TemporaryDirectory(prefix="failover-chromium-") as tmp:
+        page = Path(tmp) / "page.html"
+        policy = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
+        page.write_text(policy.sub("", html).replace("</body>", _MEASURE + "</body>"))
+        frame = Path(tmp) / "frame.html"
+        frame.write_text(
+            '<!doctype html><body style="margin:0"><pre id="seen">none</pre><script>'
+            "addEventListener('message', e => "
+            "{ document.getElementById('seen').textContent = JSON.stringify(e.data) })"
+            f'</script><iframe src="{page.as_uri()}" style="width:{width}px;height:900px;'
+            'border:0"></iframe>'
+        )
+        proc = _run(
+            ["--window-size=500,1000", "--virtual-time-budget=5000", "--dump-dom", frame.as_uri()],
+            Path(tmp) / "profile",
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = re.search(r'<pre id="seen">\[(\d+),(\d+)\]</pre>', proc.stdout)
+    assert seen, proc.stdout[:2000]
+    return int(seen.group(1)), int(seen.group(2))

@@ -9,6 +9,7 @@ origin), and leave screenshots at a phone's and a desktop's width in build/scree
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from failover.statuspage import optional_file
 from failover.statuspage import render_page
 from tests.chromium import foreign_references
 from tests.chromium import load
+from tests.chromium import overflow
 from tests.chromium import screenshot
 from tests.helpers import FAILOVER
 from tests.helpers import base_config
@@ -105,6 +107,11 @@ def test_hostile_names_and_messages_come_out_escaped(tmp_path: Path) -> None:
     assert '&lt;script&gt;alert("x")&lt;/script&gt;' in seen.dom
     assert "Zugang gesperrt ü 🚫" in seen.dom
     assert seen.console == [] and seen.requests == []
+    # Long words (a 64-character digest, names without spaces) wrap on a phone.
+    events[0]["steps"][0]["detail"] += " sha256:" + "0123456789abcdef" * 4
+    doc["services"][0]["domain"] = "www." + "long-name-" * 8 + "example.test"
+    content, viewport = overflow(render_page(doc, events, f"Status {HOSTILE}"), 360)
+    assert content == viewport
 
 
 def test_fields_a_document_lacks_are_empty_cells_and_the_ones_it_has_are_drawn() -> None:
@@ -137,6 +144,12 @@ def test_fields_a_document_lacks_are_empty_cells_and_the_ones_it_has_are_drawn()
         assert text in html
     assert "4.20 s (newest archived write-ahead log)" in html
     assert "until 2099-01-01 00:00 UTC" in html
+    # The certificate as `status` gives it (epoch seconds; CONTRACT section 13).
+    from failover.certs_store import Certificate
+
+    issued = Certificate("web", ["www.example.com"], "", "", "1a", 4070908800.0, "pebble")
+    shown = render_page({"services": [{"service": "web", "certificate": issued.public()}]}, [], "C")
+    assert "until 2099-01-01 00:00 UTC" in shown
     backups = {"services": [{"service": "web", "data": {"last_backup": {"id": "b1", "age_s": 90}}}]}
     assert "90 s (backup b1)" in render_page(backups, [], "B")
 
@@ -186,6 +199,8 @@ def test_the_page_from_a_file_in_a_browser(project: Path) -> None:
     for step in STEP_NAMES:
         assert f'<th scope="row">{step}</th>' in seen.dom
     assert seen.console == [] and seen.requests == []
+    content, viewport = overflow(html, 390)
+    assert content == viewport  # a phone reads it without scrolling sideways
     for width in (390, 1280):
         screenshot(page.as_uri(), "status-page", width)
 
@@ -275,3 +290,47 @@ def test_each_step_is_a_bar_placed_after_the_one_before_and_as_long_as_it_took()
     event["steps"].insert(1, {"name": "provision", "status": "succeeded", "duration_s": 0})
     labels = [r["label"] for r in timeline(event, now=100.0)]
     assert labels == ["a", "attempt 1: alpha", "provision", "b", "c", "d"]
+
+
+def _luminance(color: str) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else float(((c + 0.055) / 1.055) ** 2.4)
+
+    r, g, b = (channel(int(color[i : i + 2], 16) / 255) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG 2's contrast ratio of two ``#rrggbb`` colours."""
+    light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_every_text_colour_on_the_page_meets_wcag_aa_contrast_in_light_and_dark() -> None:
+    doc, events = hostile_documents()
+    html = render_page(doc, events, "Contrast")
+    css = html[html.index("<style>") : html.index("</style>")]
+    schemes = re.findall(r":root \{([^}]*)\}", css)
+    assert len(schemes) == 2  # light, and dark (prefers-color-scheme)
+    pairs: list[tuple[str, str, str]] = []
+    for scheme in schemes:
+        var = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6})", scheme))
+        for text in ("fg", "muted"):
+            pairs += [(text, var[text], var[bg]) for bg in ("bg", "card")]
+    badges = re.findall(r"\.(ok|bad|warn|unk) \{ background: (#\w{6}); color: (#\w{6}); \}", css)
+    assert {b[0] for b in badges} == {"ok", "bad", "warn", "unk"}
+    pairs += [(name, fg, bg) for name, bg, fg in badges]
+    candidates = re.findall(r"tr\.candidate th \{ color: (#\w{6}); \}", css)
+    light, dark = (dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6})", s)) for s in schemes)
+    pairs += [
+        ("candidate", candidates[0], light["card"]),
+        ("candidate", candidates[1], dark["card"]),
+    ]
+    assert len(pairs) == 14
+    # AA for normal text: 4.5 to 1.
+    assert [(n, fg, bg) for n, fg, bg in pairs if contrast(fg, bg) < 4.5] == []
+    # The page is navigable by headings and its tables by their headers.
+    assert re.search(
+        r"<h1>.*</h1>.*<h2 [^>]*>Services</h2>.*<h3>.*<h2 [^>]*>Last events", html, re.S
+    )
+    assert html.count('<th scope="col">') >= 9 and html.count("<caption") >= 2

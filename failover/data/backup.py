@@ -40,6 +40,7 @@ from failover.data.chunks import Damaged
 from failover.data.manifest import Keys
 from failover.data.manifest import Manifest as Manifest  # re-exported: callers import it here
 from failover.data.manifest import Untrusted
+from failover.data.meter import Meter
 from failover.data.pool import MARGIN
 from failover.data.pool import Pool
 from failover.data.pool import chunk_path
@@ -158,7 +159,9 @@ class BackupWriter:
         *,
         chunk_size: int = AVERAGE,
         timeout: float = 3600.0,
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter or Meter(service, "backup", None)
         self.manifest = Manifest(
             service=service,
             id=new_id(),
@@ -189,6 +192,7 @@ class BackupWriter:
 
     def write(self, data: bytes) -> int:
         self.manifest.length += len(data)
+        self.meter.add(len(data))
         for plain in self._cutter.feed(data):
             self._emit(plain)
         return len(data)
@@ -353,9 +357,12 @@ class BackupReader:
     restore command), each chunk checked against the manifest before it is handed on
     and the whole stream at the end. Raises ``Corrupt`` at the first mismatch."""
 
-    def __init__(self, store: Store, manifest: Manifest, sealer: Sealer) -> None:
+    def __init__(
+        self, store: Store, manifest: Manifest, sealer: Sealer, meter: Meter | None = None
+    ) -> None:
         check_key(manifest, sealer, store.name)
         self.store, self.manifest, self.sealer = store, manifest, sealer
+        self.meter = meter or Meter(manifest.service, "restore", None)
         self._next = 0
         self._buf = b""
         self._at = 0
@@ -382,6 +389,7 @@ class BackupReader:
         self._next += 1
         self._hash.update(plain)
         self.bytes += len(plain)
+        self.meter.add(len(plain))
         return plain
 
     def read(self, n: int = -1) -> bytes:

@@ -36,6 +36,7 @@ from failover.data.backup import trusted_order
 from failover.data.engines.measure import engine_problems
 from failover.data.engines.measure import rpo
 from failover.data.manifest import Manifest
+from failover.data.meter import meter
 from failover.data.pool import Pool
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreBase
@@ -171,6 +172,7 @@ class _Side:
         self.config = engine.config
         self.store: StateStore = open_state(engine.config)
         self._data_plane = plane(engine)
+        self.on_transfer = getattr(engine, "on_transfer", None)  # progress, as the engine's
 
     def provider(self, name: str) -> ComputeProvider:
         return self.engine.provider(name)
@@ -246,18 +248,22 @@ def take_backup(
         why = f"no store can take a backup ({'; '.join(skipped.values())})"
         _note(engine, service, last_error=why, last_attempt=time.time())
         raise DataError(f"{service}: {why}", stores=skipped)
+    # The last backup's size: an estimate of this one's, for the progress shown.
+    before = (engine.store.data_state(service) or {}).get("last_backup") or {}
+    gauge = meter(engine, service, "backup", total=before.get("bytes"), estimated=True)
     writer = BackupWriter(
-        service, stores, Sealer(data.encryption_key), timeout=timeout or data.timeout
+        service, stores, Sealer(data.encryption_key), timeout=timeout or data.timeout, meter=gauge
     )
     host = row.active
     provider = engine.provider(host["provider"])
     try:
-        result = provider.exec_on_host(
-            host["host_id"],
-            command(engine, service, data.backup, host["host_id"], host.get("address")),
-            stdout=cast(BinaryIO, writer),
-            timeout=timeout or data.timeout,
-        )
+        with gauge:
+            result = provider.exec_on_host(
+                host["host_id"],
+                command(engine, service, data.backup, host["host_id"], host.get("address")),
+                stdout=cast(BinaryIO, writer),
+                timeout=timeout or data.timeout,
+            )
     except Unsupported as exc:
         raise DataError(
             f"{exc}; {host['provider']} hosts take their own backups on a timer "

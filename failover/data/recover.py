@@ -31,6 +31,7 @@ from failover.data.backup import Sealer
 from failover.data.backup import WrongKey
 from failover.data.backup import trusted_order
 from failover.data.manifest import Manifest
+from failover.data.meter import meter
 from failover.data.plane import DataUnavailable
 from failover.data.plane import EngineLike
 from failover.data.plane import _data
@@ -206,10 +207,11 @@ def _try(
     where = f"backup {manifest.id} in store {store.name}"
     timeout = _data(engine, manifest.service).timeout
     try:
-        reader = BackupReader(store, manifest, sealer)
-        result = engine.provider(provider).exec_on_host(
-            host_id, run, stdin=cast(BinaryIO, reader), timeout=timeout
-        )
+        with meter(engine, manifest.service, "restore", total=manifest.length) as gauge:
+            reader = BackupReader(store, manifest, sealer, gauge)
+            result = engine.provider(provider).exec_on_host(
+                host_id, run, stdin=cast(BinaryIO, reader), timeout=timeout
+            )
     except (Corrupt, WrongKey) as exc:
         # The message names the store and the backup already.
         return exc.message + (f" ({exc.hint})" if exc.hint else "")

@@ -25,6 +25,8 @@ from typing import Any
 
 from failover.certs_renew import certs_round
 from failover.config import Config
+from failover.data.meter import OnTransfer
+from failover.data.meter import Transfer
 from failover.data.plane import data_round
 from failover.delivery import Notifier
 from failover.engine import dnssync
@@ -110,6 +112,7 @@ class Engine:
         log: Callable[[str], None] | None = None,
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_transfer: OnTransfer | None = None,
     ) -> None:
         assert config.state_dir is not None
         self.should_stop = should_stop or (lambda: False)
@@ -118,6 +121,7 @@ class Engine:
         self.watchers = watchers_for(config, self.store)
         self._log = log or (lambda message: None)
         self.on_step = on_step or (lambda step, status, detail: None)
+        self._on_transfer = on_transfer
         self._providers: dict[str, ComputeProvider] = {}
         self._fanout: DnsFanout | None = None
         # A sibling (one of a round's parallel moves) borrows its parent's thread-safe
@@ -139,6 +143,15 @@ class Engine:
 
     def log(self, message: str) -> None:
         self._log(redact(message))
+
+    def on_transfer(self, report: Transfer) -> None:
+        """A backup's or a restore's progress (:mod:`failover.data.meter`): the status
+        page's, and the caller's (a terminal's progress bar)."""
+        self.publisher.transfer(report)
+        if self._on_transfer is not None:
+            # A terminal that went away must not leave the page showing it under way.
+            with contextlib.suppress(Exception):
+                self._on_transfer(report)
 
     def close(self) -> None:
         if self.notifier.owner is self:
@@ -254,6 +267,7 @@ class Engine:
             log=self._log,
             on_step=self.on_step,
             should_stop=should_stop or self.should_stop,
+            on_transfer=self._on_transfer,
         )
         other.blocklist = self.blocklist
         other.notifier = self.notifier

@@ -55,6 +55,11 @@ def test_at_most_four_stores_each_one_repository() -> None:
     assert found == [
         "services.web.data.stores[1]: store s1: engine pgbackrest needs an absolute path"
     ]
+    stores[1] = {"name": "s1", "type": "s3", "bucket": "b-1", "ca_file": "ca.pem"}
+    found = problems(config({"postgres": PG, "stores": ["s0", "s1"]}, stores))
+    assert found == [
+        "services.web.data.stores[1]: store s1: engine pgbackrest needs an absolute ca_file"
+    ]
 
 
 def test_the_commands_engine_still_needs_its_commands() -> None:
@@ -71,7 +76,13 @@ def loaded(data: dict[str, Any], stores: list[dict[str, Any]] | None = None) -> 
 def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
     stores = [
         {"name": "offsite", "type": "dir", "path": "/backups"},
-        {"name": "s3-dr", "type": "s3", "bucket": "dr-1", "endpoint": "https://127.0.0.1:9443"},
+        {
+            "name": "s3-dr",
+            "type": "s3",
+            "bucket": "dr-1",
+            "endpoint": "https://127.0.0.1:9443",
+            "ca_file": "/etc/dr-ca.pem",
+        },
         {"name": "gcs", "type": "gcs", "bucket": "g-dr", "endpoint": "http://127.0.0.1:4443"},
         {
             "name": "az",
@@ -94,6 +105,7 @@ def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
         "repo2-s3-endpoint=127.0.0.1",
         "repo2-storage-port=9443",
         "repo2-s3-uri-style=path",
+        "repo2-storage-ca-file=/etc/dr-ca.pem",  # verified against it, never switched off
         "repo3-type=gcs",
         "repo3-gcs-endpoint=127.0.0.1",
         "repo4-type=azure",

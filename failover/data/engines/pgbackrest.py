@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -32,6 +33,7 @@ from failover.data.plane import _data
 from failover.data.plane import _note
 from failover.data.plane import command
 from failover.data.settings import DataConfig
+from failover.data.settings import S3StoreSettings
 from providers.base import ProviderError
 from providers.util import private_dir
 from providers.util import write_private
@@ -53,6 +55,27 @@ def _conf(engine: EngineLike, service: str) -> Path:
     return here / "pgbackrest.conf"
 
 
+def _env(engine: EngineLike, service: str) -> dict[str, str]:
+    """The watcher's environment, with each S3 repository's keys from the SDK's credential
+    chain (the same keys its S3 store uses) unless ``PGBACKREST_REPO<n>_S3_KEY`` is set:
+    through the environment, never the command line or the file."""
+    env = dict(os.environ)
+    for n, store in enumerate(chosen(_data(engine, service), engine.config.stores), start=1):
+        prefix = f"PGBACKREST_REPO{n}_S3_"
+        if not isinstance(store, S3StoreSettings) or prefix + "KEY" in env:
+            continue
+        from providers._aws import make_session
+
+        found = make_session(None, store.region).get_credentials()
+        if found is None:
+            continue
+        keys = found.get_frozen_credentials()
+        env |= {prefix + "KEY": keys.access_key, prefix + "KEY_SECRET": keys.secret_key}
+        if keys.token:
+            env[prefix + "TOKEN"] = keys.token
+    return env
+
+
 def stores(engine: EngineLike, service: str) -> list[str]:
     """The service's stores, repository 1 first."""
     return [s.name for s in chosen(_data(engine, service), engine.config.stores)]
@@ -68,6 +91,7 @@ def _read(engine: EngineLike, service: str, repo: int, args: list[str]) -> Any:
             text=True,
             timeout=READ_TIMEOUT,
             check=False,
+            env=_env(engine, service),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DataError(f"pgbackrest: {exc}") from None

@@ -62,6 +62,8 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
             out += [*_endpoint(n, store.endpoint, "s3"), f"repo{n}-s3-uri-style=path"]
         else:
             out.append(f"repo{n}-s3-endpoint=s3.{store.region or 'us-east-1'}.amazonaws.com")
+        if store.ca_file:
+            out.append(f"repo{n}-storage-ca-file={store.ca_file}")
     elif isinstance(store, GcsStoreSettings):
         out += [f"repo{n}-gcs-bucket={store.bucket}", f"repo{n}-gcs-key-type=auto"]
         if store.endpoint:

@@ -353,6 +353,22 @@ def _arrived(engine: EngineLike, service: str, repo: int, segment: str) -> float
     return None
 
 
+def open_archiving(engine: EngineLike, service: str, host: tuple[str, str]) -> str:
+    """The service now points at ``host``: its WAL may join the archive (see
+    :func:`~failover.data.engines.pgconf.postgres_conf`). The cutover step's words; a
+    host that cannot be reached now is opened by the next round (:func:`round_one`)."""
+    data = engine.config.services[service].data
+    if data is None or data.engine != "pgbackrest":
+        return ""
+    try:
+        _on_host(engine, service, host, 'touch "$C/archiving"', 60.0)
+    except ProviderError as exc:
+        engine.log(f"{service}: WAL archiving not opened on {host[1]} yet: {exc.message}")
+        return f"; WAL archiving on {host[1]} NOT opened yet (next round)"
+    _note(engine, service, archiving=host[1])
+    return f"; WAL archiving opened on {host[1]}"
+
+
 # --------------------------------------------------------------------------- rounds
 
 
@@ -410,6 +426,8 @@ def round_one(engine: EngineLike, service: str) -> None:
     doc = engine.store.data_state(service) or {}
     row = engine.store.service(service)
     took: dict[str, str] = {}
+    if row.active and doc.get("archiving") != row.active["host_id"]:
+        open_archiving(engine, service, (row.active["provider"], row.active["host_id"]))
     kind = _due(data, doc, time.time())
     if kind and row.active and row.health_state != "down":
         try:

@@ -129,7 +129,13 @@ def postgres_conf(service: str, data: DataConfig, purpose: str) -> str:
     """What the engine sets in PostgreSQL (``failover.conf``, included last). A drill's
     host never archives: its WAL would join the live database's in the repositories."""
     archive = purpose in ("serve", "standby")
-    push = pgbackrest(CONF, service, "archive-push %p") if archive else "/bin/true"
+    # A restored host archives only once the service was cut over to it (the file
+    # ``archiving``, made then): a candidate abandoned after its promotion would
+    # otherwise leave its timeline in the archive, and every later restore would follow
+    # it instead of the live database's (found by tests/test_pgbackrest_failpoint.py).
+    # PostgreSQL keeps the WAL meanwhile and pushes it when the file appears.
+    push = f"test -f {CONF}/archiving && " + pgbackrest(CONF, service, "archive-push %p")
+    push = push if archive else "/bin/true"
     get = pgbackrest(CONF, service, 'archive-get %f "%p"')
     lines = [
         "archive_mode = on",
@@ -188,7 +194,7 @@ if [ -f "$D/PG_VERSION" ] && [ -f "$C/restored" ]; then
   printf %s {pgconf} | fill > "$D/failover.conf"
   exit 0
 fi
-rm -f "$C/restored" "$C/last-wal"
+rm -f "$C/restored" "$C/last-wal" "$C/archiving"
 started=$(date +%s)
 failed=""
 for n in {repos}; do
@@ -215,6 +221,7 @@ if [ ! -f "$C/restored" ]; then
   printf %s {hba} | base64 -d >> "$D/pg_hba.conf"
   echo "include_if_exists = 'failover.conf'" >> "$D/postgresql.conf"
   echo "initdb - 0 $started $(date +%s)" > "$C/restored"
+  touch "$C/archiving"  # a new database: nothing else to follow
 fi
 printf %s {pgconf} | fill > "$D/failover.conf"
 chown "$U:" "$D/failover.conf" "$C/restored"

@@ -161,3 +161,36 @@ def test_the_recovery_point_per_store_and_the_warning_over_max_age() -> None:
     (problem,) = engine_problems(data, doc)
     assert problem.startswith("recovery point 600s old in every store (max_age 20s)")
     assert engine_problems(data, {"last_backup": {"id": "x"}}) == ["no WAL archived to any store"]
+
+
+def test_the_watchers_metrics_give_each_stores_recovery_point() -> None:
+    import time
+    import urllib.request
+
+    from failover.watch import Metrics
+    from tests.doubles.moto_server import free_port
+
+    now = time.time()
+    doc = {
+        "stores": {"one": {"failures": 0}, "two": {"failures": 3}},
+        "wal": {
+            "one": {"segment": "A", "time": now - 5},
+            "two": {"segment": "B", "time": now - 900},
+        },
+    }
+    metrics = Metrics(free_port(), "127.0.0.1")
+    try:
+        metrics.data("db", doc)
+        port = metrics.server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    finally:
+        metrics.close()
+    found = dict(
+        re.findall(
+            r'failover_store_recovery_point_seconds\{service="db",store="(\w+)"\} (\S+)', text
+        )
+    )
+    assert set(found) == {"one", "two"}
+    assert 4 < float(found["one"]) < 300 and 899 < float(found["two"]) < 1200
+    assert 'failover_store_failures{service="db",store="two"} 3.0' in text

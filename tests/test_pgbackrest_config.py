@@ -194,3 +194,22 @@ def test_the_watchers_metrics_give_each_stores_recovery_point() -> None:
     assert set(found) == {"one", "two"}
     assert 4 < float(found["one"]) < 300 and 899 < float(found["two"]) < 1200
     assert 'failover_store_failures{service="db",store="two"} 3.0' in text
+
+
+def test_the_postgres_example_at_two_companies_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from failover import config as cfg
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "B2_KEY_ID", "B2_APPLICATION_KEY"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("APP_DB_PASSWORD", "y")
+    monkeypatch.setenv("FAILOVER_DATA_KEY", "k" * 32)
+    root = Path(__file__).resolve().parent.parent
+    conf = cfg.load(root / "examples" / "postgres-two-companies" / "failover.yaml")
+    data = conf.services["db"].data
+    assert data is not None and data.engine == "pgbackrest"
+    lines = render_conf("db", data, conf.stores, 5432).splitlines()
+    assert "repo1-s3-endpoint=s3.eu-central-1.amazonaws.com" in lines
+    assert "repo2-s3-endpoint=s3.eu-central-003.backblazeb2.com" in lines
+    assert "db.example.com" in conf.services["web"].run.command

@@ -8,8 +8,10 @@ from its cutover on), and start once, whole."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,41 @@ def test_a_move_killed_after_its_host_was_promoted_resumes_on_a_fresh_host_losin
     ((timeline,),) = query(engine, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
     assert int(timeline, 16) == 2, timeline
     query(engine, "INSERT INTO t DEFAULT VALUES")
+
+
+class RestoreKiller(threading.Thread):
+    """SIGKILLs the first ``pgbackrest restore`` from repository 1 under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True)
+        self.root, self.killed, self.stop = str(root).encode(), 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and not self.killed:
+            for proc in Path("/proc").iterdir():
+                with contextlib.suppress(OSError):
+                    args = (proc / "cmdline").read_bytes().split(b"\0")
+                    if b"restore" in args and b"--repo=1" in args and self.root in b" ".join(args):
+                        os.kill(int(proc.name), signal.SIGKILL)
+                        self.killed += 1
+                        break
+            time.sleep(0.01)
+
+
+def test_a_restore_killed_on_the_new_host_goes_on_from_the_next_store_never_empty(
+    world: Any,  # noqa: F811
+    pg_root: Path,  # noqa: F811
+) -> None:
+    engine = deployed(world, pg_root)
+    query(engine, "INSERT INTO t SELECT FROM generate_series(1, 200)")
+    killer = RestoreKiller(pg_root)
+    killer.start()
+    moved = engine.run("db", "move", reason="test", to="beta")
+    killer.stop.set()
+    killer.join(10)
+    assert moved.ok, moved.message
+    assert killer.killed == 1
+    detail = step(engine, "move")
+    assert "from store two (repository 2)" in detail, detail
+    assert "failed first: repo1: exit 137" in detail, detail  # the journal says why
+    assert query(engine, "SELECT count(*) FROM t") == [(200,)]

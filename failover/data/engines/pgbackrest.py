@@ -318,6 +318,8 @@ def restore(
         return first + "no backup yet: initdb, stanza created", {}
     note = _promote(engine, service, host, lsn)
     words = _on_host(engine, service, host, 'cat "$C/restored" "$C/last-wal"', 30.0).split()
+    failed = _on_host(engine, service, host, 'cat "$C/restore-failed" 2>/dev/null || :', 30.0)
+    note += f"; failed first: {failed.rstrip(';')}" if failed else ""
     names = stores(engine, service)
     store = names[int(repo) - 1]
     segment = words[5] if len(words) > 5 else ""

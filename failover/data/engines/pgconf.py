@@ -194,10 +194,19 @@ if [ -f "$D/PG_VERSION" ] && [ -f "$C/restored" ]; then
   printf %s {pgconf} | fill > "$D/failover.conf"
   exit 0
 fi
-rm -f "$C/restored" "$C/last-wal" "$C/archiving"
+rm -f "$C/restored" "$C/last-wal" "$C/archiving" "$C/restore-failed"
 started=$(date +%s)
 failed=""
+# A restore killed midway leaves its workers writing into $D for a moment: the next
+# repository's restore starts once they are gone (else they could overwrite its files).
+settle() {{
+  i=0
+  while grep -qsa -- "$C/[p]gbackrest.conf.*restore" /proc/[0-9]*/cmdline && [ $i -lt 300 ]; do
+    i=$((i+1)); sleep 0.2
+  done
+}}
 for n in {repos}; do
+  settle
   if [ -n "$(ls -A "$D")" ]; then delta="--delta --force"; else delta=""; fi
   get=$(printf %s {restore_cmd} | sed "s|@CONF@|$C|g")
   if out=$(as pgbackrest --config="$C/pgbackrest.conf" --stanza={stanza} --repo=$n \
@@ -205,12 +214,16 @@ for n in {repos}; do
     set=$(printf '%s\n' "$out" | sed -n 's/.*restore backup set \([^ ,]*\).*/\1/p' | head -n 1)
     echo "restored $set $n $started $(date +%s)" > "$C/restored"
     break
+  else
+    status=$?
   fi
   case "$out" in
     *"[075]"*|*"no backup set"*|*"missing stanza"*|*"[055]"*backup.info*) ;;
-    *) failed="$failed repo$n: $(printf '%s' "$out" | tail -n 1);" ;;
+    *) failed="$failed repo$n: exit $status $(printf '%s' "$out" | tail -n 1);" ;;
   esac
 done
+# What the restore step reports beside the repository that gave the backup.
+printf '%s' "$failed" > "$C/restore-failed"
 if [ ! -f "$C/restored" ]; then
   if [ -n "$failed" ]; then
     echo "pgbackrest: no repository gives a backup and some failed:$failed not starting empty" >&2

@@ -428,10 +428,11 @@ def round_one(engine: EngineLike, service: str) -> None:
     doc = engine.store.data_state(service) or {}
     row = engine.store.service(service)
     took: dict[str, str] = {}
-    if row.active and doc.get("archiving") != row.active["host_id"]:
-        open_archiving(engine, service, (row.active["provider"], row.active["host_id"]))
+    live = row.active if row.health_state != "down" else None
+    if live and doc.get("archiving") != live["host_id"]:
+        open_archiving(engine, service, (live["provider"], live["host_id"]))
     kind = _due(data, doc, time.time())
-    if kind and row.active and row.health_state != "down":
+    if kind and live:
         try:
             took = take_backup(engine, service, kind)
         except ProviderError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from failover.certs_renew import certificate_status
 from failover.config import Config
 from failover.data import plane as data_plane
+from failover.data.engines.measure import rpo
 from failover.engine import UNKNOWN
 from failover.engine import Engine
 from failover.engine import ServiceCheck
@@ -81,6 +82,12 @@ class Metrics:
         self.store_failures = Gauge(
             "failover_store_failures",
             "rounds in a row a backup store failed (0: it answers)",
+            ["service", "store"],
+            registry=r,
+        )
+        self.store_rpo = Gauge(
+            "failover_store_recovery_point_seconds",
+            "engine pgbackrest: now minus the arrival of the store's newest WAL segment",
             ["service", "store"],
             registry=r,
         )
@@ -206,6 +213,8 @@ class Metrics:
                 self.backup_bytes.labels(service).set(last["bytes"])
         for store, entry in (doc.get("stores") or {}).items():
             self.store_failures.labels(service, store).set(int(entry.get("failures", 0)))
+        for store, age in rpo(doc).items():
+            self.store_rpo.labels(service, store).set(age)
 
     def certificate(self, service: str, doc: dict[str, Any] | None) -> None:
         if doc is not None:

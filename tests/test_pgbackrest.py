@@ -179,15 +179,17 @@ def fail_over(engine: Engine) -> Any:
     raise AssertionError(f"no failover: {verdict.message}")
 
 
-def deployed(world: Any, root: Path, **data: Any) -> Engine:
-    engine = world(pg_config(root, **data))
+def deployed(world: Any, root: Path, conf: dict[str, Any] | None = None, **data: Any) -> Engine:
+    conf = conf or pg_config(root, **data)
+    names = [s["name"] for s in conf["stores"]]
+    engine = world(conf)
     outcome = engine.run("db", "deploy", reason="test", to="alpha")
     assert outcome.ok, outcome.message
     assert "no backup yet: initdb, stanza created" in step(engine, "deploy")
     query(engine, "CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
-    assert take_backup(engine, "db")["stores"] == {"one": "ok", "two": "ok"}
+    assert take_backup(engine, "db")["stores"] == dict.fromkeys(names, "ok")
     rows = catalog(engine, "db")  # `failover backups`: one full backup in each repository
-    assert sorted((r["type"], r["stores"][0]) for r in rows) == [("full", "one"), ("full", "two")]
+    assert sorted((r["type"], r["stores"][0]) for r in rows) == [("full", n) for n in names]
     return engine
 
 

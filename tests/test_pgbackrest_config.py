@@ -55,6 +55,11 @@ def test_at_most_four_stores_each_one_repository() -> None:
     assert found == [
         "services.web.data.stores[1]: store s1: engine pgbackrest needs an absolute path"
     ]
+    stores[1] = {"name": "s1", "type": "s3", "bucket": "b-1", "ca_file": "ca.pem"}
+    found = problems(config({"postgres": PG, "stores": ["s0", "s1"]}, stores))
+    assert found == [
+        "services.web.data.stores[1]: store s1: engine pgbackrest needs an absolute ca_file"
+    ]
 
 
 def test_the_commands_engine_still_needs_its_commands() -> None:
@@ -71,7 +76,13 @@ def loaded(data: dict[str, Any], stores: list[dict[str, Any]] | None = None) -> 
 def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
     stores = [
         {"name": "offsite", "type": "dir", "path": "/backups"},
-        {"name": "s3-dr", "type": "s3", "bucket": "dr-1", "endpoint": "https://127.0.0.1:9443"},
+        {
+            "name": "s3-dr",
+            "type": "s3",
+            "bucket": "dr-1",
+            "endpoint": "https://127.0.0.1:9443",
+            "ca_file": "/etc/dr-ca.pem",
+        },
         {"name": "gcs", "type": "gcs", "bucket": "g-dr", "endpoint": "http://127.0.0.1:4443"},
         {
             "name": "az",
@@ -94,6 +105,7 @@ def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
         "repo2-s3-endpoint=127.0.0.1",
         "repo2-storage-port=9443",
         "repo2-s3-uri-style=path",
+        "repo2-storage-ca-file=/etc/dr-ca.pem",  # verified against it, never switched off
         "repo3-type=gcs",
         "repo3-gcs-endpoint=127.0.0.1",
         "repo4-type=azure",
@@ -149,3 +161,55 @@ def test_the_recovery_point_per_store_and_the_warning_over_max_age() -> None:
     (problem,) = engine_problems(data, doc)
     assert problem.startswith("recovery point 600s old in every store (max_age 20s)")
     assert engine_problems(data, {"last_backup": {"id": "x"}}) == ["no WAL archived to any store"]
+
+
+def test_the_watchers_metrics_give_each_stores_recovery_point() -> None:
+    import time
+    import urllib.request
+
+    from failover.watch import Metrics
+    from tests.doubles.moto_server import free_port
+
+    now = time.time()
+    doc = {
+        "stores": {"one": {"failures": 0}, "two": {"failures": 3}},
+        "wal": {
+            "one": {"segment": "A", "time": now - 5},
+            "two": {"segment": "B", "time": now - 900},
+        },
+    }
+    metrics = Metrics(free_port(), "127.0.0.1")
+    try:
+        metrics.data("db", doc)
+        port = metrics.server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    finally:
+        metrics.close()
+    found = dict(
+        re.findall(
+            r'failover_store_recovery_point_seconds\{service="db",store="(\w+)"\} (\S+)', text
+        )
+    )
+    assert set(found) == {"one", "two"}
+    assert 4 < float(found["one"]) < 300 and 899 < float(found["two"]) < 1200
+    assert 'failover_store_failures{service="db",store="two"} 3.0' in text
+
+
+def test_the_postgres_example_at_two_companies_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from failover import config as cfg
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "B2_KEY_ID", "B2_APPLICATION_KEY"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("APP_DB_PASSWORD", "y")
+    monkeypatch.setenv("FAILOVER_DATA_KEY", "k" * 32)
+    root = Path(__file__).resolve().parent.parent
+    conf = cfg.load(root / "examples" / "postgres-two-companies" / "failover.yaml")
+    data = conf.services["db"].data
+    assert data is not None and data.engine == "pgbackrest"
+    lines = render_conf("db", data, conf.stores, 5432).splitlines()
+    assert "repo1-s3-endpoint=s3.eu-central-1.amazonaws.com" in lines
+    assert "repo2-s3-endpoint=s3.eu-central-003.backblazeb2.com" in lines
+    assert "db.example.com" in conf.services["web"].run.command

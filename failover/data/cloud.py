@@ -40,6 +40,7 @@ class S3Store(Store):
             endpoint_url=settings.endpoint,
             region_name=settings.region or "us-east-1",
             config=client_config(settings.timeout),
+            verify=settings.ca_file,
         )
 
     def _call(self, fn: Any, key: str = "") -> Any:

@@ -86,6 +86,9 @@ class S3StoreSettings(_CloudStore):
     type: Literal["s3"]
     bucket: str = Field(min_length=3)
     region: str | None = None
+    ca_file: str | None = Field(
+        default=None, description="CA bundle of an https endpoint with a private authority"
+    )
 
 
 class GcsStoreSettings(_CloudStore):

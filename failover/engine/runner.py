@@ -631,7 +631,10 @@ class Run:
         self.remember(host, Role.ACTIVE, generation=generation)
         if self.origin:
             self.remember_origin(Role.FENCE, address=self.origin.address)
-        return f"{moved}; generation {generation}"
+        from failover.data.engines.pgbackrest import open_archiving
+
+        archiving = open_archiving(self.e, self.service, (host.provider, host.host_id))
+        return f"{moved}; generation {generation}{archiving}"
 
     def remember_origin(self, role: Role, *, address: str | None = None, note: str = "") -> None:
         assert self.origin is not None

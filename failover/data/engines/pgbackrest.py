@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -32,6 +33,7 @@ from failover.data.plane import _data
 from failover.data.plane import _note
 from failover.data.plane import command
 from failover.data.settings import DataConfig
+from failover.data.settings import S3StoreSettings
 from providers.base import ProviderError
 from providers.util import private_dir
 from providers.util import write_private
@@ -53,6 +55,27 @@ def _conf(engine: EngineLike, service: str) -> Path:
     return here / "pgbackrest.conf"
 
 
+def _env(engine: EngineLike, service: str) -> dict[str, str]:
+    """The watcher's environment, with each S3 repository's keys from the SDK's credential
+    chain (the same keys its S3 store uses) unless ``PGBACKREST_REPO<n>_S3_KEY`` is set:
+    through the environment, never the command line or the file."""
+    env = dict(os.environ)
+    for n, store in enumerate(chosen(_data(engine, service), engine.config.stores), start=1):
+        prefix = f"PGBACKREST_REPO{n}_S3_"
+        if not isinstance(store, S3StoreSettings) or prefix + "KEY" in env:
+            continue
+        from providers._aws import make_session
+
+        found = make_session(None, store.region).get_credentials()
+        if found is None:
+            continue
+        keys = found.get_frozen_credentials()
+        env |= {prefix + "KEY": keys.access_key, prefix + "KEY_SECRET": keys.secret_key}
+        if keys.token:
+            env[prefix + "TOKEN"] = keys.token
+    return env
+
+
 def stores(engine: EngineLike, service: str) -> list[str]:
     """The service's stores, repository 1 first."""
     return [s.name for s in chosen(_data(engine, service), engine.config.stores)]
@@ -68,6 +91,7 @@ def _read(engine: EngineLike, service: str, repo: int, args: list[str]) -> Any:
             text=True,
             timeout=READ_TIMEOUT,
             check=False,
+            env=_env(engine, service),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DataError(f"pgbackrest: {exc}") from None
@@ -294,6 +318,8 @@ def restore(
         return first + "no backup yet: initdb, stanza created", {}
     note = _promote(engine, service, host, lsn)
     words = _on_host(engine, service, host, 'cat "$C/restored" "$C/last-wal"', 30.0).split()
+    failed = _on_host(engine, service, host, 'cat "$C/restore-failed" 2>/dev/null || :', 30.0)
+    note += f"; failed first: {failed.rstrip(';')}" if failed else ""
     names = stores(engine, service)
     store = names[int(repo) - 1]
     segment = words[5] if len(words) > 5 else ""
@@ -327,6 +353,22 @@ def _arrived(engine: EngineLike, service: str, repo: int, segment: str) -> float
         if (m := _SEGMENT.search(name)) and m.group(1) == segment:
             return float(entry.get("time", 0))
     return None
+
+
+def open_archiving(engine: EngineLike, service: str, host: tuple[str, str]) -> str:
+    """The service now points at ``host``: its WAL may join the archive (see
+    :func:`~failover.data.engines.pgconf.postgres_conf`). The cutover step's words; a
+    host that cannot be reached now is opened by the next round (:func:`round_one`)."""
+    data = engine.config.services[service].data
+    if data is None or data.engine != "pgbackrest":
+        return ""
+    try:
+        _on_host(engine, service, host, 'touch "$C/archiving"', 60.0)
+    except ProviderError as exc:
+        engine.log(f"{service}: WAL archiving not opened on {host[1]} yet: {exc.message}")
+        return f"; WAL archiving on {host[1]} NOT opened yet (next round)"
+    _note(engine, service, archiving=host[1])
+    return f"; WAL archiving opened on {host[1]}"
 
 
 # --------------------------------------------------------------------------- rounds
@@ -386,8 +428,11 @@ def round_one(engine: EngineLike, service: str) -> None:
     doc = engine.store.data_state(service) or {}
     row = engine.store.service(service)
     took: dict[str, str] = {}
+    live = row.active if row.health_state != "down" else None
+    if live and doc.get("archiving") != live["host_id"]:
+        open_archiving(engine, service, (live["provider"], live["host_id"]))
     kind = _due(data, doc, time.time())
-    if kind and row.active and row.health_state != "down":
+    if kind and live:
         try:
             took = take_backup(engine, service, kind)
         except ProviderError as exc:

@@ -62,6 +62,8 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
             out += [*_endpoint(n, store.endpoint, "s3"), f"repo{n}-s3-uri-style=path"]
         else:
             out.append(f"repo{n}-s3-endpoint=s3.{store.region or 'us-east-1'}.amazonaws.com")
+        if store.ca_file:
+            out.append(f"repo{n}-storage-ca-file={store.ca_file}")
     elif isinstance(store, GcsStoreSettings):
         out += [f"repo{n}-gcs-bucket={store.bucket}", f"repo{n}-gcs-key-type=auto"]
         if store.endpoint:
@@ -127,7 +129,13 @@ def postgres_conf(service: str, data: DataConfig, purpose: str) -> str:
     """What the engine sets in PostgreSQL (``failover.conf``, included last). A drill's
     host never archives: its WAL would join the live database's in the repositories."""
     archive = purpose in ("serve", "standby")
-    push = pgbackrest(CONF, service, "archive-push %p") if archive else "/bin/true"
+    # A restored host archives only once the service was cut over to it (the file
+    # ``archiving``, made then): a candidate abandoned after its promotion would
+    # otherwise leave its timeline in the archive, and every later restore would follow
+    # it instead of the live database's (found by tests/test_pgbackrest_failpoint.py).
+    # PostgreSQL keeps the WAL meanwhile and pushes it when the file appears.
+    push = f"test -f {CONF}/archiving && " + pgbackrest(CONF, service, "archive-push %p")
+    push = push if archive else "/bin/true"
     get = pgbackrest(CONF, service, 'archive-get %f "%p"')
     lines = [
         "archive_mode = on",
@@ -186,10 +194,19 @@ if [ -f "$D/PG_VERSION" ] && [ -f "$C/restored" ]; then
   printf %s {pgconf} | fill > "$D/failover.conf"
   exit 0
 fi
-rm -f "$C/restored" "$C/last-wal"
+rm -f "$C/restored" "$C/last-wal" "$C/archiving" "$C/restore-failed"
 started=$(date +%s)
 failed=""
+# A restore killed midway leaves its workers writing into $D for a moment: the next
+# repository's restore starts once they are gone (else they could overwrite its files).
+settle() {{
+  i=0
+  while grep -qsa -- "$C/[p]gbackrest.conf.*restore" /proc/[0-9]*/cmdline && [ $i -lt 300 ]; do
+    i=$((i+1)); sleep 0.2
+  done
+}}
 for n in {repos}; do
+  settle
   if [ -n "$(ls -A "$D")" ]; then delta="--delta --force"; else delta=""; fi
   get=$(printf %s {restore_cmd} | sed "s|@CONF@|$C|g")
   if out=$(as pgbackrest --config="$C/pgbackrest.conf" --stanza={stanza} --repo=$n \
@@ -197,12 +214,16 @@ for n in {repos}; do
     set=$(printf '%s\n' "$out" | sed -n 's/.*restore backup set \([^ ,]*\).*/\1/p' | head -n 1)
     echo "restored $set $n $started $(date +%s)" > "$C/restored"
     break
+  else
+    status=$?
   fi
   case "$out" in
     *"[075]"*|*"no backup set"*|*"missing stanza"*|*"[055]"*backup.info*) ;;
-    *) failed="$failed repo$n: $(printf '%s' "$out" | tail -n 1);" ;;
+    *) failed="$failed repo$n: exit $status $(printf '%s' "$out" | tail -n 1);" ;;
   esac
 done
+# What the restore step reports beside the repository that gave the backup.
+printf '%s' "$failed" > "$C/restore-failed"
 if [ ! -f "$C/restored" ]; then
   if [ -n "$failed" ]; then
     echo "pgbackrest: no repository gives a backup and some failed:$failed not starting empty" >&2
@@ -213,6 +234,7 @@ if [ ! -f "$C/restored" ]; then
   printf %s {hba} | base64 -d >> "$D/pg_hba.conf"
   echo "include_if_exists = 'failover.conf'" >> "$D/postgresql.conf"
   echo "initdb - 0 $started $(date +%s)" > "$C/restored"
+  touch "$C/archiving"  # a new database: nothing else to follow
 fi
 printf %s {pgconf} | fill > "$D/failover.conf"
 chown "$U:" "$D/failover.conf" "$C/restored"

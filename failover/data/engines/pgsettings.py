@@ -40,7 +40,8 @@ def repo_problems(
     loc: tuple[Any, ...], chosen: list[str], stores: Mapping[str, Any]
 ) -> list[tuple[tuple[Any, ...], str]]:
     """``data.stores`` as pgBackRest repositories: at most four, of types it has, and a
-    ``dir`` store's path absolute (the host and the watcher must mean one folder)."""
+    ``dir`` store's path and a ``ca_file`` absolute (the host and the watcher must mean
+    one file)."""
     out: list[tuple[tuple[Any, ...], str]] = []
     if len(chosen) > MAX_REPOS:
         out.append(
@@ -56,6 +57,11 @@ def repo_problems(
         if kind == "dir" and not path.startswith("/"):
             out.append(
                 ((*loc, "stores", i), f"store {name}: engine pgbackrest needs an absolute path")
+            )
+        ca_file = getattr(stores.get(name), "ca_file", None)
+        if ca_file and not ca_file.startswith("/"):
+            out.append(
+                ((*loc, "stores", i), f"store {name}: engine pgbackrest needs an absolute ca_file")
             )
         if kind is not None and kind not in REPO_TYPES:
             out.append(

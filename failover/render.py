@@ -8,6 +8,7 @@ empty string on a machine nobody can log in to.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -115,14 +116,18 @@ def host_name(service: str, generation: int, provider: str, purpose: str = "serv
 
 
 def host_lines(
-    service: str, svc: ServiceConfig, stores: Sequence[StoreBase], purpose: str
+    service: str,
+    svc: ServiceConfig,
+    stores: Sequence[StoreBase],
+    purpose: str,
+    blocked: Collection[str] = (),
 ) -> tuple[str, ...]:
     """The data engine's part of a new host's restore phase (engine pgbackrest)."""
     if svc.data is None or svc.data.engine != "pgbackrest":
         return ()
     from failover.data.engines.pgconf import host_line
 
-    return (host_line(service, svc.data, stores, svc.port, purpose),)
+    return (host_line(service, svc.data, stores, svc.port, purpose, blocked),)
 
 
 def host_spec(
@@ -134,6 +139,7 @@ def host_spec(
     purpose: str = "serve",
     name: str | None = None,
     stores: Sequence[StoreBase] = (),
+    blocked: Collection[str] = (),
 ) -> HostSpec:
     """The HostSpec of a new host of ``service``, its user-data rendered. The runner and
     ``validate`` both build it here, so what ``validate`` checks is what a move boots."""
@@ -145,7 +151,7 @@ def host_spec(
         run=RunSpec(
             svc.run.command,
             tuple(svc.run.setup),
-            tuple(svc.run.restore) + host_lines(service, svc, stores, purpose),
+            tuple(svc.run.restore) + host_lines(service, svc, stores, purpose, blocked),
             dict(svc.run.env),
         ),
         purpose=purpose,

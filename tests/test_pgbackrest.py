@@ -28,6 +28,7 @@ from tests.conftest import need
 from tests.conftest import need_binary
 from tests.helpers import base_config
 from tests.helpers import cleanup
+from tests.helpers import wait_for
 from tests.helpers import write_config
 from tests.test_data_e2e import cut_off
 
@@ -312,3 +313,23 @@ def test_a_move_loses_nothing_the_old_host_acknowledged(world: Any, pg_root: Pat
     assert re.search(r"final WAL \w+ archived by the old host", detail), detail
     assert "promoted" in detail and "NOT replayed" not in detail, detail
     query(engine, "INSERT INTO t DEFAULT VALUES")  # the new primary takes writes
+
+
+def test_a_store_whose_provider_is_blocked_is_restored_from_last(world: Any, pg_root: Path) -> None:
+    # Store one shares fate with alpha, the live host's company: once alpha is blocked,
+    # the new host restores from store two first, although store one still answers.
+    conf = pg_config(pg_root)
+    conf["stores"][0]["provider"] = "alpha"
+    engine = deployed(world, pg_root, conf)
+    query(engine, "INSERT INTO t SELECT FROM generate_series(1, 50)")
+    ((segment,),) = query(engine, "SELECT pg_walfile_name(pg_switch_wal())")
+    archived = f"SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver"
+    wait_for(lambda: query(engine, archived) == [(True,)], 120, "the rows' WAL archived")
+    cut_off(engine, "alpha", "db")
+    fail_over(engine)
+    assert engine.store.provider_states()["alpha"]["state"] == "blocked"
+    detail = step(engine, "failover")
+    assert "from store two (repository 2)" in detail, detail
+    assert "tried last: store one (repository 1), its provider alpha is blocked" in detail, detail
+    assert "failed first" not in detail, detail  # store two was tried first, not after one
+    assert query(engine, "SELECT count(*) FROM t") == [(50,)]

@@ -137,6 +137,24 @@ def test_the_host_part_runs_in_the_restore_phase_and_in_cloud_init() -> None:
     assert spec.run.restore[0].replace("{host_id}", spec.name) in spec.user_data
 
 
+def test_a_store_of_a_blocked_provider_is_the_last_repository_tried() -> None:
+    stores = [
+        {"name": "a", "type": "dir", "path": "/a", "provider": "alpha"},
+        {"name": "b", "type": "dir", "path": "/b"},
+        {"name": "c", "type": "dir", "path": "/c", "provider": "beta"},
+    ]
+    conf = loaded({"postgres": PG}, stores)
+    svc = conf.services["web"]
+    spec = host_spec("web", svc, generation=3, provider="beta", stores=conf.stores)
+    assert "for n in 1 2 3; do" in host_script(spec)
+    spec = host_spec(
+        "web", svc, generation=3, provider="beta", stores=conf.stores, blocked={"alpha"}
+    )
+    script = host_script(spec)
+    assert "for n in 2 3 1; do" in script  # repository numbers unchanged: a is still 1
+    assert "store a (repository 1), its provider alpha is blocked" in script
+
+
 def test_postgresql_settings_and_a_drill_that_never_archives() -> None:
     data = loaded({"postgres": PG, "archive_timeout": "5s"}).services["web"].data
     serving = postgres_conf("web", data, "serve")

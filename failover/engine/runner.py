@@ -461,6 +461,11 @@ class Run:
                 purpose=purpose,
                 name=name,
                 stores=self.e.config.stores,
+                blocked={
+                    p
+                    for p, st in self.e.store.provider_states().items()
+                    if st.get("state") == "blocked"
+                },
             )
         except TemplateError as exc:
             raise StepFailed(str(exc)) from None

@@ -320,6 +320,8 @@ def restore(
     words = _on_host(engine, service, host, 'cat "$C/restored" "$C/last-wal"', 30.0).split()
     failed = _on_host(engine, service, host, 'cat "$C/restore-failed" 2>/dev/null || :', 30.0)
     note += f"; failed first: {failed.rstrip(';')}" if failed else ""
+    last = _on_host(engine, service, host, 'cat "$C/restore-last" 2>/dev/null || :', 30.0)
+    note += f"; tried last: {last}" if last else ""
     names = stores(engine, service)
     store = names[int(repo) - 1]
     segment = words[5] if len(words) > 5 else ""

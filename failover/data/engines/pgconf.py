@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+from collections.abc import Collection
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -152,18 +153,41 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def restore_order(
+    data: DataConfig, stores: Sequence[StoreBase], blocked: Collection[str]
+) -> tuple[list[int], str]:
+    """The repositories in the order a new host tries them: those whose store's
+    ``provider`` is blocked last (a blocked company may still serve reads, as the other
+    engine's restore reads such a store, but never before a store that is not blocked),
+    and the words saying which went last and why."""
+    repos = list(enumerate(chosen(data, stores), start=1))
+    last = [(n, s) for n, s in repos if s.provider and s.provider in blocked]
+    order = [n for n, s in repos if (n, s) not in last] + [n for n, _ in last]
+    why = ", ".join(
+        f"store {s.name} (repository {n}), its provider {s.provider} is blocked" for n, s in last
+    )
+    return order, why
+
+
 def host_line(
-    service: str, data: DataConfig, stores: Sequence[StoreBase], port: int, purpose: str
+    service: str,
+    data: DataConfig,
+    stores: Sequence[StoreBase],
+    port: int,
+    purpose: str,
+    blocked: Collection[str] = (),
 ) -> str:
-    """The ``run.restore`` line of engine pgbackrest (see the module's docstring)."""
+    """The ``run.restore`` line of engine pgbackrest (see the module's docstring);
+    ``blocked``: the providers blocked now (see :func:`restore_order`)."""
     pg = data.postgres
     assert pg is not None
-    repos = len(chosen(data, stores))
+    order, last = restore_order(data, stores, blocked)
     script = _SCRIPT.format(
         user=shlex.quote(pg.user),
         bin=shlex.quote(pg.bin_dir),
         stanza=shlex.quote(service),
-        repos=" ".join(str(n) for n in range(1, repos + 1)),
+        repos=" ".join(str(n) for n in order),
+        last=shlex.quote(last),
         conf=_b64(render_conf(service, data, stores, port)),
         pgconf=_b64(postgres_conf(service, data, purpose)),
         restore_cmd=shlex.quote(
@@ -195,6 +219,7 @@ if [ -f "$D/PG_VERSION" ] && [ -f "$C/restored" ]; then
   exit 0
 fi
 rm -f "$C/restored" "$C/last-wal" "$C/archiving" "$C/restore-failed"
+printf %s {last} > "$C/restore-last"
 started=$(date +%s)
 failed=""
 # A restore killed midway leaves its workers writing into $D for a moment: the next

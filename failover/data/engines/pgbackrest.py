@@ -24,6 +24,7 @@ from typing import cast
 from failover.data.engines.pgconf import CONF
 from failover.data.engines.pgconf import DATA
 from failover.data.engines.pgconf import chosen
+from failover.data.engines.pgconf import connection_fields
 from failover.data.engines.pgconf import pgbackrest
 from failover.data.engines.pgconf import render_conf
 from failover.data.plane import DataError
@@ -32,6 +33,7 @@ from failover.data.plane import EngineLike
 from failover.data.plane import _data
 from failover.data.plane import _note
 from failover.data.plane import command
+from failover.data.settings import AzureBlobStoreSettings
 from failover.data.settings import DataConfig
 from failover.data.settings import S3StoreSettings
 from providers.base import ProviderError
@@ -57,10 +59,17 @@ def _conf(engine: EngineLike, service: str) -> Path:
 
 def _env(engine: EngineLike, service: str) -> dict[str, str]:
     """The watcher's environment, with each S3 repository's keys from the SDK's credential
-    chain (the same keys its S3 store uses) unless ``PGBACKREST_REPO<n>_S3_KEY`` is set:
-    through the environment, never the command line or the file."""
+    chain (the same keys its S3 store uses) unless ``PGBACKREST_REPO<n>_S3_KEY`` is set,
+    and each Azure repository's shared key from its store's connection string unless
+    ``PGBACKREST_REPO<n>_AZURE_KEY`` is: through the environment, never the command line
+    or the file."""
     env = dict(os.environ)
     for n, store in enumerate(chosen(_data(engine, service), engine.config.stores), start=1):
+        if isinstance(store, AzureBlobStoreSettings):
+            key = connection_fields(store.connection_string or "").get("AccountKey")
+            if key and f"PGBACKREST_REPO{n}_AZURE_KEY" not in env:
+                env[f"PGBACKREST_REPO{n}_AZURE_KEY"] = key
+            continue
         prefix = f"PGBACKREST_REPO{n}_S3_"
         if not isinstance(store, S3StoreSettings) or prefix + "KEY" in env:
             continue

@@ -77,12 +77,14 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
     return out
 
 
+def connection_fields(connection_string: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+
+
 def _azure_account(store: AzureBlobStoreSettings) -> tuple[str, str]:
     """The blob endpoint and the account name, from ``account_url`` or, without it, from
     the connection string (its ``BlobEndpoint`` and ``AccountName``)."""
-    fields = dict(
-        part.split("=", 1) for part in (store.connection_string or "").split(";") if "=" in part
-    )
+    fields = connection_fields(store.connection_string or "")
     url = store.account_url or store.endpoint or fields.get("BlobEndpoint", "")
     host = urlsplit(url).hostname or ""
     account = fields.get("AccountName") or host.split(".")[0]

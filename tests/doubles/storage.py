@@ -106,6 +106,7 @@ def shared_azurite(binary: str) -> Emulator:
                 "--skipApiVersionCheck",
                 "--loose",
                 "--silent",
+                "--disableTelemetry",  # it would look up an Azure host: tests reach 127/8 only
             ],
             port,
             "azurite",

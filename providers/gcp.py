@@ -630,27 +630,9 @@ class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="goo
     def check_account(self) -> AccountReport:
         checks: list[Check] = []
         project = self.cfg.project
-        try:
-            self._credentials  # noqa: B018 - resolve credentials first
-            self._call(
-                lambda: self._client("ProjectsClient").get(
-                    project=project, retry=None, timeout=self._timeout
-                ),
-                what=f"get project {project}",
-            )
-            checks.append(Check("project", True, f"project {project} reachable"))
-        except AccountBlocked as exc:
-            checks.append(Check("project", False, str(exc)))
-            return AccountReport("blocked", checks, reason=str(exc))
-        except NotFound as exc:
-            checks.append(Check("project", False, f"project {project} not found"))
-            return AccountReport("blocked", checks, reason=str(exc))
-        except ProviderError as exc:
-            checks.append(Check("project", False, str(exc)))
-            return AccountReport("unknown", checks, reason=str(exc))
-        except Exception as exc:  # never raise from doctor
-            checks.append(Check("project", False, f"{type(exc).__name__}: {exc}"))
-            return AccountReport("unknown", checks, reason=str(exc))
+        refused = self._project_check(checks)
+        if refused is not None:
+            return refused
 
         blocked: str | None = None
 
@@ -696,6 +678,33 @@ class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="goo
         if blocked:
             return AccountReport("blocked", checks, reason=blocked)
         return AccountReport.from_checks(checks)
+
+    def _project_check(self, checks: list[Check]) -> AccountReport | None:
+        """The project's line (it answers, it is ours to use); the report when the
+        account is refused or cannot be asked, else None."""
+        project = self.cfg.project
+        try:
+            self._credentials  # noqa: B018 - resolve credentials first
+            self._call(
+                lambda: self._client("ProjectsClient").get(
+                    project=project, retry=None, timeout=self._timeout
+                ),
+                what=f"get project {project}",
+            )
+            checks.append(Check("project", True, f"project {project} reachable"))
+        except AccountBlocked as exc:
+            checks.append(Check("project", False, str(exc)))
+            return AccountReport("blocked", checks, reason=str(exc))
+        except NotFound as exc:
+            checks.append(Check("project", False, f"project {project} not found"))
+            return AccountReport("blocked", checks, reason=str(exc))
+        except ProviderError as exc:
+            checks.append(Check("project", False, str(exc)))
+            return AccountReport("unknown", checks, reason=str(exc))
+        except Exception as exc:  # never raise from doctor
+            checks.append(Check("project", False, f"{type(exc).__name__}: {exc}"))
+            return AccountReport("unknown", checks, reason=str(exc))
+        return None
 
     def _get_image(self) -> Any:
         url = self._image_url().split("/compute/v1/", 1)[-1]

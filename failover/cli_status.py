@@ -75,42 +75,34 @@ def check_command(
     dry_run: bool,
     as_json: bool,
 ) -> int:
+    def round_() -> int:
+        conf = load(config, state_dir)
+        names = service_names(conf, service)
+        from failover.engine import ServiceCheck
+        from failover.state.gateway import StoreUnreachable
+
+        try:
+            with open_engine(conf, quiet=as_json) as engine:
+                results = engine.check(names, dry_run=dry_run)
+        except StoreUnreachable as exc:
+            # Never "down": a watcher that cannot reach the shared state decides nothing.
+            msg = f"{exc}; {', '.join(names)}: nothing decided, nothing moved"
+            results = [ServiceCheck(",".join(names), "unknown", CheckCode.UNKNOWN, "none", msg)]
+        code = output.worst(r.exit_code for r in results)
+        if as_json:
+            emit_json(output.check_doc(results, code))
+        else:
+            out(output.nagios_line(results, code))
+        return code
+
     try:
-        return _round(config, state_dir, service, dry_run=dry_run, as_json=as_json)
+        return round_()
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         # Nagios shows "(No output on stdout)" for a plugin that prints nothing: every
         # path prints its one line (or document), a bad config or state included.
         return _check_unknown(exc, as_json)
-
-
-def _round(
-    config: Path | None,
-    state_dir: Path | None,
-    service: str | None,
-    *,
-    dry_run: bool,
-    as_json: bool,
-) -> int:
-    conf = load(config, state_dir)
-    names = service_names(conf, service)
-    from failover.engine import ServiceCheck
-    from failover.state.gateway import StoreUnreachable
-
-    try:
-        with open_engine(conf, quiet=as_json) as engine:
-            results = engine.check(names, dry_run=dry_run)
-    except StoreUnreachable as exc:
-        # Never "down": a watcher that cannot reach the shared state decides nothing.
-        msg = f"{exc}; {', '.join(names)}: nothing decided, nothing moved"
-        results = [ServiceCheck(",".join(names), "unknown", CheckCode.UNKNOWN, "none", msg)]
-    code = output.worst(r.exit_code for r in results)
-    if as_json:
-        emit_json(output.check_doc(results, code))
-    else:
-        out(output.nagios_line(results, code))
-    return code
 
 
 def watch_command(

@@ -27,6 +27,7 @@ from failover import document
 from failover.certs_config import CertificatesConfig
 from failover.certs_config import TlsConfig
 from failover.certs_config import certificate_problems
+from failover.checks import NAME as _NAME
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
 from failover.checks import env_problems
@@ -64,9 +65,6 @@ from providers.util import is_secret_name
 from providers.util import unknown_placeholders
 
 DEFAULT_CONFIG = "failover.yaml"
-# Matched with fullmatch: `re.match` with `$` let "web\n" through, which then broke the
-# cloud-init YAML (issue 11).
-_NAME = r"[a-z][a-z0-9-]{0,39}"
 
 
 class RunConfig(Model):

@@ -7,42 +7,22 @@ Imports of the engine, rich and the providers happen inside the commands, so tha
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 from typing import Annotated
 from typing import Any
 
 import typer
 
-from failover import output
 from failover.clikit import GLOBAL
 from failover.clikit import ConfigOpt
-from failover.clikit import Exit
 from failover.clikit import JsonOpt
 from failover.clikit import ServiceArg
 from failover.clikit import StateOpt
-from failover.clikit import check_provider
 from failover.clikit import complete_providers
-from failover.clikit import emit_json
-from failover.clikit import err
-from failover.clikit import lines
-from failover.clikit import load
-from failover.clikit import one_service
-from failover.clikit import open_engine
 from failover.clikit import out
-from failover.clikit import report_outcome
 from failover.clikit import run
-from failover.clikit import service_names
-from failover.clikit import show
-from failover.clikit import tty
 from failover.exitcodes import CheckCode
-from failover.exitcodes import ExitCode
-
-if TYPE_CHECKING:
-    from failover.config import Config
-    from failover.engine import Engine
 
 app = typer.Typer(
     name="failover",
@@ -75,18 +55,9 @@ def init(
     """Write a commented starter config."""
 
     def go() -> int:
-        from failover.starter import starter
+        from failover.cli_config import init_command
 
-        if provider not in ("local", "aws", "gcp", "azure", "ssh"):
-            raise Exit(
-                ExitCode.USAGE,
-                f"--provider must be local, aws, gcp, azure or ssh, not {provider!r}",
-            )
-        if path.exists() and not force:
-            raise Exit(ExitCode.USAGE, f"{path} exists; pass --force to overwrite it")
-        path.write_text(starter(provider))
-        out(f"wrote {path}; next: `failover validate -c {path}`, then `failover deploy`")
-        return ExitCode.SUCCESS
+        return init_command(path, provider, force=force)
 
     run(go)
 
@@ -98,40 +69,9 @@ def validate(
     """Check the config (and the templates it uses); exit 0 or 2."""
 
     def go() -> int:
-        from failover.config import ConfigError
-        from failover.render import TemplateError
-        from failover.render import host_spec
+        from failover.cli_config import validate_command
 
-        try:
-            conf = load(config, state_dir)
-            for name, svc in conf.services.items():
-                # The runner's own function, so what passes here is what a move boots.
-                try:
-                    host_spec(name, svc, generation=1, provider="check", stores=conf.stores)
-                except TemplateError as exc:
-                    raise ConfigError([f"services.{name}.run: {exc}"]) from None
-        except ConfigError as exc:
-            if not as_json:
-                raise
-            emit_json({"ok": False, "problems": exc.problems})
-            return ExitCode.USAGE
-        if as_json:
-            emit_json(
-                {
-                    "ok": True,
-                    "path": str(conf.path),
-                    "services": list(conf.services),
-                    "providers": [p["name"] for p in conf.providers],
-                    "dns": conf.dns_settings().type,
-                    "notify": [t.name or f"{t.type}-{i}" for i, t in enumerate(conf.notify)],
-                }
-            )
-            return ExitCode.SUCCESS
-        out(
-            f"{conf.path}: valid ({len(conf.services)} service(s), "
-            f"{len(conf.providers)} provider(s), dns {conf.dns_settings().type})"
-        )
-        return ExitCode.SUCCESS
+        return validate_command(config, state_dir, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -141,10 +81,9 @@ def schema() -> None:
     """Print the JSON Schema of the config file (for editors)."""
 
     def go() -> int:
-        from failover.config import json_schema
+        from failover.cli_config import schema_command
 
-        emit_json(json_schema())
-        return ExitCode.SUCCESS
+        return schema_command()
 
     run(go)
 
@@ -154,10 +93,9 @@ def doctor(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
     """For each provider and the DNS zone: API reachable, credentials accepted, blocked?"""
 
     def go() -> int:
-        with open_engine(load(config, state_dir, notify=False), quiet=True) as engine:
-            report = engine.doctor()
-        show(as_json, report, lambda: output.doctor_lines(report))
-        return ExitCode.of(report["ok"])
+        from failover.cli_status import doctor_command
+
+        return doctor_command(config, state_dir, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -184,19 +122,11 @@ def deploy(
     """Make the service live: a host, restored, verified, DNS pointed at it."""
 
     def go() -> int:
-        if every:
-            from failover.deploy_all import command
+        from failover.cli_moves import deploy_command
 
-            return command(config, state_dir, service, provider, as_json)
-        conf, name = one_service(config, state_dir, service)
-        check_provider(conf, provider)
-        with open_engine(conf, quiet=as_json) as engine:
-            active = engine.store.service(name).active
-            if provider and active and active["provider"] != provider and not yes:
-                # Live elsewhere: this is a move, and asks what `move` asks.
-                _confirm_move(engine, name, provider, "deploy")
-            outcome = engine.run(name, "deploy", reason="deploy", to=provider)
-        return report_outcome(outcome, as_json)
+        return deploy_command(
+            config, state_dir, service, provider, yes=yes, every=every, as_json=as_json
+        )
 
     run(go, as_json=as_json)
 
@@ -215,31 +145,11 @@ def move(
     """A planned move (a provider gave notice): the same steps as a failover."""
 
     def go() -> int:
-        conf, name = one_service(config, state_dir, service)
-        check_provider(conf, to, required=True)
-        with open_engine(conf, quiet=as_json) as engine:
-            if not yes:
-                _confirm_move(engine, name, to, "move")
-            outcome = engine.run(name, "move", reason=f"planned move to {to}", to=to)
-        return report_outcome(outcome, as_json)
+        from failover.cli_moves import move_command
+
+        return move_command(config, state_dir, service, to, yes=yes, as_json=as_json)
 
     run(go, as_json=as_json)
-
-
-def _confirm_move(engine: Engine, name: str, to: str, command: str) -> None:
-    """Show the plan and ask; without a terminal, refuse unless --yes was given."""
-    if not sys.stdin.isatty():
-        live = engine.store.service(name).active or {}
-        where = f" (live on {live['provider']})" if live else ""
-        raise Exit(
-            ExitCode.USAGE,
-            f"refusing to move {name}{where} to {to} without --yes when not on a terminal"
-            if command == "deploy"
-            else "refusing to move without --yes when not on a terminal",
-        )
-    lines(output.plan_lines(engine.plan(name, "move", to)))
-    if not typer.confirm(f"move {name} to {to}?"):
-        raise Exit(ExitCode.FAILED)
 
 
 @app.command()
@@ -258,14 +168,9 @@ def plan(
     """What a failover (or a move with --to) would do now, step by step, without doing it."""
 
     def go() -> int:
-        conf, name = one_service(config, state_dir, service, notify=False)
-        check_provider(conf, to)
-        with open_engine(conf, quiet=True) as engine:
-            row = engine.store.service(name)
-            kind = "move" if to else ("failover" if row.active else "deploy")
-            result = engine.plan(name, kind, to)
-        show(as_json, result, lambda: output.plan_lines(result))
-        return ExitCode.of(result["possible"])
+        from failover.cli_moves import plan_command
+
+        return plan_command(config, state_dir, service, to, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -286,35 +191,9 @@ def status(
     """Where each service lives now, its health, DNS, providers, last failover."""
 
     def go() -> int:
-        import shutil
+        from failover.cli_status import status_command
 
-        conf = load(config, state_dir, notify=False)
-        names = service_names(conf, service)
-        if html is not None:
-            from failover.statuspage import status_html
-
-            return status_html(conf, names, None if html == "-" else Path(html))
-        from failover.watcher_report import watcher_lines
-
-        with open_engine(conf, quiet=True) as engine:
-            doc = engine.status(names)
-            watchers = engine.watchers.document()  # None with one watcher (SQLite)
-        full: dict[str, Any] = {"services": doc}
-        if watchers is not None:
-            full["watchers"] = watchers
-        show(
-            as_json,
-            full,
-            lambda: [
-                *(
-                    [output.status_table(doc, shutil.get_terminal_size().columns)]
-                    if tty()
-                    else output.status_lines(doc)
-                ),
-                *watcher_lines(watchers),
-            ],
-        )
-        return ExitCode.SUCCESS
+        return status_command(config, state_dir, service, html=html, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -334,61 +213,11 @@ def check(
     Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)."""
 
     def go() -> int:
-        try:
-            return round_()
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            # Nagios shows "(No output on stdout)" for a plugin that prints nothing: every
-            # path prints its one line (or document), a bad config or state included.
-            return _check_unknown(exc, as_json)
+        from failover.cli_status import check_command
 
-    def round_() -> int:
-        conf = load(config, state_dir)
-        names = service_names(conf, service)
-        from failover.engine import ServiceCheck
-        from failover.state.gateway import StoreUnreachable
-
-        try:
-            with open_engine(conf, quiet=as_json) as engine:
-                results = engine.check(names, dry_run=dry_run)
-        except StoreUnreachable as exc:
-            # Never "down": a watcher that cannot reach the shared state decides nothing.
-            msg = f"{exc}; {', '.join(names)}: nothing decided, nothing moved"
-            results = [ServiceCheck(",".join(names), "unknown", CheckCode.UNKNOWN, "none", msg)]
-        code = output.worst(r.exit_code for r in results)
-        if as_json:
-            emit_json(output.check_doc(results, code))
-        else:
-            out(output.nagios_line(results, code))
-        return code
+        return check_command(config, state_dir, service, dry_run=dry_run, as_json=as_json)
 
     run(go, usage=CheckCode.UNKNOWN, failure=CheckCode.UNKNOWN)
-
-
-def _check_unknown(exc: Exception, as_json: bool) -> int:
-    """``check``'s answer when it could not even run its round: UNKNOWN, with why."""
-    from failover.config import ConfigError
-    from failover.state import StateError
-
-    if isinstance(exc, ConfigError):
-        message = "; ".join(exc.problems)
-    elif isinstance(exc, StateError):
-        message = f"state: {exc}"
-    elif isinstance(exc, Exit):
-        message = exc.message
-    else:
-        from providers.base import ProviderError
-
-        if os.environ.get("FAILOVER_DEBUG"):
-            raise exc
-        message = str(exc) if isinstance(exc, ProviderError) else f"internal error: {exc!r}"
-    # Once, on stdout: cron's `>> log 2>&1` and Nagios read the same line (issue 21).
-    if as_json:
-        emit_json({"services": [], "exit_code": int(CheckCode.UNKNOWN), "error": message})
-    else:
-        out(output.unknown_line(message))
-    return CheckCode.UNKNOWN
 
 
 @app.command()
@@ -411,32 +240,15 @@ def watch(
     """Probe every service each interval and act like `check`, until stopped."""
 
     def go() -> int:
-        import ipaddress
+        from failover.cli_status import watch_command
 
-        from failover.watch import Watcher
-
-        try:
-            ipaddress.ip_address(metrics_address)
-        except ValueError:
-            raise Exit(
-                ExitCode.USAGE,
-                f"--metrics-address {metrics_address!r}: not an IP address (e.g. 127.0.0.1, ::1)",
-            ) from None
-        conf = load(config, state_dir)
-        try:
-            watcher = Watcher(
-                conf,
-                lambda line: out(line),
-                metrics_port=metrics_port,
-                metrics_address=metrics_address,
-            )
-        except OSError as exc:
-            raise Exit(
-                ExitCode.USAGE,
-                f"--metrics-port {metrics_port}: cannot listen on {metrics_address}: "
-                f"{exc.strerror or exc}; pick another port",
-            ) from None
-        return watcher.run(rounds)
+        return watch_command(
+            config,
+            state_dir,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+            rounds=rounds,
+        )
 
     run(go)
 
@@ -461,26 +273,18 @@ def drill(
     (with policy.standby: warm, on the standby, which is kept, unless --cold)."""
 
     def go() -> int:
-        conf, name = one_service(config, state_dir, service)
-        check_provider(conf, to, required=True)
-        with open_engine(conf, quiet=as_json) as engine:
-            outcome = engine.drill(name, to, cold=cold)
-        doc = output.drill_doc(outcome)
-        if junit is not None:
-            from failover.redact import redact_doc
+        from failover.cli_moves import drill_command
 
-            junit.write_text(output.junit_xml(redact_doc(doc)))
-        if html is not None:
-            from failover.statuspage import drill_html
-
-            drill_html(doc, outcome.event, html)
-        if as_json:
-            emit_json(doc)
-        else:
-            lines(output.drill_lines(doc, to))
-            if not outcome.ok:
-                err(f"drill failed: {outcome.message}")
-        return ExitCode.of(outcome.ok)
+        return drill_command(
+            config,
+            state_dir,
+            service,
+            to,
+            junit=junit,
+            html=html,
+            cold=cold,
+            as_json=as_json,
+        )
 
     run(go, as_json=as_json)
 
@@ -527,22 +331,11 @@ def history(
     """The journal of deploys, moves, failovers and drills, newest first."""
 
     def go() -> int:
-        conf = load(config, state_dir, notify=False)
-        name = service_names(conf, service)[0] if service else None
-        with open_engine(conf, quiet=True) as engine:
-            events = engine.history(name, limit)
-        show(as_json, {"events": events}, lambda: output.history_lines(events))
-        return ExitCode.SUCCESS
+        from failover.cli_status import history_command
+
+        return history_command(config, state_dir, service, limit=limit, as_json=as_json)
 
     run(go, as_json=as_json)
-
-
-def _data_services(conf: Config, service: str | None) -> list[str]:
-    names = [n for n in service_names(conf, service) if conf.services[n].data is not None]
-    if not names:
-        where = f"services.{service}.data" if service else "no service has a `data` section"
-        raise Exit(ExitCode.USAGE, f"{where}: nothing to back up (see README, Data)")
-    return names
 
 
 @app.command()
@@ -555,18 +348,9 @@ def backup(
     """Take a backup of SERVICE's data now, on its live host, into every store."""
 
     def go() -> int:
-        from failover.data.report import backup_document
-        from failover.data.report import backup_lines
+        from failover.cli_data import backup_command
 
-        conf = load(config, state_dir)
-        names = _data_services(conf, service)
-        if len(names) > 1:
-            raise Exit(ExitCode.USAGE, f"name the service: {', '.join(names)} have data")
-        with open_engine(conf, quiet=as_json) as engine:  # a terminal: bytes, rate on stderr
-            doc = backup_document(engine, names[0])
-        show(as_json, doc, lambda: backup_lines(doc))
-        ok = doc.get("error") is None and all(v == "ok" for v in doc["stores"].values())
-        return ExitCode.of(ok)
+        return backup_command(config, state_dir, service, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -581,14 +365,9 @@ def backups(
     """The complete backups of SERVICE (default: every service with data), newest first."""
 
     def go() -> int:
-        from failover.data.plane import catalog
+        from failover.cli_data import backups_command
 
-        conf = load(config, state_dir, notify=False)
-        with open_engine(conf, quiet=True) as engine:
-            rows = [row for n in _data_services(conf, service) for row in catalog(engine, n)]
-        rows.sort(key=lambda r: r["id"], reverse=True)
-        show(as_json, {"backups": rows}, lambda: output.backups_lines(rows))
-        return ExitCode.SUCCESS
+        return backups_command(config, state_dir, service, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -615,13 +394,9 @@ def demo(
     """The embedded end-to-end run: a provider cuts the service off; it moves."""
 
     def go() -> int:
-        from failover.demo import run_demo
+        from failover.cli_ops import demo_command
 
-        say = (lambda line: None) if as_json else (lambda line: out(line))
-        doc = run_demo(say, keep=keep)
-        if as_json:
-            emit_json(doc)
-        return ExitCode.of(doc.get("recovered_after_s") is not None)
+        return demo_command(keep=keep, as_json=as_json)
 
     run(go, as_json=as_json)
 
@@ -689,22 +464,9 @@ def notify_test(
     """Send one test event to every target and report each result; exit 1 if one failed."""
 
     def go() -> int:
-        from failover.delivery import Notifier
+        from failover.cli_ops import notify_test_command
 
-        conf = load(config, state_dir)
-        notifier = Notifier(conf, err)
-        if not notifier.targets:
-            raise Exit(ExitCode.USAGE, f"{conf.path}: no `notify:` targets to test")
-        results = notifier.test()
-        show(
-            as_json,
-            {"results": results},
-            lambda: (
-                f"{r['target']} ({r['type']}): {'ok' if r['ok'] else 'FAILED'}: {r['detail']}"
-                for r in results
-            ),
-        )
-        return ExitCode.of(all(r["ok"] for r in results))
+        return notify_test_command(config, state_dir, as_json=as_json)
 
     run(go, as_json=as_json)
 

@@ -147,30 +147,23 @@ def seed(path: Path, kind: str, server_pid: int, port: int) -> None:
         for i, name in enumerate(conf.services):
             if kind == "static":
                 host_id, address = f"127.0.0.1/{name}/{i:08x}", "127.0.0.1"
-                records[host_id] = {
-                    "id": host_id,
-                    "name": f"{name}-g1-own",
-                    "service": name,
-                    "generation": 1,
-                    "purpose": "serve",
-                    "address": address,
-                    "port": port,
-                }
             else:
                 host_id, address = f"h-{i:08x}", f"127.77.{i // 254 + 1}.{i % 254 + 1}"
+            record = {
+                "id": host_id,
+                "name": f"{name}-g1-own",
+                "service": name,
+                "generation": 1,
+                "purpose": "serve",
+                "address": address,
+                "port": port,
+            }
+            if kind == "static":
+                records[host_id] = record
+            else:
                 host = state / "local" / "own" / "hosts" / host_id
                 host.mkdir(parents=True)
-                meta = {
-                    "id": host_id,
-                    "name": f"{name}-g1-own",
-                    "service": name,
-                    "generation": 1,
-                    "purpose": "serve",
-                    "address": address,
-                    "port": port,
-                    "state": "created",
-                    "pid": server_pid,
-                }
+                meta = {**record, "state": "created", "pid": server_pid}
                 (host / "host.json").write_text(json.dumps(meta))
                 (host / "phase").write_text("serving\n")
             store.cutover(

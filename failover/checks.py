@@ -15,6 +15,10 @@ from providers.base import DnsSettings
 # A located problem: the config path and the message, as `failover.config` reports them.
 Problem = tuple[tuple[Any, ...], str]
 
+# A service's, provider's or DNS provider's name. Matched with fullmatch: `re.match` with
+# `$` let "web\n" through, which then broke the cloud-init YAML (issue 11).
+NAME = r"[a-z][a-z0-9-]{0,39}"
+
 _DOMAIN = re.compile(r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 

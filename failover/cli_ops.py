@@ -10,6 +10,7 @@ import typer
 
 from failover.clikit import GLOBAL
 from failover.clikit import Exit
+from failover.clikit import emit_json
 from failover.clikit import err
 from failover.clikit import load
 from failover.clikit import one_service
@@ -89,3 +90,32 @@ def migrate_command(
         raise Exit(ExitCode.USAGE if exc.usage else ExitCode.FAILED, str(exc)) from None
     show(as_json, doc, lambda: [doc["message"]])
     return ExitCode.SUCCESS
+
+
+def notify_test_command(config: Path | None, state_dir: Path | None, *, as_json: bool) -> int:
+    from failover.delivery import Notifier
+
+    conf = load(config, state_dir)
+    notifier = Notifier(conf, err)
+    if not notifier.targets:
+        raise Exit(ExitCode.USAGE, f"{conf.path}: no `notify:` targets to test")
+    results = notifier.test()
+    show(
+        as_json,
+        {"results": results},
+        lambda: (
+            f"{r['target']} ({r['type']}): {'ok' if r['ok'] else 'FAILED'}: {r['detail']}"
+            for r in results
+        ),
+    )
+    return ExitCode.of(all(r["ok"] for r in results))
+
+
+def demo_command(*, keep: Path | None, as_json: bool) -> int:
+    from failover.demo import run_demo
+
+    say = (lambda line: None) if as_json else (lambda line: out(line))
+    doc = run_demo(say, keep=keep)
+    if as_json:
+        emit_json(doc)
+    return ExitCode.of(doc.get("recovered_after_s") is not None)

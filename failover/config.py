@@ -2,6 +2,9 @@
 
 Every mistake is reported as ``path: message`` (``services.web.health.fall: must be >= 1``)
 through :class:`ConfigError`; nothing here ever lets a traceback reach the operator.
+The models of one topic live in their own modules (:mod:`failover.state_config`,
+:mod:`failover.health_config`, ...) and the shared base in :mod:`failover.config_base`;
+what callers import from here is re-exported.
 """
 
 from __future__ import annotations
@@ -11,11 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 from typing import Literal
-from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel
-from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import PrivateAttr
 from pydantic import ValidationError
@@ -27,15 +27,30 @@ from failover import document
 from failover.certs_config import CertificatesConfig
 from failover.certs_config import TlsConfig
 from failover.certs_config import certificate_problems
+from failover.checks import NAME as _NAME
 from failover.checks import DuplicateKey
 from failover.checks import NoDuplicateKeys
-from failover.checks import canary_problem
 from failover.checks import env_problems
 from failover.checks import node_path
+from failover.config_base import DAY as _DAY
+from failover.config_base import ConfigError as ConfigError
+from failover.config_base import Located as _Located
+from failover.config_base import Model as Model
+from failover.config_base import Problems as Problems
+from failover.config_base import format_loc as format_loc
+from failover.config_base import plain_message as _message
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
+from failover.health_config import DnsProbe as DnsProbe
+from failover.health_config import HealthConfig as HealthConfig
+from failover.health_config import HttpProbe as HttpProbe
+from failover.health_config import TcpProbe as TcpProbe
+from failover.health_config import TlsProbe as TlsProbe
 from failover.notify_config import NotifyTargets
 from failover.redact import register_secret
+from failover.state_config import StateConfig as StateConfig
+from failover.state_config import WatcherConfig as WatcherConfig
+from failover.state_config import WatchersConfig as WatchersConfig
 from failover.status_config import StatusPageConfig
 from failover.status_config import status_page_problems
 from providers.base import DnsSettings
@@ -50,193 +65,6 @@ from providers.util import is_secret_name
 from providers.util import unknown_placeholders
 
 DEFAULT_CONFIG = "failover.yaml"
-# Matched with fullmatch: `re.match` with `$` let "web\n" through, which then broke the
-# cloud-init YAML (issue 11).
-_NAME = r"[a-z][a-z0-9-]{0,39}"
-_DOMAIN = re.compile(r"[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-
-
-class ConfigError(Exception):
-    """One or more located problems in a config file."""
-
-    def __init__(self, problems: list[str], source: str = "") -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-        self.source = source
-
-
-# Upper bound of the durations the watcher sleeps on or adds to the clock: a longer one is
-# a typo, and a huge one overflows the clock functions (1e10s passed validation, then
-# ended `watch` with an OverflowError: issue 3).
-_DAY = 86400.0
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StateConfig(Model):
-    backend: Literal["sqlite", "etcd"] = Field(
-        default="sqlite", description="where the journal, health counters and lock live"
-    )
-    dir: str | None = Field(
-        default=None,
-        description="the state directory (relative: to this file's folder); default "
-        ".failover/ beside this file. --state-dir and FAILOVER_STATE_DIR override it",
-    )
-    lease_ttl: Duration = Field(
-        default=30.0,
-        gt=0,
-        le=_DAY,
-        description="how long a lock (and, with etcd, a watcher's votes) outlives a watcher "
-        "that stopped renewing it",
-    )
-    # etcd only (contract section 7): several watchers share one store.
-    endpoints: list[str] = Field(
-        default_factory=list, description="etcd client URLs, tried in turn (etcd only)"
-    )
-    prefix: str = Field(default="/failover/", min_length=1, description="every etcd key's prefix")
-    timeout: Duration = Field(default=2.0, gt=0, le=600, description="one etcd request's timeout")
-    ca_file: str | None = Field(default=None, description="CA bundle for https endpoints")
-    cert_file: str | None = Field(default=None, description="client certificate (TLS)")
-    key_file: str | None = Field(default=None, description="client certificate's key (TLS)")
-    username: str | None = None
-    password: str | None = Field(default=None, description="use ${ENV}; never written anywhere")
-
-    @field_validator("endpoints")
-    @classmethod
-    def _endpoints(cls, value: list[str]) -> list[str]:
-        for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{url!r} is not an http(s)://host:port URL")
-        return value
-
-    @model_validator(mode="after")
-    def _etcd_needs(self) -> StateConfig:
-        if self.backend == "etcd" and not self.endpoints:
-            raise ValueError("backend etcd needs `endpoints` (its client URLs)")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        return self
-
-
-class WatchersConfig(Model):
-    """Several watchers sharing an etcd store (contract section 7)."""
-
-    quorum: int | None = Field(
-        default=None,
-        ge=1,
-        le=1000,
-        description="distinct locations that must see a service down before it moves; "
-        "default: a majority of the live watchers' locations",
-    )
-
-
-class WatcherConfig(Model):
-    """How much one watcher does at once: the bounds of a round (issue 16)."""
-
-    probes_in_flight: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        description="probes open at once in a round; default 500 (fewer if the open-file "
-        "limit is low)",
-    )
-    # A move spends its time waiting on a provider (boot, readiness), and the moves of a
-    # round share their thread-safe provider clients and one zone writer, so a worker
-    # costs a thread and a SQLite connection: 64 lets a mass cut-off of 50 services come
-    # back in about one boot time instead of one per 16 (bench/cutoff.py).
-    parallel_moves: int = Field(
-        default=64, ge=1, le=256, description="failovers of different services run at once"
-    )
-    lookups: int = Field(
-        default=16, ge=1, le=256, description="provider API calls made at once in a round"
-    )
-
-
-class HttpProbe(Model):
-    path: str = "/"
-    scheme: Literal["http", "https"] = "http"
-    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
-    body: str | None = Field(default=None, description="regular expression the body must match")
-    host: str | None = Field(default=None, description="Host header; default: the service domain")
-    verify_tls: bool = False
-    ca_file: str | None = Field(
-        default=None, description="https: trust this authority (PEM) and verify against it"
-    )
-
-    @field_validator("expect_status")
-    @classmethod
-    def _statuses(cls, value: list[int]) -> list[int]:
-        for status in value:
-            if not 100 <= status <= 599:
-                raise ValueError(f"{status} is not an HTTP status (100-599)")
-        return value
-
-    @field_validator("body")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
-
-
-class TcpProbe(Model):
-    port: int | None = Field(default=None, ge=1, le=65535, description="default: service port")
-
-
-class TlsProbe(Model):
-    port: int | None = Field(default=None, ge=1, le=65535, description="default: service port")
-    min_days: int = Field(default=14, ge=0, description="fail when the certificate expires sooner")
-
-
-class DnsProbe(Model):
-    server: str | None = Field(
-        default=None, description="host:port of an authoritative server; default: the DNS backend"
-    )
-
-
-class HealthConfig(Model):
-    interval: Duration = Field(default=2.0, gt=0, le=_DAY)
-    timeout: Duration = Field(default=1.0, gt=0, le=_DAY)
-    fall: int = Field(default=3, ge=1, le=1000)
-    rise: int = Field(default=2, ge=1, le=1000)
-    http: HttpProbe | None = None
-    tcp: TcpProbe | None = None
-    tls: TlsProbe | None = None
-    dns: DnsProbe | None = None
-    canary: str | None = Field(
-        default=None,
-        description="URL or host:port the watcher must reach to trust its own view",
-    )
-
-    @field_validator("canary")
-    @classmethod
-    def _canary(cls, value: str | None) -> str | None:
-        if value is not None:
-            problem = canary_problem(value)
-            if problem:
-                raise ValueError(problem)
-        return value
-
-    @model_validator(mode="after")
-    def _default_probe(self) -> HealthConfig:
-        if not (self.http or self.tcp or self.tls or self.dns):
-            self.http = HttpProbe()
-        return self
 
 
 class RunConfig(Model):
@@ -398,9 +226,6 @@ class Config(Model):
     _dns_settings: list[DnsSettings]
 
 
-Problems = list[tuple[tuple[Any, ...], str]]
-
-
 def _provider_problems(providers: list[Any], problems: Problems) -> dict[str, ProviderSettings]:
     """Each provider's settings, validated by its own type's model."""
     settings: dict[str, ProviderSettings] = {}
@@ -488,51 +313,6 @@ def _data_problems(
         out.extend(repo_problems(loc, list(data.stores or names), stores))
     if data.encryption_key:
         register_secret(data.encryption_key)
-    return out
-
-
-class _Located(ValueError):
-    """Problems found by a model validator, with their own locations."""
-
-    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
-        super().__init__("; ".join(m for _, m in problems))
-        self.problems = problems
-
-
-def _message(err: Any) -> str:
-    msg = str(err.get("msg", "invalid"))
-    kind = err.get("type", "")
-    ctx = err.get("ctx") or {}
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        return "unknown field (check the spelling; `failover schema` lists the fields)"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {
-            "greater_than_equal": ">=",
-            "greater_than": ">",
-            "less_than_equal": "<=",
-            "less_than": "<",
-        }[kind]
-        bound = next(iter(ctx.values()), "")
-        return f"must be {op} {bound}"
-    if kind == "too_short":
-        return "must have at least one entry"
-    if kind == "literal_error":
-        return msg.replace("Input should be", "must be")
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    return msg[:1].lower() + msg[1:]
-
-
-def format_loc(loc: tuple[Any, ...], data: Any = None) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
     return out
 
 

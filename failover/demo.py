@@ -98,19 +98,8 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
         cut_at = time.monotonic()
         _cut_off(conf.state_dir or workdir, active["host_id"])
         say("[demo] 3. the watcher probes every 500ms (fall: 3)")
-        detected = recovered = None
-        deadline = cut_at + 60
-        while time.monotonic() < deadline:
-            round_at = time.monotonic()
-            (result,) = engine.check(["web"])
-            elapsed = time.monotonic() - cut_at
-            say(f"[demo]    +{elapsed:5.2f}s {result.state:<7} {result.message}")
-            if result.action == "failover":
-                recovered = time.monotonic() - cut_at
-                break
-            if result.exit_code == 2:
-                break
-            time.sleep(max(0.0, 0.5 - (time.monotonic() - round_at)))
+        detected = None
+        recovered = _until_moved(engine, cut_at, say)
         events = engine.store.events("web", limit=10)
         failover = next((e for e in events if e["kind"] == "failover"), None)
         if "lock:in_progress" in marks:
@@ -122,18 +111,7 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
             events=[{k: v for k, v in e.items() if k != "data"} for e in reversed(events)],
         )
         if failover:
-            say("[demo] 4. timeline (from the moment alpha cut the service off)")
-            say(f"[demo]    detected after  {doc['detected_after_s']}s")
-            say(
-                f"[demo]    recovered after {doc['recovered_after_s']}s "
-                f"(on {doc['to']}, DNS {_dns(engine)})"
-            )
-            for step in failover["steps"]:
-                say(
-                    f"[demo]      {step['name']:<11} {step['duration_s'] or 0:6.3f}s  "
-                    f"{step['detail']}"
-                )
-            _show_data(engine, doc["data"], say)
+            _timeline(engine, doc, failover, say)
         else:
             say("[demo] the service did not move: see the lines above")
     finally:
@@ -143,6 +121,37 @@ def run_demo(say: Callable[[str], None], keep: Path | None = None) -> dict[str, 
             shutil.rmtree(workdir, ignore_errors=True)
         say("[demo] done: every host the demo started is gone")
     return doc
+
+
+def _until_moved(engine: Engine, cut_at: float, say: Callable[[str], None]) -> float | None:
+    """``check`` rounds every 500ms until the service moved (seconds since the cut-off),
+    failed for good, or a minute passed (None)."""
+    deadline = cut_at + 60
+    while time.monotonic() < deadline:
+        round_at = time.monotonic()
+        (result,) = engine.check(["web"])
+        elapsed = time.monotonic() - cut_at
+        say(f"[demo]    +{elapsed:5.2f}s {result.state:<7} {result.message}")
+        if result.action == "failover":
+            return time.monotonic() - cut_at
+        if result.exit_code == 2:
+            return None
+        time.sleep(max(0.0, 0.5 - (time.monotonic() - round_at)))
+    return None
+
+
+def _timeline(
+    engine: Engine, doc: dict[str, Any], failover: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    say("[demo] 4. timeline (from the moment alpha cut the service off)")
+    say(f"[demo]    detected after  {doc['detected_after_s']}s")
+    say(
+        f"[demo]    recovered after {doc['recovered_after_s']}s "
+        f"(on {doc['to']}, DNS {_dns(engine)})"
+    )
+    for step in failover["steps"]:
+        say(f"[demo]      {step['name']:<11} {step['duration_s'] or 0:6.3f}s  {step['detail']}")
+    _show_data(engine, doc["data"], say)
 
 
 def _visits(address: str, post: bool = False) -> int:

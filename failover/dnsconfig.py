@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from failover.checks import NAME as _NAME
 from failover.checks import Problem
 from failover.checks import dns_name_problem
 from providers.base import DnsProvider
@@ -24,8 +25,6 @@ from providers.base import DnsSettings
 from providers.base import UnknownType
 from providers.base import dns_class
 from providers.base import known_types
-
-_NAME = r"[a-z][a-z0-9-]{0,39}"
 
 
 def normal_domain(value: str) -> str:

@@ -64,6 +64,31 @@ class Metrics:
             registry=r,
         )
         self._placement_metrics(r)
+        self._data_metrics(r)
+        self._where: dict[str, tuple[str, str]] = {}
+        self._states: dict[str, str] = {}
+        self.rounds = Counter(
+            "failover_rounds_total", "probe rounds", ["service", "exit_code"], registry=r
+        )
+        self.round_seconds = Gauge(
+            "failover_round_duration_seconds",
+            "how long the last round took (probes, look-ups, verdicts, moves): its margin "
+            "is the shortest health.interval minus this",
+            registry=r,
+        )
+        self._journal_seen: tuple[Any, ...] | None = None
+        self._placed: set[str] = set()
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self.server, self.thread = start_http_server(port, addr=address, registry=r)
+        # `/` and `/status.json` beside `/metrics`: the last status page the engine made.
+        self.pages: Callable[[], tuple[bytes, bytes] | None] = lambda: None
+        serve_pages(self.server, lambda: self.pages())
+
+    def _data_metrics(self, r: Any) -> None:
+        """The age and size of each service's newest backup, its certificate's expiry and
+        its failing stores."""
+        from prometheus_client import Gauge
+
         self.backup_age = Gauge(
             "failover_backup_age_seconds",
             "age of the service's newest complete backup (the recovery point if it moved now)",
@@ -91,24 +116,6 @@ class Metrics:
             ["service", "store"],
             registry=r,
         )
-        self._where: dict[str, tuple[str, str]] = {}
-        self._states: dict[str, str] = {}
-        self.rounds = Counter(
-            "failover_rounds_total", "probe rounds", ["service", "exit_code"], registry=r
-        )
-        self.round_seconds = Gauge(
-            "failover_round_duration_seconds",
-            "how long the last round took (probes, look-ups, verdicts, moves): its margin "
-            "is the shortest health.interval minus this",
-            registry=r,
-        )
-        self._journal_seen: tuple[Any, ...] | None = None
-        self._placed: set[str] = set()
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self.server, self.thread = start_http_server(port, addr=address, registry=r)
-        # `/` and `/status.json` beside `/metrics`: the last status page the engine made.
-        self.pages: Callable[[], tuple[bytes, bytes] | None] = lambda: None
-        serve_pages(self.server, lambda: self.pages())
 
     def _placement_metrics(self, r: Any) -> None:
         """Where each service lives, its generation, the providers' states, the last

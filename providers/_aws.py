@@ -138,40 +138,7 @@ def map_error(exc: BaseException, provider: str, scope: str | None = None) -> Pr
     import botocore.exceptions as bex
 
     if isinstance(exc, bex.ClientError):
-        error = dict(exc.response.get("Error", {}) or {})
-        if not error.get("Code"):
-            # Some servers nest the error one level deeper (<Errors><Error>...).
-            nested = (exc.response.get("Errors") or {}).get("Error") or {}
-            if isinstance(nested, list):
-                nested = nested[0] if nested else {}
-            if isinstance(nested, dict) and nested.get("Code"):
-                error = nested
-        meta = exc.response.get("ResponseMetadata", {}) or {}
-        status = int(meta.get("HTTPStatusCode") or 0)
-        code = str(error.get("Code") or (f"HTTP{status}" if status else "Unknown"))
-        message = scrub(str(error.get("Message") or exc))
-        op = getattr(exc, "operation_name", "") or ""
-        text = f"{op}: {message}" if op else message
-        if code in BLOCKED_CODES or code in ("HTTP401", "HTTP403"):
-            return AccountBlocked(text, provider=provider, code=code, hint=_HINTS["blocked"])
-        if code in CAPACITY_CODES:
-            return CapacityError(
-                text, provider=provider, code=code, hint=_HINTS["capacity"], scope=scope
-            )
-        if code in QUOTA_CODES:
-            return QuotaError(text, provider=provider, code=code, hint=_HINTS["quota"], scope=scope)
-        if code in NOT_FOUND_CODES:
-            return NotFound(text, provider=provider, code=code, hint=_HINTS["not_found"])
-        if code in TRANSIENT_CODES or status >= 500 or status == 429:
-            headers = meta.get("HTTPHeaders", {}) or {}
-            return TransientError(
-                text,
-                provider=provider,
-                code=code,
-                hint=_HINTS["transient"],
-                retry_after=retry_after_seconds(headers.get("retry-after")),
-            )
-        return ProviderError(text, provider=provider, code=code)
+        return _client_error(exc, provider, scope)
     if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
         return AccountBlocked(
             "no usable AWS credentials found",
@@ -210,6 +177,45 @@ def map_error(exc: BaseException, provider: str, scope: str | None = None) -> Pr
     return ProviderError(
         scrub(f"{type(exc).__name__}: {exc}"), provider=provider, code=type(exc).__name__
     )
+
+
+def _client_error(exc: Any, provider: str, scope: str | None) -> ProviderError:
+    """The taxonomy error for an AWS API's answer (a botocore ``ClientError``): by its
+    error code, else by its HTTP status."""
+    error = dict(exc.response.get("Error", {}) or {})
+    if not error.get("Code"):
+        # Some servers nest the error one level deeper (<Errors><Error>...).
+        nested = (exc.response.get("Errors") or {}).get("Error") or {}
+        if isinstance(nested, list):
+            nested = nested[0] if nested else {}
+        if isinstance(nested, dict) and nested.get("Code"):
+            error = nested
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    status = int(meta.get("HTTPStatusCode") or 0)
+    code = str(error.get("Code") or (f"HTTP{status}" if status else "Unknown"))
+    message = scrub(str(error.get("Message") or exc))
+    op = getattr(exc, "operation_name", "") or ""
+    text = f"{op}: {message}" if op else message
+    if code in BLOCKED_CODES or code in ("HTTP401", "HTTP403"):
+        return AccountBlocked(text, provider=provider, code=code, hint=_HINTS["blocked"])
+    if code in CAPACITY_CODES:
+        return CapacityError(
+            text, provider=provider, code=code, hint=_HINTS["capacity"], scope=scope
+        )
+    if code in QUOTA_CODES:
+        return QuotaError(text, provider=provider, code=code, hint=_HINTS["quota"], scope=scope)
+    if code in NOT_FOUND_CODES:
+        return NotFound(text, provider=provider, code=code, hint=_HINTS["not_found"])
+    if code in TRANSIENT_CODES or status >= 500 or status == 429:
+        headers = meta.get("HTTPHeaders", {}) or {}
+        return TransientError(
+            text,
+            provider=provider,
+            code=code,
+            hint=_HINTS["transient"],
+            retry_after=retry_after_seconds(headers.get("retry-after")),
+        )
+    return ProviderError(text, provider=provider, code=code)
 
 
 def once(fn: Callable[[], T], provider: str, scope: str | None = None) -> T:

@@ -266,7 +266,6 @@ def map_error(
     scope: str | None = None,
 ) -> ProviderError:
     """One azure-core / azure-identity exception -> one taxonomy error (not raised)."""
-    from azure.core.exceptions import ClientAuthenticationError
     from azure.core.exceptions import HttpResponseError
     from azure.core.exceptions import ServiceRequestError
     from azure.core.exceptions import ServiceResponseError
@@ -275,40 +274,9 @@ def map_error(
         return exc
     code, message, status = arm_error(exc)
     text = f"{action}: {message}"
-    if isinstance(exc, ClientAuthenticationError) and status is None:
-        # Raised by the credential itself: nothing to authenticate with, or refused.
-        return AccountBlocked(
-            f"{action}: Azure credentials unavailable or refused: {message}",
-            provider=provider,
-            code=code or "ClientAuthenticationError",
-            hint="log in (az login, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/"
-            "AZURE_CLIENT_SECRET, or a managed identity) with access to the subscription",
-        )
-    if code in ACCOUNT_CODES or isinstance(exc, ClientAuthenticationError):
-        return AccountBlocked(
-            text,
-            provider=provider,
-            code=code or "ClientAuthenticationError",
-            hint="the subscription or the credentials are refused: check the subscription "
-            "state in the portal and the role assignment of the identity in use",
-        )
-    if code in CAPACITY_CODES:
-        return CapacityError(
-            text,
-            provider=provider,
-            code=code,
-            scope=scope,
-            hint="no capacity for this size here; try another zone, location or size",
-        )
-    if code in QUOTA_CODES or (code == "OperationNotAllowed" and "quota" in message.lower()):
-        return QuotaError(
-            text,
-            provider=provider,
-            code=code,
-            scope=scope,
-            hint="request a quota increase for this VM family in this location "
-            "(Portal > Subscriptions > Usage + quotas)",
-        )
+    refused = _refusal(exc, code, message, status, action=action, provider=provider, scope=scope)
+    if refused is not None:
+        return refused
     if (
         status == 429
         or (status is not None and status >= 500)
@@ -351,6 +319,58 @@ def map_error(
         provider=provider,
         code=code,
     )
+
+
+def _refusal(
+    exc: BaseException,
+    code: str | None,
+    message: str,
+    status: int | None,
+    *,
+    action: str,
+    provider: str,
+    scope: str | None,
+) -> ProviderError | None:
+    """The error when Azure refused us (credentials, subscription, capacity, quota), or
+    None for any other failure."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    text = f"{action}: {message}"
+    if isinstance(exc, ClientAuthenticationError) and status is None:
+        # Raised by the credential itself: nothing to authenticate with, or refused.
+        return AccountBlocked(
+            f"{action}: Azure credentials unavailable or refused: {message}",
+            provider=provider,
+            code=code or "ClientAuthenticationError",
+            hint="log in (az login, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/"
+            "AZURE_CLIENT_SECRET, or a managed identity) with access to the subscription",
+        )
+    if code in ACCOUNT_CODES or isinstance(exc, ClientAuthenticationError):
+        return AccountBlocked(
+            text,
+            provider=provider,
+            code=code or "ClientAuthenticationError",
+            hint="the subscription or the credentials are refused: check the subscription "
+            "state in the portal and the role assignment of the identity in use",
+        )
+    if code in CAPACITY_CODES:
+        return CapacityError(
+            text,
+            provider=provider,
+            code=code,
+            scope=scope,
+            hint="no capacity for this size here; try another zone, location or size",
+        )
+    if code in QUOTA_CODES or (code == "OperationNotAllowed" and "quota" in message.lower()):
+        return QuotaError(
+            text,
+            provider=provider,
+            code=code,
+            scope=scope,
+            hint="request a quota increase for this VM family in this location "
+            "(Portal > Subscriptions > Usage + quotas)",
+        )
+    return None
 
 
 def guarded(

@@ -225,7 +225,6 @@ def map_error(
     if isinstance(exc, ProviderError):
         return exc
     from google.api_core import exceptions as core
-    from google.auth import exceptions as auth_exceptions
 
     prefix = f"{what}: " if what else ""
     if isinstance(exc, core.GoogleAPICallError):
@@ -241,6 +240,14 @@ def map_error(
             zone=zone,
             retry_after=_retry_after(exc),
         )
+    return _unanswered(exc, prefix, provider)
+
+
+def _unanswered(exc: BaseException, prefix: str, provider: str) -> ProviderError:
+    """The taxonomy error for a call the API did not answer: credentials that yield no
+    token, retries given up, a transport that failed, anything else unexpected."""
+    from google.api_core import exceptions as core
+    from google.auth import exceptions as auth_exceptions
 
     def transient(message: str, code: str) -> TransientError:
         return TransientError(

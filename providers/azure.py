@@ -10,38 +10,34 @@ completion and bounded by ``operation_timeout``.
 
 The SDKs (azure-mgmt-compute, azure-mgmt-network, azure-identity) are imported inside the
 methods only. See ``providers/_azure.py`` for credentials (``DefaultAzureCredential``; a
-static token only for a loopback http test endpoint) and for the error mapping.
+static token only for a loopback http test endpoint) and for the error mapping,
+``providers/_azure_arm.py`` for the documents sent and read, ``providers/azure_settings.py``
+for the config section.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
-from typing import Literal
 from typing import TypeVar
 
-from pydantic import Field
-from pydantic import field_validator
-
 from providers import _azure
+from providers import _azure_arm
 from providers._azure import as_json
 from providers._azure import dig
+from providers._azure_arm import last_segment
+from providers.azure_settings import AzureSettings as AzureSettings
+from providers.azure_settings import resource_names as resource_names
 from providers.base import AccountBlocked
 from providers.base import AccountReport
 from providers.base import CapacityError
 from providers.base import Check
-from providers.base import CloudSettings
 from providers.base import ComputeProvider
-from providers.base import Duration
 from providers.base import Host
 from providers.base import HostSpec
-from providers.base import HostState
 from providers.base import NotFound
 from providers.base import ProviderContext
 from providers.base import ProviderError
@@ -53,68 +49,6 @@ T = TypeVar("T")
 SUBSCRIPTION_API = "2022-12-01"
 RESOURCE_GROUP_API = "2021-04-01"
 
-_NAME_BAD = re.compile(r"[^A-Za-z0-9-]+")
-
-
-class AzureSettings(CloudSettings):
-    """``providers: [{type: azure, ...}]``."""
-
-    type: Literal["azure"] = "azure"
-    subscription_id: str = Field(description="subscription that pays for the VMs")
-    resource_group: str = Field(description="existing resource group every resource goes into")
-    location: str = Field(description="Azure location (region), e.g. westeurope")
-    zones: list[str] = Field(
-        default_factory=list,
-        description="availability zones to try in order (e.g. ['1', '2', '3']); empty: regional",
-    )
-    size: str = Field(default="Standard_B1s", description="VM size")
-    image: str = Field(
-        default="Canonical:ubuntu-24_04-lts:server:latest",
-        description="marketplace image publisher:offer:sku:version, or an image resource id",
-    )
-    subnet_id: str = Field(description="resource id of the subnet the NIC joins")
-    admin_username: str = Field(default="failover", description="Linux admin user")
-    ssh_public_key: str = Field(description="OpenSSH public key installed for admin_username")
-    os_disk_type: str = Field(default="StandardSSD_LRS", description="managed OS disk SKU")
-    polling_interval: Duration | None = Field(
-        default=None,
-        description="seconds between polls of a long-running operation; default: what Azure "
-        "asks for (Retry-After), 0 for a loopback test endpoint",
-    )
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        if value.startswith("/subscriptions/"):
-            return value
-        parts = value.split(":")
-        if len(parts) != 4 or not all(parts):
-            raise ValueError("use publisher:offer:sku:version (or an image resource id)")
-        return value
-
-    @field_validator("subnet_id")
-    @classmethod
-    def _subnet(cls, value: str) -> str:
-        if "/subnets/" not in value.lower():
-            raise ValueError(
-                "a subnet resource id: /subscriptions/.../virtualNetworks/NET/subnets/NAME"
-            )
-        return value
-
-
-def resource_names(host_name: str) -> dict[str, str]:
-    """VM, NIC, public IP and OS disk names for a host (Azure: letters, digits, hyphens)."""
-    base = _NAME_BAD.sub("-", host_name).strip("-") or "host"
-    if len(base) > 56:
-        digest = hashlib.sha1(host_name.encode()).hexdigest()[:8]
-        base = f"{base[:47].rstrip('-')}-{digest}"
-    return {
-        "vm": base,
-        "nic": f"{base}-nic",
-        "pip": f"{base}-pip",
-        "disk": f"{base}-osdisk",
-    }
-
 
 @dataclasses.dataclass(frozen=True)
 class _Listed:
@@ -122,12 +56,6 @@ class _Listed:
 
     nics: dict[str, dict[str, Any]]
     pips: dict[str, dict[str, Any]]
-
-
-def _last_segment(resource_id: str | None) -> str | None:
-    if not resource_id:
-        return None
-    return resource_id.rstrip("/").rsplit("/", 1)[-1] or None
 
 
 class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendor="microsoft"):
@@ -260,38 +188,12 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         tags = dict(spec.tags)
         zones = [zone] if zone else None
 
-        pip_body: dict[str, Any] = {
-            "location": s.location,
-            "tags": tags,
-            "sku": {"name": "Standard"},
-            "properties": {
-                "publicIPAllocationMethod": "Static",
-                "publicIPAddressVersion": "IPv4",
-            },
-        }
-        if zones:
-            pip_body["zones"] = zones
+        pip_body = _azure_arm.pip_body(s, tags, zones)
         pip = self._put(network.public_ip_addresses, "public IP", names["pip"], pip_body, scope)
-
-        nic_body: dict[str, Any] = {
-            "location": s.location,
-            "tags": tags,
-            "properties": {
-                "ipConfigurations": [
-                    {
-                        "name": "ipconfig1",
-                        "properties": {
-                            "privateIPAllocationMethod": "Dynamic",
-                            "subnet": {"id": s.subnet_id},
-                            "publicIPAddress": {"id": pip.get("id")},
-                        },
-                    }
-                ]
-            },
-        }
+        nic_body = _azure_arm.nic_body(s, tags, pip.get("id"))
         nic = self._put(network.network_interfaces, "NIC", names["nic"], nic_body, scope)
 
-        vm_body = self._vm_body(spec, names, nic.get("id"), tags, zones)
+        vm_body = _azure_arm.vm_body(s, spec, names, nic.get("id"), tags, zones)
         self.context.log(f"{self.name}: creating VM {names['vm']} ({s.size}) in {scope}")
         vm = self._put(compute.virtual_machines, "VM", names["vm"], vm_body, scope)
         fresh = self._get_vm(names["vm"])
@@ -308,61 +210,6 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
                 scope,
             )
         )
-
-    def _vm_body(
-        self,
-        spec: HostSpec,
-        names: dict[str, str],
-        nic_id: str | None,
-        tags: dict[str, str],
-        zones: list[str] | None,
-    ) -> dict[str, Any]:
-        s = self.settings
-        if s.image.startswith("/subscriptions/"):
-            image: dict[str, Any] = {"id": s.image}
-        else:
-            publisher, offer, sku, version = s.image.split(":")
-            image = {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
-        os_profile: dict[str, Any] = {
-            "computerName": names["vm"][:63],
-            "adminUsername": s.admin_username,
-            "linuxConfiguration": {
-                "disablePasswordAuthentication": True,
-                "ssh": {
-                    "publicKeys": [
-                        {
-                            "path": f"/home/{s.admin_username}/.ssh/authorized_keys",
-                            "keyData": s.ssh_public_key.strip(),
-                        }
-                    ]
-                },
-            },
-        }
-        if spec.user_data:
-            os_profile["customData"] = base64.b64encode(spec.user_data.encode()).decode()
-        body: dict[str, Any] = {
-            "location": s.location,
-            "tags": tags,
-            "properties": {
-                "hardwareProfile": {"vmSize": s.size},
-                "storageProfile": {
-                    "imageReference": image,
-                    "osDisk": {
-                        "name": names["disk"],
-                        "createOption": "FromImage",
-                        "caching": "ReadWrite",
-                        "managedDisk": {"storageAccountType": s.os_disk_type},
-                    },
-                },
-                "osProfile": os_profile,
-                "networkProfile": {
-                    "networkInterfaces": [{"id": nic_id, "properties": {"primary": True}}]
-                },
-            },
-        }
-        if zones:
-            body["zones"] = zones
-        return body
 
     # ----------------------------------------------------------------- read
 
@@ -444,7 +291,7 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         _, network = self._clients()
         rg = self.settings.resource_group
         nic_id = dig(vm, "properties", "networkProfile", "networkInterfaces", 0, "id")
-        nic_name = _last_segment(nic_id) or resource_names(str(vm.get("name")))["nic"]
+        nic_name = last_segment(nic_id) or resource_names(str(vm.get("name")))["nic"]
         if listed is not None:
             nic = listed.nics.get(nic_name.lower())
         else:
@@ -454,7 +301,7 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         pip_id = dig(
             nic, "properties", "ipConfigurations", 0, "properties", "publicIPAddress", "id"
         )
-        pip_name = _last_segment(pip_id)
+        pip_name = last_segment(pip_id)
         pip = None
         if pip_name and listed is not None:
             pip = listed.pips.get(pip_name.lower())
@@ -480,53 +327,8 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
     def _to_host(
         self, vm: dict[str, Any], nic: dict[str, Any] | None, pip: dict[str, Any] | None
     ) -> Host:
-        props = vm.get("properties") or {}
-        tags = vm.get("tags") or {}
-        provisioning = str(props.get("provisioningState") or "")
-        statuses = dig(props, "instanceView", "statuses") or []
-        power = ""
-        for status in statuses:
-            code = str(status.get("code") or "") if isinstance(status, dict) else ""
-            if code.startswith("PowerState/"):
-                power = code.split("/", 1)[1]
-        state, reason = _state(provisioning, power)
-        if state is HostState.UNKNOWN and provisioning.lower() == "failed":
-            for status in statuses:
-                if isinstance(status, dict) and str(status.get("code", "")).startswith(
-                    "ProvisioningState/failed"
-                ):
-                    reason = status.get("message") or status.get("displayStatus") or reason
-        zones = vm.get("zones") or []
-        try:
-            generation = int(tags.get("failover-generation", "0"))
-        except ValueError:
-            generation = 0
-        name = str(vm.get("name") or "")
-        return Host(
-            id=name,
-            provider=self.name,
-            name=tags.get("Name", name),
-            service=tags.get("failover-service", ""),
-            generation=generation,
-            state=state,
-            raw_state=f"{provisioning}/{power}" if power else provisioning,
-            reason=reason,
-            address=dig(pip, "properties", "ipAddress"),
-            private_address=dig(
-                nic, "properties", "ipConfigurations", 0, "properties", "privateIPAddress"
-            ),
-            zone=zones[0] if zones else None,
-            created_at=props.get("timeCreated"),
-            purpose=tags.get("failover-purpose", "serve"),
-            extra={
-                "resource_group": self.settings.resource_group,
-                "location": vm.get("location"),
-                "vm_id": vm.get("id"),
-                "nic": (nic or {}).get("name"),
-                "public_ip": (pip or {}).get("name"),
-                "os_disk": dig(props, "storageProfile", "osDisk", "name"),
-                "size": dig(props, "hardwareProfile", "vmSize"),
-            },
+        return _azure_arm.to_host(
+            vm, nic, pip, provider=self.name, resource_group=self.settings.resource_group
         )
 
     # ----------------------------------------------------------------- stop / destroy
@@ -549,8 +351,8 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         vm = self._get_vm(host_id)
         if vm is not None:
             nic_id = dig(vm, "properties", "networkProfile", "networkInterfaces", 0, "id")
-            names["nic"] = _last_segment(nic_id) or names["nic"]
-            disk = dig(vm, "properties", "storageProfile", "osDisk", "name") or _last_segment(
+            names["nic"] = last_segment(nic_id) or names["nic"]
+            disk = dig(vm, "properties", "storageProfile", "osDisk", "name") or last_segment(
                 dig(vm, "properties", "storageProfile", "osDisk", "managedDisk", "id")
             )
             names["disk"] = disk or names["disk"]
@@ -650,17 +452,10 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
         except ProviderError as exc:
             checks.append(Check("subscription", False, str(exc)))
             return AccountReport(state="unknown", checks=checks, reason=exc.message)
-        sub_state = str(sub.get("state") or "unknown")
-        label = f"{sub.get('displayName') or s.subscription_id}: {sub_state}"
-        if sub_state in ("Disabled", "Deleted", "Expired"):
-            checks.append(Check("subscription", False, label))
-            return AccountReport(
-                state="blocked", checks=checks, reason=f"subscription is {sub_state}"
-            )
-        if sub_state in ("Warned", "PastDue"):
-            checks.append(Check("subscription", False, label, level="warning"))
-        else:
-            checks.append(Check("subscription", True, label))
+        check, blocked = _azure_arm.subscription_check(sub, s.subscription_id)
+        checks.append(check)
+        if blocked:
+            return AccountReport(state="blocked", checks=checks, reason=blocked)
 
         # 2. resource group
         try:
@@ -708,7 +503,6 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
 
     def _size_check(self, compute: Any) -> Check:
         s = self.settings
-        location = s.location.lower()
         skus = self._call(
             lambda: [
                 as_json(sku)
@@ -716,65 +510,4 @@ class AzureProvider(ComputeProvider, kind="azure", settings=AzureSettings, vendo
             ],
             f"list VM sizes in {s.location}",
         )
-        match = None
-        for sku in skus:
-            if sku.get("resourceType") != "virtualMachines":
-                continue
-            if str(sku.get("name", "")).lower() != s.size.lower():
-                continue
-            if location in [str(loc).lower() for loc in sku.get("locations") or []]:
-                match = sku
-                break
-        if match is None:
-            return Check("vm size", False, f"{s.size} is not offered in {s.location}")
-        restricted_zones: set[str] = set()
-        for restriction in match.get("restrictions") or []:
-            kind = restriction.get("type")
-            reason = restriction.get("reasonCode") or "restricted"
-            if kind == "Location":
-                return Check("vm size", False, f"{s.size} in {s.location}: {reason}")
-            if kind == "Zone":
-                restricted_zones.update(dig(restriction, "restrictionInfo", "zones") or [])
-        offered: set[str] = set()
-        for info in match.get("locationInfo") or []:
-            if str(info.get("location", "")).lower() == location:
-                offered.update(info.get("zones") or [])
-        if s.zones:
-            usable = [z for z in s.zones if z in offered and z not in restricted_zones]
-            missing = [z for z in s.zones if z not in usable]
-            if not usable:
-                return Check(
-                    "vm size",
-                    False,
-                    f"{s.size} is offered in none of zones {s.zones} of {s.location}",
-                )
-            if missing:
-                return Check(
-                    "vm size",
-                    False,
-                    f"{s.size} in {s.location}: not in zone(s) {', '.join(missing)}",
-                    level="warning",
-                )
-        return Check("vm size", True, f"{s.size} available in {s.location}")
-
-
-def _state(provisioning: str, power: str) -> tuple[HostState, str | None]:
-    p = provisioning.lower()
-    if p == "deleting":
-        return HostState.TERMINATED, "deleting"
-    if p == "failed":
-        return HostState.UNKNOWN, "provisioning failed"
-    if p in ("creating", "updating", "migrating"):
-        return HostState.PENDING, None
-    match power.lower():
-        case "running":
-            return HostState.RUNNING, None
-        case "starting":
-            return HostState.PENDING, None
-        case "stopped" | "stopping":
-            return HostState.STOPPED, "stopped (still allocated)"
-        case "deallocated" | "deallocating":
-            return HostState.STOPPED, "deallocated"
-    if not power:
-        return HostState.PENDING, None
-    return HostState.UNKNOWN, f"power state {power}"
+        return _azure_arm.size_check(s, skus)

@@ -1,18 +1,16 @@
 """The provider interface: what every place a host can live, and every DNS backend, offers.
 
 A provider is a small driver. It knows how to create, find, stop and destroy hosts on
-one platform and how to sort that platform's errors into the shared vocabulary below;
-the engine (``failover/engine.py``) decides what to do with them. Providers never
-import each other and never import the engine. Cloud SDKs are imported inside the
-provider's methods, so that merely loading a config that names a provider costs
-nothing.
+one platform and how to sort that platform's errors into the shared vocabulary of
+:mod:`providers.errors`; the engine (``failover/engine``) decides what to do with them.
+Providers never import each other and never import the engine. Cloud SDKs are imported
+inside the provider's methods, so that merely loading a config that names a provider
+costs nothing.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-import re
 from abc import ABC
 from abc import abstractmethod
 from collections.abc import Callable
@@ -20,9 +18,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
 from typing import Any
 from typing import BinaryIO
 from typing import ClassVar
@@ -30,152 +26,31 @@ from typing import NamedTuple
 from typing import TypeVar
 
 from pydantic import BaseModel
-from pydantic import BeforeValidator
-from pydantic import ConfigDict
-from pydantic import Field
 
-# --------------------------------------------------------------------------- errors
-
-
-class ProviderError(Exception):
-    """Anything a provider cannot do. The engine fails the step with this message.
-
-    ``provider`` names the configured provider (``aws-main``), ``code`` keeps the
-    platform's own error code (``InsufficientInstanceCapacity``) so an operator can look
-    it up, and ``hint`` says what to do next.
-    """
-
-    kind: ClassVar[str] = "error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str = "",
-        code: str | None = None,
-        hint: str | None = None,
-        scope: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.provider = provider
-        self.code = code
-        self.hint = hint
-        # The zone/region the error is about (for CapacityError/QuotaError), if known.
-        self.scope = scope
-        # Seconds the platform asked us to wait (Retry-After), for TransientError.
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        where = f"{self.provider}: " if self.provider else ""
-        code = f" [{self.code}]" if self.code else ""
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{self.message}{code}{hint}"
-
-
-class AccountBlocked(ProviderError):
-    """Credentials refused, account suspended or closed: the whole provider is unusable."""
-
-    kind = "blocked"
-
-
-class CapacityError(ProviderError):
-    """No room for this host in this zone/region: try the next zone, then the next provider."""
-
-    kind = "capacity"
-
-
-class QuotaError(ProviderError):
-    """The account's quota is exhausted in this region: try elsewhere."""
-
-    kind = "quota"
-
-
-class NotFound(ProviderError):
-    """The host (or record) does not exist: the engine treats the host as terminated."""
-
-    kind = "not_found"
-
-
-class TransientError(ProviderError):
-    """Throttling, 5xx, timeouts: worth retrying with backoff, a bounded number of times."""
-
-    kind = "transient"
-
-
-class ConflictError(ProviderError):
-    """A conditional write lost: somebody else changed the record first (DNS prerequisite)."""
-
-    kind = "conflict"
-
-
-class Unsupported(ProviderError):
-    """This provider cannot do that at all (run a command on a cloud host it only boots)."""
-
-    kind = "unsupported"
-
-
-# --------------------------------------------------------------------------- zones
-
-Z = TypeVar("Z")
-T = TypeVar("T")
-
-
-def try_zones(
-    zones: Sequence[Z],
-    attempt: Callable[[Z], T],
-    *,
-    provider: str,
-    what: str,
-    where: Callable[[Z], str],
-    scope: str | None = None,
-    skip: Callable[[Z], str | None] | None = None,
-    log: Callable[[str], None] = lambda message: None,
-) -> T:
-    """``attempt(zone)`` for each zone in order; the first host made is returned.
-
-    A ``CapacityError`` or ``QuotaError`` moves on to the next zone (``attempt`` cleans
-    up what it made in its zone before raising); ``skip`` may give a reason not to try a
-    zone at all (its region's quota is known to be used up, no subnet there). Any other
-    error is raised at once, as it is. When no zone took the host, the error is a
-    ``CapacityError`` if any zone had no room, else a ``QuotaError``, else (every zone
-    skipped) a ``ProviderError``; it lists each zone's reason, carries the last
-    refusal's code and hint, ``scope`` as its scope, and that refusal as its cause.
-    ``where(zone)`` names a zone in messages.
-    """
-    failures: list[ProviderError] = []
-    for zone in zones:
-        label = where(zone)
-        reason = skip(zone) if skip is not None else None
-        if reason:
-            log(f"{provider}: skipping {label}: {reason}")
-            failures.append(ProviderError(reason, provider=provider, scope=label))
-            continue
-        try:
-            return attempt(zone)
-        except (CapacityError, QuotaError) as exc:
-            exc.scope = exc.scope or label
-            failures.append(exc)
-    refused = [f for f in failures if isinstance(f, CapacityError | QuotaError)]
-    cls: type[ProviderError] = ProviderError
-    if any(isinstance(f, CapacityError) for f in refused):
-        cls = CapacityError
-    elif refused:
-        cls = QuotaError
-    last = refused[-1] if refused else None
-    tried = ", ".join(where(z) for z in zones)
-    detail = "; ".join(
-        f"{f.scope}: {f.message}" + (f" [{f.code}]" if f.code else "") for f in failures
-    )
-    raise cls(
-        f"no zone could take {what} (tried {tried}): {detail}",
-        provider=provider,
-        code=last.code if last else None,
-        hint=last.hint if last else "check the configured zones",
-        scope=scope,
-    ) from last
-
+# The vocabulary, settings and registry live in their own modules; a provider (or a
+# plugin) imports all of it from here.
+from providers.errors import AccountBlocked as AccountBlocked
+from providers.errors import CapacityError as CapacityError
+from providers.errors import ConflictError as ConflictError
+from providers.errors import NotFound as NotFound
+from providers.errors import ProviderError as ProviderError
+from providers.errors import QuotaError as QuotaError
+from providers.errors import TransientError as TransientError
+from providers.errors import Unsupported as Unsupported
+from providers.errors import try_zones as try_zones
+from providers.registry import BUILTIN_DNS as BUILTIN_DNS
+from providers.registry import BUILTIN_PROVIDERS as BUILTIN_PROVIDERS
+from providers.registry import UnknownType as UnknownType
+from providers.registry import dns_class as dns_class
+from providers.registry import known_types as known_types
+from providers.registry import provider_class as provider_class
+from providers.settings import ApiDnsSettings as ApiDnsSettings
+from providers.settings import CloudSettings as CloudSettings
+from providers.settings import DnsSettings as DnsSettings
+from providers.settings import Duration as Duration
+from providers.settings import ProviderSettings as ProviderSettings
+from providers.settings import RetryingDnsSettings as RetryingDnsSettings
+from providers.settings import parse_duration as parse_duration
 
 # --------------------------------------------------------------------------- hosts
 
@@ -338,88 +213,6 @@ class AccountReport:
         return cls("unknown" if failing else "available", checks, reason or None)
 
 
-# --------------------------------------------------------------------------- durations
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """``500ms``, ``2s``, ``1m``, ``1h``, ``1d`` or a plain number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 2s, 1m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration; use e.g. 500ms, 2s, 1m or 1h")
-    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
-        raise ValueError("a duration must be a finite number >= 0")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-# --------------------------------------------------------------------------- settings
-
-
-class ProviderSettings(BaseModel):
-    """Base of every provider's section in ``providers:``; each type adds its own fields."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    type: str
-
-
-class DnsSettings(BaseModel):
-    """Base of the ``dns:`` section; each DNS type adds its own fields."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    zone: str
-    ttl: int = 30
-    #: Unique among the file's DNS providers (section 12); a single mapping is named
-    #: after its type.
-    name: str = Field(default="", description="this DNS provider's name; default: its type")
-    vendor: str | None = Field(
-        default=None,
-        description="the company that runs it, when not the backend's own (doctor warns "
-        "when every provider of a zone is one company)",
-    )
-
-
-class RetryingDnsSettings(DnsSettings):
-    """Fields every DNS backend that talks to a server shares: retry bounds."""
-
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
-
-
-class ApiDnsSettings(RetryingDnsSettings):
-    """Fields every DNS backend behind a vendor's HTTP API shares: retry bounds and an
-    endpoint override (what :class:`CloudSettings` is for compute)."""
-
-    endpoint: str | None = Field(
-        default=None, description="API endpoint override (tests, compatible or sovereign clouds)"
-    )
-
-
-class CloudSettings(ProviderSettings):
-    """Fields every cloud provider shares: an endpoint override and retry bounds."""
-
-    endpoint: str | None = Field(
-        default=None, description="API endpoint override (tests, compatible or sovereign clouds)"
-    )
-    retry_attempts: int = Field(default=5, ge=1, le=50)
-    retry_max_time: Duration = Field(default=60.0, description="total time retries may take")
-    operation_timeout: Duration = Field(
-        default=600.0, description="how long to wait on one long-running operation"
-    )
-
-
 @dataclass(frozen=True)
 class ProviderContext:
     """What the engine hands every provider: where it may keep files, how to log."""
@@ -428,9 +221,6 @@ class ProviderContext:
     log: Callable[[str], None] = lambda message: None
     # Each service's port, for providers that check a machine's port is free (ssh).
     ports: Mapping[str, int] = field(default_factory=dict)
-
-
-S = TypeVar("S", bound=ProviderSettings)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -462,7 +252,8 @@ def as_settings(model: type[M], settings: BaseModel) -> M:
 
 class ComputeProvider(ABC):
     """Base class for compute providers. Subclasses set ``type``/``Settings`` and fill in
-    the six methods. Every method raises only the errors above, never an SDK's own."""
+    the six methods. Every method raises only the errors of :mod:`providers.errors`,
+    never an SDK's own."""
 
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     type: ClassVar[str] = ""
@@ -728,65 +519,3 @@ class DnsProvider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections. Safe to call more than once."""
-
-
-# --------------------------------------------------------------------------- registry
-
-# Built-in types, imported only when a config uses them. Third parties add their own
-# through the entry point groups ``failover.providers`` and ``failover.dns``.
-BUILTIN_PROVIDERS: dict[str, str] = {
-    "local": "providers.local:LocalProvider",
-    "aws": "providers.aws:AwsProvider",
-    "gcp": "providers.gcp:GcpProvider",
-    "azure": "providers.azure:AzureProvider",
-    "ssh": "providers.ssh:SshProvider",
-    "static": "providers.static:StaticProvider",
-}
-BUILTIN_DNS: dict[str, str] = {
-    "local": "providers.dns.local:LocalDns",
-    "route53": "providers.dns.route53:Route53Dns",
-    "clouddns": "providers.dns.clouddns:CloudDns",
-    "azuredns": "providers.dns.azuredns:AzureDns",
-    "rfc2136": "providers.dns.rfc2136:Rfc2136Dns",
-    "cloudflare": "providers.dns.cloudflare:CloudflareDns",
-}
-
-
-class UnknownType(LookupError):
-    pass
-
-
-def _load(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def _lookup(kind: str, builtin: dict[str, str], group: str) -> Any:
-    if kind in builtin:
-        try:
-            return _load(builtin[kind])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("providers."):
-                raise UnknownType(f"type {kind!r} is not available in this build") from None
-            raise
-    for ep in entry_points(group=group):
-        if ep.name == kind:
-            return ep.load()
-    known = sorted(set(builtin) | {ep.name for ep in entry_points(group=group)})
-    raise UnknownType(f"unknown type {kind!r} (known: {', '.join(known)})")
-
-
-def provider_class(kind: str) -> type[ComputeProvider]:
-    cls: type[ComputeProvider] = _lookup(kind, BUILTIN_PROVIDERS, "failover.providers")
-    return cls
-
-
-def dns_class(kind: str) -> type[DnsProvider]:
-    cls: type[DnsProvider] = _lookup(kind, BUILTIN_DNS, "failover.dns")
-    return cls
-
-
-def known_types(dns: bool = False) -> list[str]:
-    builtin = BUILTIN_DNS if dns else BUILTIN_PROVIDERS
-    group = "failover.dns" if dns else "failover.providers"
-    return sorted(set(builtin) | {ep.name for ep in entry_points(group=group)})

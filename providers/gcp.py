@@ -16,28 +16,20 @@ own ``ZoneOperationsClient``, built with the same ``client_options``: the SDK's
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import shlex
 import threading
 import time
 from functools import cached_property
 from typing import Any
-from typing import Literal
-
-from pydantic import Field
-from pydantic import field_validator
-from pydantic import model_validator
 
 from providers import _gcp
 from providers.base import AccountBlocked
 from providers.base import AccountReport
 from providers.base import CapacityError
 from providers.base import Check
-from providers.base import CloudSettings
 from providers.base import ComputeProvider
 from providers.base import ConflictError
-from providers.base import Duration
 from providers.base import Host
 from providers.base import HostSpec
 from providers.base import HostState
@@ -49,6 +41,10 @@ from providers.base import QuotaError
 from providers.base import TransientError
 from providers.base import as_settings
 from providers.base import try_zones
+from providers.gcp_settings import NAME_OK as _NAME_OK
+from providers.gcp_settings import GcpSettings as GcpSettings
+from providers.gcp_settings import instance_name as instance_name
+from providers.gcp_settings import label_value as label_value
 from providers.retry import call_with_retries
 from providers.util import fill_placeholders
 from providers.util import image_placeholders
@@ -58,9 +54,6 @@ LABEL_GENERATION = "failover-generation"
 LABEL_PURPOSE = "failover-purpose"
 META_SERVICE = "failover-service"
 META_HOST = "failover-host"
-
-_NAME_OK = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-_ZONE_OK = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z0-9]+$")
 
 _STATE = {
     "PROVISIONING": HostState.PENDING,
@@ -75,100 +68,6 @@ _STATE = {
     "STOPPED": HostState.STOPPED,
     "TERMINATED": HostState.STOPPED,  # GCE's word for a stopped (restartable) VM
 }
-
-
-def instance_name(host_name: str) -> str:
-    """A valid, deterministic GCE instance name for ``host_name``.
-
-    Names must match ``[a-z]([-a-z0-9]{0,61}[a-z0-9])?``. A name that already does is used
-    as is; anything else is lowercased, cleaned and suffixed with a hash of the original,
-    so two different host names never map onto one VM.
-    """
-    if _NAME_OK.match(host_name):
-        return host_name
-    base = re.sub(r"[^a-z0-9-]+", "-", host_name.lower()).strip("-")
-    base = re.sub(r"-{2,}", "-", base)
-    if not base or not base[0].isalpha():
-        base = f"f-{base}".rstrip("-")
-    digest = hashlib.sha256(host_name.encode()).hexdigest()[:8]
-    return f"{base[: 63 - 9].rstrip('-')}-{digest}"
-
-
-def label_value(value: str) -> str:
-    """GCE label values: at most 63 of ``[a-z0-9_-]``."""
-    cleaned = re.sub(r"[^a-z0-9_-]", "-", value.lower())
-    if len(cleaned) > 63:
-        cleaned = cleaned[:54] + "-" + hashlib.sha256(value.encode()).hexdigest()[:8]
-    return cleaned
-
-
-class GcpSettings(CloudSettings):
-    """``type: gcp``: a Compute Engine project and the zones hosts may live in."""
-
-    type: Literal["gcp"] = "gcp"
-    project: str = Field(description="Google Cloud project id, e.g. my-project-123456")
-    zone: str | None = Field(default=None, description="the zone for hosts (or use `zones`)")
-    zones: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "zones tried in order when one has no capacity, e.g. [us-central1-a, us-central1-b]"
-        ),
-    )
-    machine_type: str = Field(default="e2-small", description="machine type, e.g. e2-small")
-    image: str = Field(
-        default="projects/debian-cloud/global/images/family/debian-12",
-        description=(
-            "boot image: projects/P/global/images/NAME, .../images/family/F, or an "
-            "image of the project"
-        ),
-    )
-    network: str = Field(default="default", description="VPC network name or URL")
-    subnetwork: str | None = Field(
-        default=None, description="subnetwork name (in the zone's region) or URL"
-    )
-    service_account: str | None = Field(
-        default=None, description="service account e-mail the VM runs as (none when unset)"
-    )
-    credentials_file: str | None = Field(
-        default=None,
-        description=(
-            "credentials JSON (service account key, ...); else Application Default Credentials"
-        ),
-    )
-    network_tags: list[str] = Field(
-        default_factory=list, description="network tags for firewall rules, e.g. [http-server]"
-    )
-    disk_size_gb: int | None = Field(default=None, ge=10, description="boot disk size (GB)")
-    request_timeout: Duration = Field(default=30.0, description="timeout of one API request")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        return _gcp.check_endpoint(value)
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            for zone in value:
-                if not _ZONE_OK.match(zone):
-                    raise ValueError(f"{zone!r} is not a zone name like us-central1-a")
-            if len(set(value)) != len(value):
-                raise ValueError("zones must not repeat")
-        return value
-
-    @model_validator(mode="after")
-    def _one_of_zone(self) -> GcpSettings:
-        if (self.zone is None) == (self.zones is None):
-            raise ValueError("set exactly one of `zone` or `zones`")
-        if self.zone is not None and not _ZONE_OK.match(self.zone):
-            raise ValueError(f"{self.zone!r} is not a zone name like us-central1-a")
-        return self
-
-    @property
-    def zone_list(self) -> list[str]:
-        return list(self.zones) if self.zones else [self.zone or ""]
 
 
 class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="google"):
@@ -630,27 +529,9 @@ class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="goo
     def check_account(self) -> AccountReport:
         checks: list[Check] = []
         project = self.cfg.project
-        try:
-            self._credentials  # noqa: B018 - resolve credentials first
-            self._call(
-                lambda: self._client("ProjectsClient").get(
-                    project=project, retry=None, timeout=self._timeout
-                ),
-                what=f"get project {project}",
-            )
-            checks.append(Check("project", True, f"project {project} reachable"))
-        except AccountBlocked as exc:
-            checks.append(Check("project", False, str(exc)))
-            return AccountReport("blocked", checks, reason=str(exc))
-        except NotFound as exc:
-            checks.append(Check("project", False, f"project {project} not found"))
-            return AccountReport("blocked", checks, reason=str(exc))
-        except ProviderError as exc:
-            checks.append(Check("project", False, str(exc)))
-            return AccountReport("unknown", checks, reason=str(exc))
-        except Exception as exc:  # never raise from doctor
-            checks.append(Check("project", False, f"{type(exc).__name__}: {exc}"))
-            return AccountReport("unknown", checks, reason=str(exc))
+        refused = self._project_check(checks)
+        if refused is not None:
+            return refused
 
         blocked: str | None = None
 
@@ -696,6 +577,33 @@ class GcpProvider(ComputeProvider, kind="gcp", settings=GcpSettings, vendor="goo
         if blocked:
             return AccountReport("blocked", checks, reason=blocked)
         return AccountReport.from_checks(checks)
+
+    def _project_check(self, checks: list[Check]) -> AccountReport | None:
+        """The project's line (it answers, it is ours to use); the report when the
+        account is refused or cannot be asked, else None."""
+        project = self.cfg.project
+        try:
+            self._credentials  # noqa: B018 - resolve credentials first
+            self._call(
+                lambda: self._client("ProjectsClient").get(
+                    project=project, retry=None, timeout=self._timeout
+                ),
+                what=f"get project {project}",
+            )
+            checks.append(Check("project", True, f"project {project} reachable"))
+        except AccountBlocked as exc:
+            checks.append(Check("project", False, str(exc)))
+            return AccountReport("blocked", checks, reason=str(exc))
+        except NotFound as exc:
+            checks.append(Check("project", False, f"project {project} not found"))
+            return AccountReport("blocked", checks, reason=str(exc))
+        except ProviderError as exc:
+            checks.append(Check("project", False, str(exc)))
+            return AccountReport("unknown", checks, reason=str(exc))
+        except Exception as exc:  # never raise from doctor
+            checks.append(Check("project", False, f"{type(exc).__name__}: {exc}"))
+            return AccountReport("unknown", checks, reason=str(exc))
+        return None
 
     def _get_image(self) -> Any:
         url = self._image_url().split("/compute/v1/", 1)[-1]

@@ -7,7 +7,6 @@ challenges against the DNS server it is given (the test BIND).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import ssl
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import need_binary
+from tests.receivers import make_ca
 from tests.servers import free_port
 from tests.servers import stop_process
 
@@ -37,50 +37,10 @@ class Pebble:
 
 
 def test_authority(base: Path) -> str:
-    """A CA and a 127.0.0.1/localhost certificate for Pebble's HTTPS; the CA's path."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble test ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    import ipaddress
-
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(san, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (base / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (base / "cert.pem").write_bytes(leaf.public_bytes(pem))
-    (base / "key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(base / "ca.pem")
+    """A CA and a 127.0.0.1/localhost certificate for Pebble's HTTPS (ca.pem, cert.pem,
+    key.pem in ``base``); the CA's path."""
+    ca, _cert, _key = make_ca(base)
+    return str(ca)
 
 
 @contextlib.contextmanager

@@ -172,12 +172,18 @@ def test_24_concurrent_checks_make_exactly_one_failover(project: Path) -> None:
     codes = [p.returncode for p in procs]
     assert all(c in (0, 1) for c in codes), list(zip(codes, outputs, strict=True))
     events = failover_json("history", config=config)["events"]
-    failovers = [e for e in events if e["kind"] == "failover"]
-    assert len(failovers) == 1, [(e["reason"], e["from"], e["to"]) for e in failovers]
-    assert failovers[0]["status"] == "succeeded"
+    failovers = sorted((e for e in events if e["kind"] == "failover"), key=lambda e: e["id"])
+    moved = [(e["reason"], e["from"], e["to"]) for e in failovers]
+    # Exactly one failover of the killed host. On a starved machine (24 interpreters on
+    # two cores beside other work) a later check can miss the new host's answer, and with
+    # fall: 1 that is a failover of the new host: a chain, never a fork. A fork (two moves
+    # from one host) is the race this test is about.
+    assert [e["from"] for e in failovers[1:]] == [e["to"] for e in failovers[:-1]], moved
+    assert len({str(e["from"]) for e in failovers}) == len(failovers), moved
+    assert all(e["status"] == "succeeded" for e in failovers), moved
     assert not [e for e in events if e["status"] == "in_progress"]
     status = failover_json("status", config=config)["services"][0]
-    assert status["generation"] == 2
+    assert status["generation"] == 1 + len(failovers), moved
     assert [h["id"] for h in live_hosts(config)] == [status["active"]["host_id"]]
     assert dns_values(config) == [status["active"]["address"]]
 

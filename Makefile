@@ -25,10 +25,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Bytecode first: the suite starts ~2000 `failover` processes, and where
-# PYTHONDONTWRITEBYTECODE is set (these machines) each one would compile the package
-# from source again (a quarter of its CPU). Python reads valid .pyc files whatever that
-# variable says, and ignores stale ones.
+# Bytecode first: the end-to-end tests start a `failover` process for nearly every step,
+# and where PYTHONDONTWRITEBYTECODE is set (these machines) each one compiled the
+# package from source again (a fifth of its CPU). Python reads valid .pyc files whatever
+# that variable says, and ignores stale ones.
 COMPILE := -m compileall -q -j 0
 unit: $(STAMP)
 	$(BIN)/python $(COMPILE) failover providers cli.py tests >/dev/null
@@ -39,8 +39,9 @@ unit: $(STAMP)
 # run already proved: the templates travel as package data (test_render renders the
 # cloud-init and status page templates from where the installed package finds them), and
 # the installed console script works end to end (deploy, a real failover between hosts
-# started from the installed package, demo, every command's --help, check without cloud
-# SDKs).
+# started from the installed package, demo, every command's --help). No extra is
+# installed: that proves `pip install failover` alone runs the local providers (check
+# imports no cloud SDK), and spares CI installing every SDK a second time.
 E2E := tests/test_cli_e2e.py::test
 WHEEL_TESTS ?= tests/test_render.py $(E2E)_deploy_then_kill_moves_to_second_provider \
   $(E2E)_demo_json $(E2E)_help_lists_every_command $(E2E)_check_imports_no_cloud_sdk
@@ -49,7 +50,7 @@ wheel-test: $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel .
 	test -x build/wheel-venv/bin/python || $(PYTHON) -m venv build/wheel-venv
 	build/wheel-venv/bin/python -m pip install --quiet --force-reinstall --no-deps build/wheel/*.whl
-	build/wheel-venv/bin/python -m pip install --quiet "$$(ls build/wheel/*.whl)[test]"
+	build/wheel-venv/bin/python -m pip install --quiet "$$(ls build/wheel/*.whl)" "pytest>=8" "pytest-timeout>=2.3"
 	mkdir -p build/wheel-tests && cp -r tests pyproject.toml build/wheel-tests/
 	build/wheel-venv/bin/python $(COMPILE) build/wheel-tests/tests >/dev/null
 	cd build/wheel-tests && ../wheel-venv/bin/python -m pytest -q -p no:cacheprovider $(WHEEL_TESTS)

@@ -131,11 +131,27 @@ def live_hosts(config: Path) -> list[dict[str, Any]]:
     ]
 
 
+def active_host_id(config: Path) -> str:
+    """The first service's active host, as ``failover status`` shows it, read from the
+    state store in this process: a ``status`` process costs half a second of CPU (seconds
+    with a cloud SDK to load), and kill_active runs in most end-to-end tests."""
+    from failover.config import load
+    from failover.state import open_store
+
+    conf = load(config)
+    store = open_store(conf)
+    try:
+        active = store.service(next(iter(conf.services))).active
+    finally:
+        store.close()
+    assert active is not None, f"{config}: no active host"
+    return str(active["host_id"])
+
+
 def kill_active(config: Path) -> dict[str, Any]:
-    status = failover_json("status", config=config)
-    active = status["services"][0]["active"]
+    active = active_host_id(config)
     for host in host_records(config):
-        if host["id"] == active["host_id"]:
+        if host["id"] == active:
             pid = int(host["pid"])
             os.killpg(pid, signal.SIGKILL)
             wait_for(lambda pid=pid: not pid_alive(pid), what="host to die")

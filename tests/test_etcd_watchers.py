@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from failover.engine.journal import STEPS
 from tests.etcd_server import EtcdCluster
 from tests.etcd_server import etcd_state
 from tests.helpers import FAILOVER
@@ -227,8 +226,16 @@ def test_two_watchers_starting_at_once_on_a_dead_host_make_one_move(
     one_live_host_behind_dns(config)
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_leader_killed_after_each_step_another_finishes(
+# What is resumed after which step is the engine's, the same on every backend, and
+# test_cli_e2e crashes after every one of the nine steps. Here what is etcd's: another
+# watcher process takes the dead leader's lock and journal over, before anything was done
+# (lock), with a host made but not serving (provision), with DNS moved but the old host
+# not fenced (cutover), and with all done but the lock (release).
+HANDOVERS = ["lock", "provision", "cutover", "release"]
+
+
+@pytest.mark.parametrize("step", HANDOVERS)
+def test_leader_killed_after_a_step_another_finishes(
     project: Path, etcd: EtcdCluster, watchers: Any, step: str
 ) -> None:
     config = setup(project, etcd)

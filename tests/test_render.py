@@ -73,3 +73,20 @@ def test_validate_renders_the_run_env(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(rendered) == 1
     units = {f["path"]: f["content"] for f in yaml.safe_load(rendered[0])["write_files"]}
     assert 'Environment="GREETING=hello 100%%"' in units["/etc/systemd/system/failover-web.service"]
+
+
+def test_the_status_page_templates_are_found_where_the_package_looks() -> None:
+    """Run against the installed wheel too (``make wheel-test``): the page templates must
+    travel as package data, not only the cloud-init one."""
+    import failover
+    from failover.render import templates_dir
+    from failover.statuspage import render_drill
+    from failover.statuspage import render_page
+
+    package = Path(failover.__file__).resolve().parent
+    installed = not (package.parent / "templates").is_dir()
+    assert templates_dir().is_relative_to(package) == installed
+    page = render_page({"services": []}, [], "Example & Co")
+    assert "<html" in page and "Example &amp; Co" in page
+    drill = render_drill({"service": "web", "to": "beta", "status": "failed"}, None)
+    assert "Drill of web on beta" in drill

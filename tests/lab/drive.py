@@ -62,6 +62,8 @@ def _network(run: Run) -> None:
         if f.kind in NETWORK and f.t0 is not None and f.t1 is None:
             for group, target in f.rules():
                 run.sites.net.drop(group, target)
+            if f.kind == "loss":
+                run.sites.net.lose(f.site, f.arg)
 
 
 def _signal_watcher(run: Run, site: str, sig: signal.Signals) -> None:
@@ -77,7 +79,7 @@ def apply(run: Run, f: Fault) -> None:
     f.t0 = run.now()
     active = active_host(run)
     # The faults that take the active host out: its detection and recovery are timed.
-    takes_out = f.kind in ("isolate", "suspend", "latency") and active is not None
+    takes_out = f.kind in ("isolate", "suspend", "latency", "loss") and active is not None
     if active is not None and (
         f.kind == "kill_service" or (takes_out and active["provider"] == f.site)
     ):

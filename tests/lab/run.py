@@ -29,6 +29,8 @@ from tests.helpers import pid_alive
 from tests.lab.nemesis import LEASE_TTL
 from tests.lab.nemesis import Fault
 from tests.lab.nemesis import schedule
+from tests.lab.net import network
+from tests.lab.net import prefix
 from tests.lab.sites import BINDS
 from tests.lab.sites import DNS_PORT
 from tests.lab.sites import NAME
@@ -92,7 +94,7 @@ class Run:
         env.update(
             PYTHONPATH=str(ROOT),
             LAB_TSIG_SECRET=self.sites.secret,
-            FAILOVER_PROBE_NETWORKS="127.88.0.0/16",
+            FAILOVER_PROBE_NETWORKS=network(),
         )
         if site is not None:
             env.update(FAILOVER_WATCHER=f"w-{site}", FAILOVER_LOCATION=site)
@@ -125,7 +127,7 @@ class Run:
                 "propagation_timeout": "5s",
                 "poll_interval": "200ms",
             },
-            "providers": [{"name": s, "type": "local", "network": "127.88"} for s in SITES],
+            "providers": [{"name": s, "type": "local", "network": prefix()} for s in SITES],
             "state": {
                 "backend": "etcd",
                 "endpoints": self.sites.endpoints,

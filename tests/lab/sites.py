@@ -1,5 +1,5 @@
 """Three sites on one machine: an etcd member, a watcher and a compute provider each, a
-BIND at two of them, every address in 127.88.0.0/16.
+BIND at two of them, every address in 127.88.0.0/16 (in slot 0, see ``net.py``).
 
 Site ``siteN`` owns ``127.88.10N.0/24`` for its servers (etcd ``.1``, BIND ``.53``); the
 hosts its provider (``local``, ``network: "127.88"``) starts get addresses anywhere in
@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.lab.net import Net
+from tests.lab.net import prefix
 
 SITES = ("site1", "site2", "site3")
 ROLES = ("etcd", "watcher", "bind", "hosts")
@@ -32,7 +33,7 @@ TSIG_NAME = "lab-key"
 
 
 def server(site: str, last: int) -> str:
-    return f"127.88.{100 + SITES.index(site) + 1}.{last}"
+    return f"{prefix()}.{100 + SITES.index(site) + 1}.{last}"
 
 
 ZONE_FILE = """$TTL 1
@@ -78,8 +79,8 @@ SECONDARY = """    type secondary;
 class Sites:
     """The long-lived servers of the lab (kept across schedules) and its network."""
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
+    def __init__(self, base: Path, slots: list[int] | None = None) -> None:
+        self.base, self.slots = base, slots
         self.secret = base64.b64encode(os.urandom(32)).decode()
         self.net = Net([f"{s}/{r}" for s in SITES for r in ROLES] + ["cli"])
         self.etcd: dict[str, subprocess.Popen[bytes]] = {}
@@ -118,7 +119,7 @@ class Sites:
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         sets = [s for s in SITES] + [f"{s}_hosts" for s in SITES] + ["hosts"]
-        self.net.setup(sets)
+        self.net.setup(sets, self.slots)
         for site in SITES:
             infra = {server(site, 1)} | ({server(site, 53)} if site in BINDS else set())
             self.net.set_addresses(site, infra)
@@ -249,7 +250,7 @@ class Sites:
         return sorted(str(r) for rrset in reply.answer for r in rrset if rrset.rdtype == 1)
 
     def stop(self) -> None:
-        self.net.reset()  # cgroup.kill ends every process of the lab
+        self.net.close()  # cgroup.kill ends every process of the lab
         for proc in [*self.etcd.values(), *self.binds.values()]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)

@@ -18,8 +18,8 @@ from tests.lab import checker
 from tests.lab.drive import execute
 from tests.lab.nemesis import Fault
 from tests.lab.nemesis import schedule
-from tests.lab.net import TABLE
 from tests.lab.net import Net
+from tests.lab.net import prefix
 from tests.lab.net import unavailable
 from tests.lab.run import Sample
 from tests.lab.sites import Sites
@@ -42,7 +42,7 @@ REGRESSIONS = [1021, 1029]
 def test_a_seed_replays_the_same_schedule() -> None:
     assert [f.describe() for f in schedule(7)] == [f.describe() for f in schedule(7)]
     kinds = {f.kind for seed in range(200) for f in schedule(seed)}
-    assert len(kinds) == 11, kinds
+    assert len(kinds) == 12, kinds
 
 
 def test_checker_sees_a_hole_in_a_hosts_writes_but_not_a_lost_suffix() -> None:
@@ -81,24 +81,44 @@ def test_a_killed_lab_leaves_nothing_behind_the_next_start_removes() -> None:
     reason = unavailable()
     need(reason is None, reason or "")
     script = (
-        "from tests.lab.net import Net; import os\n"
-        "n = Net(['site1/x']); n.setup(['s']); n.add_address('127.88.101.99')\n"
-        "print('ready', flush=True); os.kill(os.getpid(), 9)\n"
+        "from tests.lab.net import Net, prefix; import os\n"
+        "n = Net(['site1/x']); n.setup(['s']); n.add_address(prefix() + '.101.99')\n"
+        "print('ready', n.slot, flush=True); os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert proc.stdout.strip() == "ready", proc.stderr
-    assert TABLE in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    Net([]).reset()
-    assert (
-        TABLE
-        not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    )
+    ready, slot = proc.stdout.split()
+    assert ready == "ready", proc.stderr
+    net = Net([], slot=int(slot))
+    assert net.table in nft_tables()
+    net.reset()
+    assert net.table not in nft_tables()
     routes = subprocess.run(
         ["ip", "route", "show", "table", "local"], capture_output=True, text=True
     )
     addresses = subprocess.run(["ip", "addr", "show", "dev", "lo"], capture_output=True, text=True)
-    assert "127.88." not in routes.stdout + addresses.stdout
-    assert not (Net([]).root / TABLE).exists()
+    assert f"{prefix(int(slot))}." not in routes.stdout + addresses.stdout
+    assert not (net.root / net.table).exists()
+
+
+def nft_tables() -> list[str]:
+    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return [line.split()[-1] for line in listed.splitlines()]
+
+
+def test_two_labs_take_two_slots_of_their_own() -> None:
+    reason = unavailable()
+    need(reason is None, reason or "")
+    first, second = Net(["site1/x"]), Net(["site1/x"])
+    try:
+        first.setup(["s"], [2, 3])
+        second.setup(["s"], [2, 3])
+        assert (first.slot, second.slot) == (2, 3)
+        assert {"failover_lab_2", "failover_lab_3"} <= set(nft_tables())
+        with pytest.raises(RuntimeError, match="every fault lab slot"):
+            Net(["site1/x"]).setup(["s"], [2, 3])
+    finally:
+        second.close()
+        first.close()
 
 
 def test_checker_flags_a_move_off_a_healthy_reachable_host_only() -> None:

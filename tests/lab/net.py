@@ -38,7 +38,7 @@ from typing import Any
 TABLE = "failover_lab"
 # Labs one machine runs at once, each in a slot of its own: slot N takes 127.(88+N)/16,
 # the table and cgroup failover_lab_N and its own lock (slot 0 keeps the bare names).
-SLOTS = 4
+SLOTS = 6
 _lock = threading.Lock()
 _slot = [0]  # this process's slot, once a Net took one
 
@@ -190,7 +190,9 @@ class Net:
     def lose(self, target: str, percent: int) -> None:
         """Drop ``percent`` % of the packets any lab process sends to set ``target``, at
         random (the kernel's ``numgen random``: real loss, as netem's ``loss`` would)."""
-        rule = f"ip saddr {self.network} ip daddr @{target} numgen random mod 100 < {percent}"
+        rule = f"ip saddr {self.network} ip daddr @{target}"
+        if percent < 100:
+            rule += f" numgen random mod 100 < {percent}"
         _run("nft", "add", "rule", "inet", self.table, "out", *rule.split(), "drop")
 
     def delay(self, addresses: set[str], ms: int) -> str | None:

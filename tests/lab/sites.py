@@ -23,9 +23,12 @@ from pathlib import Path
 
 from tests.lab.net import Net
 from tests.lab.net import prefix
+from tests.lab.ssh import SiteSshd
+from tests.lab.ssh import keygen
+from tests.lab.ssh import wait_answering
 
 SITES = ("site1", "site2", "site3")
-ROLES = ("etcd", "watcher", "bind", "hosts")
+ROLES = ("etcd", "watcher", "bind", "hosts", "sshd")
 ETCD_CLIENT, ETCD_PEER, DNS_PORT = 12379, 12380, 10053
 ZONE, NAME = "lab.test", "www.lab.test"
 BINDS = ("site1", "site2")
@@ -85,6 +88,7 @@ class Sites:
         self.net = Net([f"{s}/{r}" for s in SITES for r in ROLES] + ["cli"])
         self.etcd: dict[str, subprocess.Popen[bytes]] = {}
         self.binds: dict[str, subprocess.Popen[bytes]] = {}
+        self.sshd: dict[str, SiteSshd] = {}
 
     def spawn(
         self,
@@ -121,20 +125,38 @@ class Sites:
         sets = [s for s in SITES] + [f"{s}_hosts" for s in SITES] + ["hosts"]
         self.net.setup(sets, self.slots)
         for site in SITES:
-            infra = {server(site, 1)} | ({server(site, 53)} if site in BINDS else set())
-            self.net.set_addresses(site, infra)
+            self.net.set_addresses(site, self.infra(site))
             self.start_etcd(site)
+        self._start_sshd()
         named = self.base / "named"
         shutil.copy2(shutil.which("named") or "/usr/sbin/named", named)
         for site in BINDS:
             self.net.add_address(server(site, 53))
             self._start_bind(site, named)
         self.wait_etcd()
+        wait_answering(list(self.sshd.values()))
         deadline = time.monotonic() + 30
         while any(self.soa(s) is None for s in BINDS):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the lab's BIND did not answer (logs in {self.base})")
             time.sleep(0.2)
+
+    def infra(self, site: str) -> set[str]:
+        """The site's own servers' addresses: etcd, sshd, BIND."""
+        return {server(site, 1), server(site, 22)} | (
+            {server(site, 53)} if site in BINDS else set()
+        )
+
+    @property
+    def client_key(self) -> Path:
+        return self.base / "ssh-client"
+
+    def _start_sshd(self) -> None:
+        public = keygen(self.client_key)
+        for site in SITES:
+            sshd = self.sshd[site] = SiteSshd(self.base / f"sshd-{site}", server(site, 22))
+            sshd.prepare(public)
+            sshd.proc = self.spawn(sshd.command(), f"{site}/sshd", sshd.dir / "out.log")
 
     def start_etcd(self, site: str) -> None:
         if site in self.etcd and self.etcd[site].poll() is None:
@@ -251,6 +273,7 @@ class Sites:
 
     def stop(self) -> None:
         self.net.close()  # cgroup.kill ends every process of the lab
-        for proc in [*self.etcd.values(), *self.binds.values()]:
+        sshd = [s.proc for s in self.sshd.values() if s.proc is not None]
+        for proc in [*self.etcd.values(), *self.binds.values(), *sshd]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)

@@ -86,6 +86,7 @@ def summary(seed: int, results: list[Result]) -> dict[str, Any]:
             for k in KINDS
             if any(n.startswith(f"{k} skipped") for r in results for n in r.notes)
         },
+        "sites": dict(Counter(kind for r in results for kind in r.compute.values())),
         "failed_seeds": [r.seed for r in results if not r.ok],
     }
 
@@ -104,6 +105,7 @@ def table(doc: dict[str, Any]) -> str:
     det, rec = doc["detection_s"], doc["recovery_s"]
     lines += [
         "",
+        f"sites by provider: {doc['sites'] or 'not recorded'}",
         f"failovers {doc['failovers']}, false failovers {doc['false_failovers']}",
         f"acknowledged writes {doc['acked_writes']}, lost (recovery point) {doc['lost_writes']}",
         f"detection s: median {det['median']}, worst {det['max']}",

@@ -214,7 +214,7 @@ class Net:
                 _run(*f"tc filter add dev lo parent {qdisc} protocol ip {match}".split())
         except RuntimeError as exc:
             self.undelay()
-            return f"no filtered netem here ({exc})"
+            return f"this kernel cannot delay packets: no tc prio/netem qdisc ({exc})"
         return None
 
     def flush(self) -> None:

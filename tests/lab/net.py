@@ -86,7 +86,7 @@ def unavailable() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
         return "the fault lab needs root (nftables, routes, cgroups)"
-    for binary in ("nft", "ip", "etcd", "named"):
+    for binary in ("nft", "ip", "etcd", "named", "sshd", "ssh-keygen"):
         if not any((Path(d) / binary).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
             return f"the fault lab needs {binary}"
     try:

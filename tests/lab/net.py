@@ -40,7 +40,11 @@ TABLE = "failover_lab"
 # the table and cgroup failover_lab_N and its own lock (slot 0 keeps the bare names).
 SLOTS = 6
 _lock = threading.Lock()
-_slot = [0]  # this process's slot, once a Net took one
+_slot = [0]  # the slot of this process's lab (``Sites``), which ``prefix()`` names
+
+
+def use_slot(slot: int) -> None:
+    _slot[0] = slot
 
 
 def prefix(slot: int | None = None) -> str:
@@ -65,12 +69,6 @@ def _run(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def _lab_address(address: str) -> str:
-    if ipaddress.ip_address(address) not in ipaddress.ip_network(network()):
-        raise ValueError(f"{address} is outside {network()}")
-    return address
 
 
 def cgroup_root() -> Path:
@@ -116,6 +114,11 @@ class Net:
     def cgroup(self, group: str) -> Path:
         return self.root / self.table / group
 
+    def _lab_address(self, address: str) -> str:
+        if ipaddress.ip_address(address) not in ipaddress.ip_network(self.network):
+            raise ValueError(f"{address} is outside {self.network}")
+        return address
+
     def place(self, pid: int, group: str) -> None:
         with contextlib.suppress(OSError):
             (self.cgroup(group) / "cgroup.procs").write_text(str(pid))
@@ -157,7 +160,7 @@ class Net:
             except OSError:
                 lockfile.close()
                 continue
-            self._lockfile, self.slot, _slot[0] = lockfile, slot, slot
+            self._lockfile, self.slot = lockfile, slot
             return
         raise RuntimeError(
             f"every fault lab slot {slots} is taken on this machine "
@@ -166,7 +169,7 @@ class Net:
 
     def add_address(self, address: str) -> None:
         """Put ``address`` on ``lo`` (BIND listens only on an interface's addresses)."""
-        _run("ip", "addr", "add", f"{_lab_address(address)}/32", "dev", "lo")
+        _run("ip", "addr", "add", f"{self._lab_address(address)}/32", "dev", "lo")
 
     def set_addresses(self, name: str, addresses: set[str]) -> None:
         """Make the set ``name`` hold exactly ``addresses`` (hosts come and go)."""
@@ -176,7 +179,7 @@ class Net:
                 return
             for verb, items in (("delete", old - addresses), ("add", addresses - old)):
                 if items:
-                    listed = ", ".join(_lab_address(a) for a in sorted(items))
+                    listed = ", ".join(self._lab_address(a) for a in sorted(items))
                     _run("nft", verb, "element", "inet", self.table, name, f"{{ {listed} }}")
             self.sets[name] = set(addresses)
 
@@ -210,7 +213,7 @@ class Net:
             self.netem = True
             _run(*f"tc qdisc add dev lo parent {qdisc}4 netem delay {ms}ms".split())
             for address in sorted(addresses):
-                match = f"u32 match ip dst {_lab_address(address)}/32 flowid {qdisc}4"
+                match = f"u32 match ip dst {self._lab_address(address)}/32 flowid {qdisc}4"
                 _run(*f"tc filter add dev lo parent {qdisc} protocol ip {match}".split())
         except RuntimeError as exc:
             self.undelay()

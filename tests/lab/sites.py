@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tests.lab.net import Net
 from tests.lab.net import prefix
+from tests.lab.net import use_slot
 from tests.lab.ssh import SiteSshd
 from tests.lab.ssh import keygen
 from tests.lab.ssh import wait_answering
@@ -124,6 +125,7 @@ class Sites:
         self.base.mkdir(parents=True, exist_ok=True)
         sets = [s for s in SITES] + [f"{s}_hosts" for s in SITES] + ["hosts"]
         self.net.setup(sets, self.slots)
+        use_slot(self.net.slot)  # every address of the lab is in it
         for site in SITES:
             self.net.set_addresses(site, self.infra(site))
             self.start_etcd(site)

@@ -93,7 +93,7 @@ def test_a_killed_lab_leaves_nothing_behind_the_next_start_removes() -> None:
     need(reason is None, reason or "")
     script = (
         "from tests.lab.net import Net, prefix; import os\n"
-        "n = Net(['site1/x']); n.setup(['s']); n.add_address(prefix() + '.101.99')\n"
+        "n = Net(['site1/x']); n.setup(['s']); n.add_address(prefix(n.slot) + '.101.99')\n"
         "print('ready', n.slot, flush=True); os.kill(os.getpid(), 9)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)

@@ -33,6 +33,7 @@ from tests.lab.nemesis import KINDS  # noqa: E402
 from tests.lab.nemesis import schedule  # noqa: E402
 from tests.lab.net import SLOTS  # noqa: E402
 from tests.lab.net import unavailable  # noqa: E402
+from tests.lab.sites import SITES  # noqa: E402
 from tests.lab.sites import Sites  # noqa: E402
 
 
@@ -57,6 +58,8 @@ def load(path: Path) -> list[Result]:
     results = []
     for line in path.read_text().splitlines():
         doc = json.loads(line)
+        # Written before a seed drew its sites' providers: every site was local.
+        doc.setdefault("compute", dict.fromkeys(SITES, "local"))
         outcome = Outcome(**{**doc.pop("outcome")})
         outcome.violations = defaultdict(list, outcome.violations)
         results.append(Result(**doc, outcome=outcome))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ def heal(run: Run, f: Fault) -> None:
     elif f.kind == "pause":
         _signal_watcher(run, f.site, signal.SIGCONT)
     elif f.kind == "kill_watcher":
-        run.watchers[f.site].wait(timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a starved machine reaps late
+            run.watchers[f.site].wait(timeout=60)
         run.start_watcher(f.site)
     elif f.kind == "etcd_stop":
         run.sites.start_etcd(f.site)

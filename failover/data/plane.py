@@ -455,7 +455,10 @@ def _round_one(engine: EngineLike, service: str) -> None:
     last = float((doc.get("last_backup") or {}).get("taken") or 0.0)
     attempted = float(doc.get("last_attempt") or 0.0)
     took = False
-    if now - max(last, attempted) >= data.every and row.active and row.health_state != "down":
+    # A last backup later than now is a clock stepped back: waiting for it would take no
+    # backup for as long as the step (fault lab: a watcher's clock jumped -900 s).
+    since = now - max(last, attempted)
+    if (since >= data.every or since < 0) and row.active and row.health_state != "down":
         try:
             take_backup(engine, service, in_round=True)
             took = True

@@ -37,6 +37,9 @@ SPLIT_GRACE_S = 15.0
 DECISION_WINDOW = (6.0, 0.0)
 QUORUM = 2
 SLOW_MS = 250  # latency at which the model no longer counts a location as reaching
+# Loss at which it no longer does either: a probe whose SYN is lost waits 1 s to resend,
+# past its timeout, so three failed probes in a row become likely.
+LOSSY_PERCENT = 20
 
 
 @dataclass
@@ -58,6 +61,8 @@ def reaches(faults: list[Fault], location: str, host_site: str, t: float) -> boo
         if f.kind == "kill_watcher" and f.site == location and f.active(t, RESTART_S):
             return False
         if f.kind == "latency" and f.site == host_site and f.active(t) and f.arg >= SLOW_MS:
+            return False
+        if f.kind == "loss" and f.site == host_site and f.active(t) and f.arg >= LOSSY_PERCENT:
             return False
         if f.kind in NETWORK and f.active(t):
             targets = (host_site, f"{host_site}_hosts", "hosts")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Result:
     faults: list[str]
     outcome: checker.Outcome
     notes: list[str] = field(default_factory=list)
+    compute: dict[str, str] = field(default_factory=dict)  # site -> local | ssh
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,8 @@ def _network(run: Run) -> None:
         if f.kind in NETWORK and f.t0 is not None and f.t1 is None:
             for group, target in f.rules():
                 run.sites.net.drop(group, target)
+            if f.kind == "loss":
+                run.sites.net.lose(f.site, f.arg)
 
 
 def _signal_watcher(run: Run, site: str, sig: signal.Signals) -> None:
@@ -77,7 +81,7 @@ def apply(run: Run, f: Fault) -> None:
     f.t0 = run.now()
     active = active_host(run)
     # The faults that take the active host out: its detection and recovery are timed.
-    takes_out = f.kind in ("isolate", "suspend", "latency") and active is not None
+    takes_out = f.kind in ("isolate", "suspend", "latency", "loss") and active is not None
     if active is not None and (
         f.kind == "kill_service" or (takes_out and active["provider"] == f.site)
     ):
@@ -95,6 +99,8 @@ def apply(run: Run, f: Fault) -> None:
         run.sites.stop_etcd(f.site)
     elif f.kind == "clock":
         run.clock_file(f.site).write_text(f"{f.arg:+d}\n")
+    elif f.kind == "suspend" and run.compute[f.site] == "ssh":
+        run.sites.sshd[f.site].suspend()
     elif f.kind == "suspend":
         _suspended(run, f.site).parent.mkdir(parents=True, exist_ok=True)
         _suspended(run, f.site).write_text("lab\n")
@@ -113,12 +119,14 @@ def heal(run: Run, f: Fault) -> None:
     elif f.kind == "pause":
         _signal_watcher(run, f.site, signal.SIGCONT)
     elif f.kind == "kill_watcher":
-        run.watchers[f.site].wait(timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a starved machine reaps late
+            run.watchers[f.site].wait(timeout=60)
         run.start_watcher(f.site)
     elif f.kind == "etcd_stop":
         run.sites.start_etcd(f.site)
     elif f.kind == "suspend":
         _suspended(run, f.site).unlink(missing_ok=True)
+        run.sites.sshd[f.site].resume()
     elif f.kind == "latency":
         run.sites.net.undelay()
     # A clock stays where it jumped, as after a real step: nothing steps it back.
@@ -190,10 +198,15 @@ def verdict(run: Run, did_settle: bool, first: str) -> checker.Outcome:
 
 
 def execute(
-    sites: Sites, seed: int, base: Path, tweak: Callable[[dict[str, Any]], None] | None = None
+    sites: Sites,
+    seed: int,
+    base: Path,
+    tweak: Callable[[dict[str, Any]], None] | None = None,
+    compute: dict[str, str] | None = None,
 ) -> Result:
-    """Run schedule ``seed``; ``tweak`` may change the config first (the tests' controls)."""
-    run = Run(sites, seed, base, tweak)
+    """Run schedule ``seed``; ``tweak`` may change the config first (the tests' controls),
+    ``compute`` the provider type of each site (default: the seed's draw)."""
+    run = Run(sites, seed, base, tweak, compute)
     notes: list[str] = []
     try:
         run.write_config()
@@ -216,20 +229,26 @@ def execute(
         teardown(run)
     leftover = [
         p for s in SITES for r in ("watcher", "hosts") for p in sites.net.members(f"{s}/{r}")
-    ]
+    ] + [int(h["pid"]) for h in run.live_hosts()]
     if leftover + sites.net.members("cli"):
         outcome.violations["orphan"].append(f"processes left after the run: {leftover}")
     notes += [
         f"{f.kind} skipped: {f.detail['skipped']}" for f in run.faults if "skipped" in f.detail
     ]
-    return Result(seed, [f.describe() for f in run.faults], outcome, notes)
+    return Result(seed, [f.describe() for f in run.faults], outcome, notes, run.compute)
 
 
 def teardown(run: Run) -> None:
     for proc in run.watchers.values():
         stop_process(proc)
+    for sshd in run.sites.sshd.values():
+        sshd.resume()
+    for host in run.live_hosts():  # an ssh host not yet moved to its site's cgroup
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(host["pid"]), signal.SIGKILL)
     net = run.sites.net
     for group in [f"{s}/{r}" for s in SITES for r in ("watcher", "hosts")] + ["cli"]:
         with contextlib.suppress(OSError):
             (net.cgroup(group) / "cgroup.kill").write_text("1")
-    wait(lambda: not any(net.members(g) for g in ["cli"] + [f"{s}/hosts" for s in SITES]), 10, 0.1)
+    groups = ["cli"] + [f"{s}/hosts" for s in SITES]
+    wait(lambda: not any(net.members(g) for g in groups) and not run.live_hosts(), 10, 0.1)

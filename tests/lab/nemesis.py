@@ -14,9 +14,11 @@ from dataclasses import field
 
 from tests.lab.sites import SITES
 
-NETWORK = ("partition", "isolate", "cut_watcher", "oneway")
-KINDS = (
-    *NETWORK,
+NETWORK = ("partition", "isolate", "cut_watcher", "oneway", "loss")
+# What a schedule draws from (changing it would change every seed's schedule): a link
+# drawn as ``latency`` is lossy instead for half the faults, by a draw of its own.
+DRAWN = (
+    *NETWORK[:4],
     "pause",
     "kill_watcher",
     "kill_service",
@@ -25,6 +27,7 @@ KINDS = (
     "suspend",
     "latency",
 )
+KINDS = (*DRAWN, "loss")
 LEASE_TTL = 3.0
 # A killed watcher is restarted at heal; it votes again a few rounds later.
 RESTART_S = 5.0
@@ -65,6 +68,7 @@ class Fault:
             "oneway": f"->{self.other}",
             "clock": f" {self.arg:+d}s",
             "latency": f" {self.arg}ms",
+            "loss": f" {self.arg}%",
         }.get(self.kind, "")
         return f"{self.kind}({self.site}{extra}) at {self.start:.1f}s for {self.duration:.1f}s"
 
@@ -72,9 +76,10 @@ class Fault:
 def schedule(seed: int, span: float = 8.0) -> list[Fault]:
     """One to three faults starting within ``span`` seconds, each healed 3-10 s later."""
     rng = random.Random(seed)
+    link = random.Random(f"link-{seed}")
     faults: list[Fault] = []
     for _ in range(rng.randint(1, 3)):
-        kind = rng.choice(KINDS)
+        kind = rng.choice(DRAWN)
         if kind == "latency" and any(f.kind == "latency" for f in faults):
             kind = "partition"
         site = rng.choice(SITES)
@@ -87,5 +92,7 @@ def schedule(seed: int, span: float = 8.0) -> list[Fault]:
             arg = rng.choice((-1, 1)) * rng.randint(30, 900)
         elif kind == "latency":
             arg = rng.randint(50, 400)
+            if link.random() < 0.5:
+                kind, arg = "loss", link.randint(5, 60)
         faults.append(Fault(kind, site, other, start, duration, arg))
     return sorted(faults, key=lambda f: f.start)

@@ -26,9 +26,12 @@ import yaml
 from tests.helpers import FAILOVER
 from tests.helpers import ROOT
 from tests.helpers import pid_alive
+from tests.lab import ssh
 from tests.lab.nemesis import LEASE_TTL
 from tests.lab.nemesis import Fault
 from tests.lab.nemesis import schedule
+from tests.lab.net import network
+from tests.lab.net import prefix
 from tests.lab.sites import BINDS
 from tests.lab.sites import DNS_PORT
 from tests.lab.sites import NAME
@@ -66,10 +69,16 @@ def call(address: str, method: str, path: str, timeout: float) -> dict[str, Any]
 
 class Run:
     def __init__(
-        self, sites: Sites, seed: int, base: Path, tweak: Callable[[dict[str, Any]], None] | None
+        self,
+        sites: Sites,
+        seed: int,
+        base: Path,
+        tweak: Callable[[dict[str, Any]], None] | None,
+        compute: dict[str, str] | None = None,
     ) -> None:
         self.sites, self.seed, self.tweak = sites, seed, tweak
         self.faults: list[Fault] = schedule(seed)
+        self.compute = compute or ssh.compute(seed, SITES)  # site -> local | ssh
         self.project = base / f"seed-{seed}"
         self.config = self.project / "failover.yaml"
         self.watchers: dict[str, subprocess.Popen[bytes]] = {}
@@ -92,7 +101,7 @@ class Run:
         env.update(
             PYTHONPATH=str(ROOT),
             LAB_TSIG_SECRET=self.sites.secret,
-            FAILOVER_PROBE_NETWORKS="127.88.0.0/16",
+            FAILOVER_PROBE_NETWORKS=network(),
         )
         if site is not None:
             env.update(FAILOVER_WATCHER=f"w-{site}", FAILOVER_LOCATION=site)
@@ -125,7 +134,7 @@ class Run:
                 "propagation_timeout": "5s",
                 "poll_interval": "200ms",
             },
-            "providers": [{"name": s, "type": "local", "network": "127.88"} for s in SITES],
+            "providers": [self._provider(s) for s in SITES],
             "state": {
                 "backend": "etcd",
                 "endpoints": self.sites.endpoints,
@@ -140,7 +149,8 @@ class Run:
                     "domain": NAME,
                     "port": PORT,
                     "run": {
-                        "command": f"{APP} serve --port {{port}} --bind {{address}} --db app.db"
+                        "command": f"{APP} serve --port {{port}} --bind {{address}} --db app.db",
+                        "env": {"PYTHONPATH": str(ROOT)},  # an ssh login's has no lab
                     },
                     "health": {"interval": "1s", "timeout": "1s", "fall": 3, "rise": 1},
                     "policy": {"ready_timeout": "30s", "max_moves_per_hour": 100},
@@ -155,6 +165,12 @@ class Run:
         if self.tweak is not None:
             self.tweak(data)
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def _provider(self, site: str) -> dict[str, Any]:
+        if self.compute[site] == "ssh":
+            sshd = self.sites.sshd[site]
+            return ssh.provider(site, sshd, self.sites.client_key, self.project, server)
+        return {"name": site, "type": "local", "network": prefix()}
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         procs = self.sites.net.cgroup("cli") / "cgroup.procs"
@@ -184,7 +200,7 @@ class Run:
         )
 
     def host_records(self) -> list[dict[str, Any]]:
-        out = []
+        out = ssh.host_records(self.project)
         for path in (self.project / ".failover" / "local").glob("*/hosts/*/host.json"):
             with contextlib.suppress(OSError, ValueError):
                 meta = json.loads(path.read_text())
@@ -213,7 +229,10 @@ class Run:
     def _refresh(self) -> None:
         """Hosts join their site's address set and cgroup as they appear."""
         by_site: dict[str, set[str]] = {s: set() for s in SITES}
-        for meta in self.host_records():
+        records = self.host_records()
+        net = self.sites.net
+        ssh.place_hosts(net, records)
+        for meta in records:
             if meta.get("address") and meta.get("id"):
                 self.hosts.setdefault(
                     meta["id"],
@@ -225,11 +244,9 @@ class Run:
                 )
                 if not meta.get("destroyed") and meta["provider"] in by_site:
                     by_site[meta["provider"]].add(meta["address"])
-        net = self.sites.net
         for site, addresses in by_site.items():
             net.set_addresses(f"{site}_hosts", addresses)
-            infra = {server(site, 1)} | ({server(site, 53)} if site in BINDS else set())
-            net.set_addresses(site, infra | addresses)
+            net.set_addresses(site, self.sites.infra(site) | addresses)
         net.set_addresses("hosts", set().union(*by_site.values()))
         mine = {p.pid for p in self.watchers.values()}
         for group in [f"{s}/watcher" for s in SITES] + ["cli"]:

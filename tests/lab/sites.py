@@ -1,5 +1,5 @@
 """Three sites on one machine: an etcd member, a watcher and a compute provider each, a
-BIND at two of them, every address in 127.88.0.0/16.
+BIND at two of them, every address in 127.88.0.0/16 (in slot 0, see ``net.py``).
 
 Site ``siteN`` owns ``127.88.10N.0/24`` for its servers (etcd ``.1``, BIND ``.53``); the
 hosts its provider (``local``, ``network: "127.88"``) starts get addresses anywhere in
@@ -22,9 +22,14 @@ import urllib.request
 from pathlib import Path
 
 from tests.lab.net import Net
+from tests.lab.net import prefix
+from tests.lab.net import use_slot
+from tests.lab.ssh import SiteSshd
+from tests.lab.ssh import keygen
+from tests.lab.ssh import wait_answering
 
 SITES = ("site1", "site2", "site3")
-ROLES = ("etcd", "watcher", "bind", "hosts")
+ROLES = ("etcd", "watcher", "bind", "hosts", "sshd")
 ETCD_CLIENT, ETCD_PEER, DNS_PORT = 12379, 12380, 10053
 ZONE, NAME = "lab.test", "www.lab.test"
 BINDS = ("site1", "site2")
@@ -32,7 +37,7 @@ TSIG_NAME = "lab-key"
 
 
 def server(site: str, last: int) -> str:
-    return f"127.88.{100 + SITES.index(site) + 1}.{last}"
+    return f"{prefix()}.{100 + SITES.index(site) + 1}.{last}"
 
 
 ZONE_FILE = """$TTL 1
@@ -78,12 +83,13 @@ SECONDARY = """    type secondary;
 class Sites:
     """The long-lived servers of the lab (kept across schedules) and its network."""
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
+    def __init__(self, base: Path, slots: list[int] | None = None) -> None:
+        self.base, self.slots = base, slots
         self.secret = base64.b64encode(os.urandom(32)).decode()
         self.net = Net([f"{s}/{r}" for s in SITES for r in ROLES] + ["cli"])
         self.etcd: dict[str, subprocess.Popen[bytes]] = {}
         self.binds: dict[str, subprocess.Popen[bytes]] = {}
+        self.sshd: dict[str, SiteSshd] = {}
 
     def spawn(
         self,
@@ -118,22 +124,41 @@ class Sites:
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         sets = [s for s in SITES] + [f"{s}_hosts" for s in SITES] + ["hosts"]
-        self.net.setup(sets)
+        self.net.setup(sets, self.slots)
+        use_slot(self.net.slot)  # every address of the lab is in it
         for site in SITES:
-            infra = {server(site, 1)} | ({server(site, 53)} if site in BINDS else set())
-            self.net.set_addresses(site, infra)
+            self.net.set_addresses(site, self.infra(site))
             self.start_etcd(site)
+        self._start_sshd()
         named = self.base / "named"
         shutil.copy2(shutil.which("named") or "/usr/sbin/named", named)
         for site in BINDS:
             self.net.add_address(server(site, 53))
             self._start_bind(site, named)
         self.wait_etcd()
+        wait_answering(list(self.sshd.values()))
         deadline = time.monotonic() + 30
         while any(self.soa(s) is None for s in BINDS):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the lab's BIND did not answer (logs in {self.base})")
             time.sleep(0.2)
+
+    def infra(self, site: str) -> set[str]:
+        """The site's own servers' addresses: etcd, sshd, BIND."""
+        return {server(site, 1), server(site, 22)} | (
+            {server(site, 53)} if site in BINDS else set()
+        )
+
+    @property
+    def client_key(self) -> Path:
+        return self.base / "ssh-client"
+
+    def _start_sshd(self) -> None:
+        public = keygen(self.client_key)
+        for site in SITES:
+            sshd = self.sshd[site] = SiteSshd(self.base / f"sshd-{site}", server(site, 22))
+            sshd.prepare(public)
+            sshd.proc = self.spawn(sshd.command(), f"{site}/sshd", sshd.dir / "out.log")
 
     def start_etcd(self, site: str) -> None:
         if site in self.etcd and self.etcd[site].poll() is None:
@@ -249,7 +274,8 @@ class Sites:
         return sorted(str(r) for rrset in reply.answer for r in rrset if rrset.rdtype == 1)
 
     def stop(self) -> None:
-        self.net.reset()  # cgroup.kill ends every process of the lab
-        for proc in [*self.etcd.values(), *self.binds.values()]:
+        self.net.close()  # cgroup.kill ends every process of the lab
+        sshd = [s.proc for s in self.sshd.values() if s.proc is not None]
+        for proc in [*self.etcd.values(), *self.binds.values(), *sshd]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)

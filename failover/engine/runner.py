@@ -48,6 +48,7 @@ from failover.render import TemplateError
 from failover.render import host_spec
 from failover.state import Lease
 from failover.state import LeaseLost
+from failover.state.gateway import StoreUnreachable
 from providers.base import AccountBlocked
 from providers.base import CapacityError
 from providers.base import ComputeProvider
@@ -203,6 +204,11 @@ class Run:
         try:
             detail: str = getattr(self, f"step_{step}")()
         except (CandidateFailed, StepFailed, ProviderError, LeaseLost, KeyboardInterrupt):
+            raise
+        except StoreUnreachable:
+            # What the store holds is unknown (a write may have landed) and DNS may name
+            # the new host already: undo nothing on that guess. The run stays open, as
+            # after a crash, and resumes at this idempotent step (fault lab seed 258).
             raise
         except Exception as exc:
             message = f"{step} failed unexpectedly: {type(exc).__name__}: {exc}"

@@ -9,9 +9,10 @@ alike are that one process, on its port), so what grows is the watcher's own wor
 a machine full of apps. ``deploy --all`` deploys the ``--deploy-at`` size for real on
 the static provider (a deploy per service: adopt, wait, verify, cutover); the state of
 the other sizes is written as those deploys leave it (the provider's records, the
-service rows), which is what a round reads. Then ``check`` runs ``--runs`` times per
-size and provider (median wall, CPU of the process, its peak RSS), and ``watch
---rounds`` at ``--watch-at`` gives the CPU a round costs against its interval.
+service rows, the DNS zone), which is what a round reads. Then ``check`` runs
+``--runs`` times per size and provider (median wall, CPU of the process, its peak
+RSS; the first round of each audits the DNS zone, as one round in ``dns_audit`` does),
+and ``watch --rounds`` at ``--watch-at`` gives the CPU a round costs against its interval.
 
 Printed: the figures, the marginal cost per service between sizes, the exponent fitted
 to those marginals (1.0: each service costs the same however many there are) and every

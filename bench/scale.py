@@ -9,9 +9,10 @@ alike are that one process, on its port), so what grows is the watcher's own wor
 a machine full of apps. ``deploy --all`` deploys the ``--deploy-at`` size for real on
 the static provider (a deploy per service: adopt, wait, verify, cutover); the state of
 the other sizes is written as those deploys leave it (the provider's records, the
-service rows), which is what a round reads. Then ``check`` runs ``--runs`` times per
-size and provider (median wall, CPU of the process, its peak RSS), and ``watch
---rounds`` at ``--watch-at`` gives the CPU a round costs against its interval.
+service rows, the DNS zone), which is what a round reads. Then ``check`` runs
+``--runs`` times per size and provider (median wall, CPU of the process, its peak
+RSS; the first round of each audits the DNS zone, as one round in ``dns_audit`` does),
+and ``watch --rounds`` at ``--watch-at`` gives the CPU a round costs against its interval.
 
 Printed: the figures, the marginal cost per service between sizes, the exponent fitted
 to those marginals (1.0: each service costs the same however many there are) and every
@@ -135,14 +136,17 @@ def write_config(workdir: Path, count: int, kind: str, port: int) -> Path:
 def seed(path: Path, kind: str, server_pid: int, port: int) -> None:
     """The state ``deploy --all`` leaves: each service live on its own host of ``own``."""
     from failover import config as cfg
+    from failover.engine import Engine
     from failover.engine.journal import HostRef
     from failover.state import open_store
+    from providers.base import RecordChange
 
     conf = cfg.load(path)
     assert conf.state_dir is not None
     state = conf.state_dir
     store = open_store(conf)
     records: dict[str, Any] = {}
+    zone: dict[str, str] = {}
     try:
         for i, name in enumerate(conf.services):
             if kind == "static":
@@ -166,11 +170,21 @@ def seed(path: Path, kind: str, server_pid: int, port: int) -> None:
                 meta = {**record, "state": "created", "pid": server_pid}
                 (host / "host.json").write_text(json.dumps(meta))
                 (host / "phase").write_text("serving\n")
+            zone[conf.services[name].domain] = address
             store.cutover(
                 name, 0, HostRef("own", host_id, address, f"{name}-g1-own").active(), None
             )
     finally:
         store.close()
+    # The zone as the deploys leave it: a seed without it would have the first round's
+    # audit repair every record (what an emptied zone costs, not what a round does).
+    engine = Engine(conf)
+    try:
+        fan = engine.fanout()
+        changes = [RecordChange(d, "A", [a], 5, None) for d, a in zone.items()]
+        fan.backend(fan.names[0]).replace_records(changes)
+    finally:
+        engine.close()
     if kind == "static":
         (state / "static").mkdir(parents=True, exist_ok=True)
         (state / "static" / "own.json").write_text(json.dumps({"hosts": records}))

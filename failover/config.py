@@ -390,7 +390,8 @@ def parse(
         document.keep(cache, text, data)
     if not notify:
         data = {k: v for k, v in data.items() if k != "notify"}
-    return _validate(data, source)
+    # No `${` in the text: nothing to fill in, no walk over every value (issue 28).
+    return _validate(data, source, env="${" in text)
 
 
 def _document(text: str, source: str) -> dict[str, Any]:
@@ -419,8 +420,8 @@ def _document(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def _validate(data: dict[str, Any], source: str) -> Config:
-    data, problems = interpolate(data)
+def _validate(data: dict[str, Any], source: str, *, env: bool = True) -> Config:
+    data, problems = interpolate(data) if env else (data, [])
     if problems:
         raise ConfigError(problems, source)
     try:

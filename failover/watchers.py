@@ -31,6 +31,7 @@ from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
 
+from failover.state import SqliteStore
 from failover.state import StateError
 from failover.state import now_iso
 from failover.state.gateway import KV
@@ -80,6 +81,9 @@ def own_view(probes: list[ProbeResult], word: ProviderWord | None, healthy_elsew
 class Solo:
     """One watcher (SQLite): it counts as a quorum and always leads."""
 
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
     def observe(
         self,
         rows: dict[str, ServiceRow],
@@ -89,7 +93,10 @@ class Solo:
         return None
 
     def settle_due(self, services: list[str]) -> list[str]:
-        return services
+        """The services with a run to finish or a host left over, in one read: a quiet
+        round settles nothing, however many services there are (issue 28)."""
+        due = self.store.unsettled()
+        return [name for name in services if name in due]
 
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         return True, ""
@@ -637,4 +644,5 @@ def watchers_for(config: Config, store: Store) -> Solo | EtcdWatchers:
 
     if isinstance(store, EtcdStore):
         return EtcdWatchers(config, store)
-    return Solo()
+    assert isinstance(store, SqliteStore)
+    return Solo(store)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ def _identity(st: os.stat_result) -> _Identity:
 class JsonFile:
     """``path`` as a parsed JSON document, re-read only when the file changed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: Callable[[Any], None] | None = None) -> None:
+        """``check``: raises ValueError for a document of the wrong shape; run once per
+        parse, so a cached document was checked when it was read."""
         self.path = path
+        self._check = check
         self._lock = threading.Lock()
         self._seen: _Identity | None = None
         self._doc: Any = None
@@ -53,6 +57,8 @@ class JsonFile:
                 doc = json.loads(fh.read())
         except FileNotFoundError:
             return None
+        if self._check is not None:
+            self._check(doc)
         if not fresh:
             with self._lock:
                 self._seen, self._doc = seen, doc

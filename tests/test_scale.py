@@ -444,3 +444,40 @@ def test_watch_publishes_the_round_duration_and_reads_rows_only_when_they_change
     finally:
         metrics.close()
         engine.close()
+
+
+def test_a_quiet_round_reads_the_state_in_a_few_statements_and_the_zone_once(
+    tmp_path: Path, listener: tuple[str, int]
+) -> None:
+    """One watcher, 40 healthy services: the round's SQL does not grow with them (the
+    old round settled each service: two reads apiece, and read each row alone), and a
+    DNS audit of every record reads the local zone file once (it was once per record)."""
+    from failover.engine import dnssync
+
+    address, port = listener
+    counts = {}
+    for count in (10, 40):
+        (tmp_path / str(count)).mkdir()
+        path = write_config(tmp_path / str(count), static_config(tmp_path, count, address, port))
+        engine = Engine(cfg.load(path))
+        try:
+            outcomes = deploy_all(engine)
+            assert [o.status for o in outcomes] == ["succeeded"] * count, outcomes[0].message
+            names = list(engine.config.services)
+            engine.check(names)  # the first round audits DNS; the next is a quiet one
+            statements: list[str] = []
+            engine.store.db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+            verdicts = engine.check(names)
+            engine.store.db.set_trace_callback(None)  # type: ignore[attr-defined]
+            assert [v.exit_code for v in verdicts] == [0] * count, verdicts[0].message
+            # The counters go in one executemany (traced once per row it writes).
+            written = [s for s in statements if s.startswith("UPDATE services SET failures")]
+            assert len(written) == count
+            counts[count] = len(statements) - len(written)
+            with counting() as seen:
+                synced = dnssync.sync(engine, names)
+            assert [s.ok() for s in synced] == [True] * count
+            assert len(opens(seen, "example.test.json")) <= 1
+        finally:
+            engine.close()
+    assert counts[40] == counts[10] and counts[40] < 20, counts

@@ -111,11 +111,17 @@ def _plans(
     fan = engine.fanout()
     wanted: dict[str, tuple[str, set[str]]] = {}
     reads: list[tuple[str, str, str]] = []
+    # One read of the rows and one of the hosts for an audit of every service, not one
+    # each per service (issue 28).
+    rows = engine.store.services(services)
+    every: dict[str, list[dict[str, Any]]] = {}
+    for host in engine.store.hosts(services[0] if len(services) == 1 else None):
+        every.setdefault(str(host["service"]), []).append(host)
     for service in services:
-        row = engine.store.service(service)
+        row = rows[service]
         if not row.active or engine.store.open_event(service) is not None:
             continue  # not live, or a run owns its DNS right now
-        hosts = engine.store.hosts(service)
+        hosts = every.get(service, [])
         newer = {
             str(h["address"])
             for h in hosts
@@ -162,12 +168,13 @@ def _judge(
 
 def _execute(engine: Engine, service: str, actions: list[Action], overwrite: bool) -> ServiceSync:
     result = ServiceSync(service)
-    row = engine.store.service(service)
     svc, fan = engine.config.services[service], engine.fanout()
+    row = None  # read when a record is to be written: an audit in sync reads no row
     for a in actions:
         if a.state in (IN_SYNC, BLOCKED, LAGGING) or (a.state == "newer" and not overwrite):
             result.put(a.domain, a.provider, LAGGING if a.state == "newer" else a.state, a.error)
             continue
+        row = row or engine.store.service(service)
         # A move committed since the read wins: its own cutover writes these records.
         if row.active is None or engine.store.service(service).generation != row.generation:
             result.put(a.domain, a.provider, LAGGING, "the service moved meanwhile")

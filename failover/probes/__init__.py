@@ -21,6 +21,7 @@ import re
 import resource
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from failover.config import HealthConfig
+from failover.config import HttpProbe
 
 MAX_BODY = 64 * 1024
 
@@ -141,32 +143,69 @@ async def http_get(
             decoded = _decode(der)
             peer["serial"] = format(int(decoded["serialNumber"], 16), "x")
             peer["not_after"] = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: failover-probe\r\n"
-                "Accept: */*\r\nConnection: close\r\n\r\n"
-            ).encode("latin-1")
-        )
+        writer.write(http_request(path, host))
         await writer.drain()
-        status_line = await reader.readline()
-        match = re.match(rb"HTTP/\d(?:\.\d)? (\d{3})", status_line)
-        if not match:
-            raise ProbeFailed(f"not an HTTP response: {status_line[:60]!r}")
-        headers: dict[bytes, bytes] = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
+        buf = bytearray()
+        while len(buf) < MAX_BODY and not response_complete(buf):
+            data = await reader.read(65536)
+            if not data:
                 break
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        body = await reader.read(MAX_BODY)
-        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = _dechunk(body)
-        return int(match.group(1)), body
+            buf += data
+        return parse_response(bytes(buf))
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+
+
+def http_request(path: str, host: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: failover-probe\r\n"
+        "Accept: */*\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+
+
+_STATUS = re.compile(rb"HTTP/\d(?:\.\d)? (\d{3})")
+
+
+def response_complete(buf: bytearray) -> bool:
+    """The response needs no more reading: its Content-Length or its last chunk arrived
+    (a server that keeps the connection open despite ``Connection: close`` is not waited
+    for), or its first line is not HTTP; otherwise it ends when the server closes."""
+    line_end = buf.find(b"\n")
+    if line_end >= 0 and not _STATUS.match(buf):
+        return True
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = bytes(buf[:end]).lower()
+    at = head.find(b"\ncontent-length:")
+    if at >= 0:
+        value = head[at + 16 :].split(b"\r\n", 1)[0].strip()
+        return value.isdigit() and len(buf) - end - 4 >= int(value)
+    if b"\ntransfer-encoding:" in head and b"chunked" in head:
+        return buf.endswith(b"\n0\r\n\r\n")
+    return False
+
+
+def parse_response(data: bytes) -> tuple[int, bytes]:
+    """The status and the body (at most MAX_BODY, de-chunked) of a whole response."""
+    pos = data.find(b"\n") + 1 or len(data)  # a line keeps its end, as readline's do
+    match = _STATUS.match(data[:pos])
+    if not match:
+        raise ProbeFailed(f"not an HTTP response: {data[:pos][:60]!r}")
+    headers: dict[bytes, bytes] = {}
+    while pos < len(data):
+        end = data.find(b"\n", pos) + 1 or len(data)
+        line, pos = data[pos:end], end
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = data[pos : pos + MAX_BODY]
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        body = _dechunk(body)
+    return int(match.group(1)), body
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -184,6 +223,15 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
+def http_verdict(spec: HttpProbe, status: int, body: bytes) -> ProbeResult:
+    """The ``http`` probe's result from the response's status and body."""
+    if status not in spec.expect_status:
+        raise ProbeFailed(f"HTTP {status} (expected {', '.join(map(str, spec.expect_status))})")
+    if spec.body and not re.search(spec.body, body.decode("utf-8", "replace")):
+        raise ProbeFailed(f"body does not match /{spec.body}/")
+    return ProbeResult("http", True, detail={"status": status})
+
+
 async def probe_http(t: Target) -> ProbeResult:
     spec = t.health.http
     assert spec is not None
@@ -192,11 +240,9 @@ async def probe_http(t: Target) -> ProbeResult:
     status, body = await http_get(
         t.address, t.port, spec.path, spec.host or t.domain, tls=tls, peer=peer
     )
-    if status not in spec.expect_status:
-        raise ProbeFailed(f"HTTP {status} (expected {', '.join(map(str, spec.expect_status))})")
-    if spec.body and not re.search(spec.body, body.decode("utf-8", "replace")):
-        raise ProbeFailed(f"body does not match /{spec.body}/")
-    return ProbeResult("http", True, detail={"status": status, **peer})
+    result = http_verdict(spec, status, body)
+    result.detail.update(peer)
+    return result
 
 
 async def probe_tcp(t: Target) -> ProbeResult:
@@ -336,35 +382,54 @@ async def probe_round(
     one timeout. Each probe's timeout runs from its own start. Workers pull from one
     queue instead of one task per probe waiting on a semaphore: at 10,000 probes the
     waiting tasks alone cost more than the probes."""
+    from failover.probes import plain
+
     loop = asyncio.get_running_loop()
     deadline = None if budget is None else loop.time() + budget
     jobs = [
         (i, j, kind, t) for i, t in enumerate(targets) for j, kind in enumerate(kinds(t.health))
     ]
     out: list[list[ProbeResult | None]] = [[None] * len(kinds(t.health)) for t in targets]
-    queue = iter(jobs)
-    skipped = 0
+    fast = [job for job in jobs if plain.handles(job[2], job[3])]
+    queue = iter([job for job in jobs if not plain.handles(job[2], job[3])])
 
     async def worker() -> None:
-        nonlocal skipped
         for i, j, kind, t in queue:
             if deadline is not None and loop.time() >= deadline:
-                skipped += 1
                 out[i][j] = ProbeResult(kind, False, None, "", ran=False)
                 continue
             out[i][j] = await _timed(kind, t)
 
+    async def on_selector(width: int) -> None:
+        stop = threading.Event()
+        try:
+            todo = [(kind, t) for _, _, kind, t in fast]
+            done = await asyncio.to_thread(plain.run, todo, width, deadline, stop)
+        finally:
+            stop.set()  # cancelled (Ctrl-C): the thread closes its sockets and returns
+        for (i, j, _, _), result in zip(fast, done, strict=True):
+            out[i][j] = result
+
     width = max(1, min(in_flight or default_in_flight(), len(jobs)))
-    await asyncio.gather(*(worker() for _ in range(width)))
+    if not fast:
+        await asyncio.gather(*(worker() for _ in range(width)))
+    elif len(fast) == len(jobs):
+        await on_selector(width)
+    elif width < 2:  # one probe at a time: the selector's, then the others
+        await on_selector(1)
+        await worker()
+    else:
+        # The bound is shared in proportion to each side's probes.
+        mine = min(width - 1, max(1, round(width * len(fast) / len(jobs))))
+        await asyncio.gather(on_selector(mine), *(worker() for _ in range(width - mine)))
+    skipped = [r for row in out for r in row if r is not None and not r.ran and not r.error]
     if skipped:
         why = (
             f"not run: the round's budget ({budget:g}s) ran out before it could start "
-            f"({skipped} of {len(jobs)} probes not run, {width} at once)"
+            f"({len(skipped)} of {len(jobs)} probes not run, {width} at once)"
         )
-        for row in out:
-            for result in row:
-                if result is not None and not result.ran:
-                    result.error = why
+        for result in skipped:
+            result.error = why
     return [[r for r in row if r is not None] for row in out]
 
 

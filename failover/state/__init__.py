@@ -9,15 +9,15 @@ from typing import Any
 from typing import Protocol
 
 from failover.state.deliveries import RUN_KINDS
+from failover.state.rows import RoundRecord
+from failover.state.rows import ServiceRow
+from failover.state.rows import counters_after
+from failover.state.rows import now_iso
+from failover.state.rows import row_after
 from failover.state.sqlite import Lease
 from failover.state.sqlite import LeaseLost
-from failover.state.sqlite import RoundRecord
-from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import SqliteStore
 from failover.state.sqlite import StateError
-from failover.state.sqlite import counters_after
-from failover.state.sqlite import now_iso
-from failover.state.sqlite import row_after
 
 if TYPE_CHECKING:
     from failover.config import Config

@@ -42,15 +42,15 @@ from failover.state.gateway import get_op
 from failover.state.gateway import modified_at
 from failover.state.gateway import put
 from failover.state.gateway import range_kvs
+from failover.state.rows import RoundRecord
+from failover.state.rows import RoundsOfOne
+from failover.state.rows import ServiceRow
+from failover.state.rows import counters_after
+from failover.state.rows import now_iso
 from failover.state.sqlite import SCHEMA_VERSION
 from failover.state.sqlite import Lease
 from failover.state.sqlite import LeaseLost
-from failover.state.sqlite import RoundRecord
-from failover.state.sqlite import RoundsOfOne
-from failover.state.sqlite import ServiceRow
 from failover.state.sqlite import StateError
-from failover.state.sqlite import counters_after
-from failover.state.sqlite import now_iso
 from failover.state.sqlite import place
 from providers.util import pid_alive
 

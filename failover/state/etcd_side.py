@@ -19,8 +19,8 @@ from failover.state.deliveries import interrupted
 from failover.state.deliveries import outbox_row
 from failover.state.gateway import Gateway
 from failover.state.gateway import put
+from failover.state.rows import now_iso
 from failover.state.sqlite import Lease
-from failover.state.sqlite import now_iso
 
 
 def _part(text: str) -> str:

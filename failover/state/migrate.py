@@ -33,10 +33,10 @@ from failover.state.gateway import delete
 from failover.state.gateway import modified_at
 from failover.state.gateway import prefix_end
 from failover.state.gateway import put
+from failover.state.rows import now_iso
 from failover.state.sqlite import SCHEMA_VERSION
 from failover.state.sqlite import SqliteStore
 from failover.state.sqlite import StateError
-from failover.state.sqlite import now_iso
 
 if TYPE_CHECKING:
     from failover.config import Config

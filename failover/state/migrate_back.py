@@ -21,9 +21,9 @@ from typing import Any
 
 from failover.state.etcd import EtcdStore
 from failover.state.etcd import etcd_store
+from failover.state.rows import now_iso
 from failover.state.sqlite import SqliteStore
 from failover.state.sqlite import StateError
-from failover.state.sqlite import now_iso
 
 if TYPE_CHECKING:
     from failover.config import Config

@@ -15,11 +15,9 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,12 @@ from failover.redact import redact
 from failover.redact import redact_doc
 from failover.state.deliveries import SCHEMA as DELIVERIES_SCHEMA
 from failover.state.deliveries import SqliteDeliveries
+from failover.state.rows import RoundRecord
+from failover.state.rows import RoundsOfOne
+from failover.state.rows import ServiceRow
+from failover.state.rows import counters_after
+from failover.state.rows import now_iso
+from failover.state.rows import service_row
 from providers.util import open_private
 from providers.util import pid_alive
 from providers.util import private_dir
@@ -70,6 +74,7 @@ CREATE TABLE IF NOT EXISTS events (
   finished REAL
 );
 CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
+CREATE INDEX IF NOT EXISTS events_open ON events (status) WHERE status='in_progress';
 CREATE TABLE IF NOT EXISTS steps (
   event_id INTEGER NOT NULL,
   seq INTEGER NOT NULL,
@@ -110,11 +115,6 @@ class LeaseLost(StateError):
     """Another watcher holds the lock now: this one must stop writing at once."""
 
 
-def now_iso(ts: float | None = None) -> str:
-    t = time.gmtime(ts if ts is not None else time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
-
-
 def place(host: dict[str, Any] | None) -> dict[str, Any] | None:
     """An event's ``from`` or ``to`` as every document shows both: the same keys (the
     journal keeps the live row, with its ``name``, as ``from``)."""
@@ -133,86 +133,6 @@ class Lease:
     owner: str
     token: int
     ttl: float
-
-
-@dataclass
-class ServiceRow:
-    service: str
-    generation: int
-    active: dict[str, Any] | None
-    active_since: str | None
-    health_state: str
-    failures: int
-    successes: int
-    last_check: str | None
-    latency: float | None
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One service's part of a probe round, for :meth:`SqliteStore.record_rounds`."""
-
-    service: str
-    generation: int
-    ok: bool | None  # None: the round could not be trusted; only the time is kept
-    latency: float | None
-    fall: int
-    rise: int
-    down_now: bool = False
-
-
-def counters_after(
-    failures: int, successes: int, state: str, rec: RoundRecord
-) -> tuple[int, int, str]:
-    """The health counters once ``rec`` is added: the one rule every backend applies."""
-    if rec.ok is True:
-        failures, successes = 0, successes + 1
-        if successes >= rec.rise or state == "unknown":
-            state = "up"
-    elif rec.ok is False:
-        failures, successes = failures + 1, 0
-        if failures >= rec.fall or rec.down_now:
-            state = "down"
-    return failures, successes, state
-
-
-def row_after(row: ServiceRow, rec: RoundRecord) -> ServiceRow:
-    """``row`` as :meth:`SqliteStore.record_rounds` will leave it, computed in memory so
-    a round decides on every service before it writes them all in one transaction."""
-    if row.generation != rec.generation or row.active is None:
-        return row
-    failures, successes, state = counters_after(row.failures, row.successes, row.health_state, rec)
-    return replace(
-        row,
-        failures=failures,
-        successes=successes,
-        health_state=state,
-        last_check=now_iso(),
-        latency=rec.latency,
-    )
-
-
-class RoundsOfOne:
-    """``record_round`` for every store, over its own ``record_rounds``."""
-
-    record_rounds: Callable[[list[RoundRecord]], dict[str, ServiceRow]]
-
-    def record_round(
-        self,
-        name: str,
-        generation: int,
-        ok: bool | None,
-        latency: float | None,
-        fall: int,
-        rise: int,
-        *,
-        down_now: bool = False,
-    ) -> ServiceRow:
-        """Add one probe round to the counters, only if the service is still at
-        ``generation`` (a round about a host that was replaced meanwhile is dropped).
-        ``ok=None`` means the round could not be trusted: only the time is recorded."""
-        rec = RoundRecord(name, generation, ok, latency, fall, rise, down_now)
-        return self.record_rounds([rec])[name]
 
 
 class SqliteStore(SqliteDeliveries, RoundsOfOne):
@@ -366,43 +286,30 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
     # ----------------------------------------------------------------- services
 
     def service(self, name: str) -> ServiceRow:
-        row = self.db.execute("SELECT * FROM services WHERE service=?", (name,)).fetchone()
-        if row is None:
-            return ServiceRow(name, 0, None, None, "unknown", 0, 0, None, None)
-        return ServiceRow(
-            service=name,
-            generation=row["generation"],
-            active=json.loads(row["active"]) if row["active"] else None,
-            active_since=row["active_since"],
-            health_state=row["health_state"],
-            failures=row["failures"],
-            successes=row["successes"],
-            last_check=row["last_check"],
-            latency=row["latency"],
-        )
+        return self.services([name])[name]
 
     def record_rounds(self, records: list[RoundRecord]) -> dict[str, ServiceRow]:
         """A whole round's counters in one transaction (one fsync, not one per service),
         each only if its service is still at the generation the round probed; the rows
         as they are afterwards, by service."""
+        names = list(dict.fromkeys(rec.service for rec in records))
         with self.tx() as db:
+            rows = {n: dict(r) for n, r in self._rows(db, names).items()}
             for rec in records:
-                row = db.execute(
-                    "SELECT generation, failures, successes, health_state FROM services "
-                    "WHERE service=?",
-                    (rec.service,),
-                ).fetchone()
+                row = rows.get(rec.service)
                 if row is None or row["generation"] != rec.generation:
                     continue
-                failures, successes, state = counters_after(
+                row["failures"], row["successes"], row["health_state"] = counters_after(
                     row["failures"], row["successes"], row["health_state"], rec
                 )
-                db.execute(
-                    "UPDATE services SET failures=?, successes=?, health_state=?, last_check=?, "
-                    "latency=? WHERE service=?",
-                    (failures, successes, state, now_iso(), rec.latency, rec.service),
-                )
-        return self.services([rec.service for rec in records])
+                row["last_check"], row["latency"], row["changed"] = now_iso(), rec.latency, 1
+            db.executemany(
+                "UPDATE services SET failures=:failures, successes=:successes, "
+                "health_state=:health_state, last_check=:last_check, latency=:latency "
+                "WHERE service=:service",
+                [row for row in rows.values() if row.get("changed")],
+            )
+        return {name: service_row(name, rows.get(name)) for name in names}
 
     def forget_service(self, name: str) -> None:
         """Drop the service's record (``failover destroy``); its journal is kept."""
@@ -410,8 +317,27 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
             db.execute("DELETE FROM services WHERE service=?", (name,))
 
     def services(self, names: list[str]) -> dict[str, ServiceRow]:
-        """Several rows in one read."""
-        return {name: self.service(name) for name in names}
+        """Several rows in one read (a query per 500 names, not one per service)."""
+        found = self._rows(self.db, names)
+        return {name: service_row(name, found.get(name)) for name in names}
+
+    def _rows(self, db: sqlite3.Connection, names: list[str]) -> dict[str, sqlite3.Row]:
+        found: dict[str, sqlite3.Row] = {}
+        for at in range(0, len(names), 500):
+            chunk = names[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT * FROM services WHERE service IN ({marks})"
+            found.update((row["service"], row) for row in db.execute(sql, chunk))
+        return found
+
+    def unsettled(self) -> set[str]:
+        """The services with a run to finish or a host left over (fence, candidate,
+        drill): what a round's settling looks at, found in two reads."""
+        sql = (
+            "SELECT service FROM events WHERE status='in_progress' AND kind!='drill' UNION "
+            "SELECT service FROM hosts WHERE role IN ('fence', 'candidate', 'drill')"
+        )
+        return {row[0] for row in self.db.execute(sql)}
 
     def cutover(
         self,

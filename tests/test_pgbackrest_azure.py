@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from failover.data.plane import status
 from tests.conftest import ROOT
 from tests.conftest import need_binary
 from tests.doubles.moto_server import free_port
@@ -23,20 +21,12 @@ from tests.doubles.storage import AZURITE_ACCOUNT
 from tests.doubles.storage import AZURITE_KEY
 from tests.doubles.storage import Emulator
 from tests.doubles.storage import _stop
-from tests.test_data_e2e import cut_off
-from tests.test_pgbackrest import ARCHIVE_TIMEOUT
-from tests.test_pgbackrest import PUSH
-from tests.test_pgbackrest import Writer
 from tests.test_pgbackrest import deployed
-from tests.test_pgbackrest import dsn
-from tests.test_pgbackrest import fail_over
 from tests.test_pgbackrest import pg_config
 from tests.test_pgbackrest import pg_root  # noqa: F401 - a fixture
-from tests.test_pgbackrest import query
-from tests.test_pgbackrest import step
-from tests.test_pgbackrest import wait_rows
 from tests.test_pgbackrest import world  # noqa: F401 - a fixture
 from tests.test_pgbackrest_s3 import make_certs
+from tests.test_pgbackrest_s3 import second_store_takes_over
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -104,32 +94,4 @@ def test_wal_reaches_a_dir_and_an_azure_store_and_azure_restores_when_the_dir_is
     url, ca = tls_azurite
     monkeypatch.setenv("PGBACKREST_REPO2_STORAGE_CA_FILE", str(ca))
     engine = deployed(world, pg_root, azure_config(pg_root, url, ca, "pg-dr-1"))
-    writer = Writer(dsn(engine))
-    writer.start()
-    wait_rows(writer, 100)
-    # Each round lists both repositories' archives: WAL has reached both.
-    for _ in range(100):
-        engine.check(["db"])
-        doc = status(engine, "db")
-        assert doc is not None
-        if set(doc["rpo_s"]) == {"one", "azure"}:
-            break
-        time.sleep(ARCHIVE_TIMEOUT)
-    assert doc["stores"]["one"]["ok"] and doc["stores"]["azure"]["ok"], doc
-    assert set(doc["rpo_s"]) == {"one", "azure"}, doc
-    wait_rows(writer, 100)
-    began = time.time()
-    while time.time() - began < ARCHIVE_TIMEOUT + PUSH + 5:
-        time.sleep(0.2)
-
-    cut = time.time()
-    cut_off(engine, "alpha", "db")
-    writer.join(30)
-    (pg_root / "r1").rename(pg_root / "r1.gone")  # the posix repository is gone too
-    acked = dict(writer.acked)
-    fail_over(engine)
-    detail = step(engine, "failover")
-    assert "from store azure (repository 2)" in detail and "WAL replayed to" in detail, detail
-    present = {int(r[0]) for r in query(engine, "SELECT id FROM t")}
-    must = {i for i, at in acked.items() if at < cut - ARCHIVE_TIMEOUT - PUSH}
-    assert len(must) >= 200 and must <= present, sorted(must - present)[:5]
+    second_store_takes_over(engine, pg_root, "azure")

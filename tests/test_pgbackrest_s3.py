@@ -176,6 +176,13 @@ def test_wal_reaches_a_dir_and_an_s3_store_and_s3_restores_when_the_dir_is_gone(
     use_test_credentials(monkeypatch)
     url, ca = tls_moto
     engine = deployed(world, pg_root, s3_config(pg_root, url, ca, "pg-dr-1"))
+    second_store_takes_over(engine, pg_root, "s3")
+
+
+def second_store_takes_over(engine: Any, root: Path, name: str) -> None:
+    """Writes go on until WAL has reached the ``dir`` store and store ``name``; then the
+    provider is cut off and the ``dir`` store removed: the failover restores from
+    ``name`` with every row acknowledged before the recovery point."""
     writer = Writer(dsn(engine))
     writer.start()
     wait_rows(writer, 100)
@@ -184,11 +191,11 @@ def test_wal_reaches_a_dir_and_an_s3_store_and_s3_restores_when_the_dir_is_gone(
         engine.check(["db"])
         doc = status(engine, "db")
         assert doc is not None
-        if set(doc["rpo_s"]) == {"one", "s3"}:
+        if set(doc["rpo_s"]) == {"one", name}:
             break
         time.sleep(ARCHIVE_TIMEOUT)
-    assert doc["stores"]["one"]["ok"] and doc["stores"]["s3"]["ok"], doc
-    assert set(doc["rpo_s"]) == {"one", "s3"}, doc
+    assert doc["stores"]["one"]["ok"] and doc["stores"][name]["ok"], doc
+    assert set(doc["rpo_s"]) == {"one", name}, doc
     wait_rows(writer, 100)
     began = time.time()
     while time.time() - began < ARCHIVE_TIMEOUT + PUSH + 5:
@@ -197,11 +204,11 @@ def test_wal_reaches_a_dir_and_an_s3_store_and_s3_restores_when_the_dir_is_gone(
     cut = time.time()
     cut_off(engine, "alpha", "db")
     writer.join(30)
-    (pg_root / "r1").rename(pg_root / "r1.gone")  # the posix repository is gone too
+    (root / "r1").rename(root / "r1.gone")  # the posix repository is gone too
     acked = dict(writer.acked)
     fail_over(engine)
     detail = step(engine, "failover")
-    assert "from store s3 (repository 2)" in detail and "WAL replayed to" in detail, detail
+    assert f"from store {name} (repository 2)" in detail and "WAL replayed to" in detail, detail
     present = {int(r[0]) for r in query(engine, "SELECT id FROM t")}
     must = {i for i, at in acked.items() if at < cut - ARCHIVE_TIMEOUT - PUSH}
     assert len(must) >= 200 and must <= present, sorted(must - present)[:5]

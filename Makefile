@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 COMPILE := -m compileall -q -j 0
 unit: $(STAMP)
 	$(BIN)/python $(COMPILE) failover providers cli.py tests >/dev/null
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # Tests against the built wheel in its own venv, run from a copy of tests/ so nothing
 # resolves to the checkout. They prove what installing changes, not the logic the unit

@@ -210,6 +210,10 @@ class SqliteStore(SqliteDeliveries, RoundsOfOne):
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
+        if self.db.in_transaction:
+            # A signal (SIGINT/SIGTERM as KeyboardInterrupt) landed between a BEGIN and
+            # its try below: that transaction wrote nothing; the rollback must not fail.
+            self.db.execute("ROLLBACK")
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:

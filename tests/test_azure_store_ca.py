@@ -12,52 +12,38 @@ import pytest
 from failover.data.settings import AzureBlobStoreSettings
 from failover.data.stores import open_store
 from providers.base import ProviderError
-from tests.doubles.storage import AZURITE_ACCOUNT
-from tests.doubles.storage import AZURITE_KEY
+from tests.test_pgbackrest_azure import azure_config
 from tests.test_pgbackrest_azure import tls_azurite  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def settings(url: str, container: str, ca: Path | None) -> AzureBlobStoreSettings:
-    return AzureBlobStoreSettings.model_validate(
-        {
-            "name": "azure",
-            "type": "azureblob",
-            "container": container,
-            "connection_string": (
-                f"DefaultEndpointsProtocol=https;AccountName={AZURITE_ACCOUNT};"
-                f"AccountKey={AZURITE_KEY};BlobEndpoint={url};"
-            ),
-            "retry_attempts": 1,
-            **({"ca_file": str(ca)} if ca else {}),
-        }
-    )
+def settings(
+    root: Path, url: str, ca: Path, container: str, *, verify: bool
+) -> AzureBlobStoreSettings:
+    """The pgBackRest test's Azurite store (its container made), with or without ca_file."""
+    doc = azure_config(root, url, ca, container)["stores"][1] | {"retry_attempts": 1}
+    return AzureBlobStoreSettings.model_validate(doc | ({"ca_file": str(ca)} if verify else {}))
 
 
 def test_an_azure_store_behind_a_private_ca_is_verified_with_ca_file(
     tls_azurite: tuple[str, Path],  # noqa: F811 - the fixture imported above
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    from azure.storage.blob import BlobServiceClient
-
     # Nothing in the environment may make the CA trusted behind the setting's back.
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
         monkeypatch.delenv(name, raising=False)
     url, ca = tls_azurite
     container = f"ca-{uuid.uuid4().hex[:8]}"
-    credential = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
-    BlobServiceClient(url, credential=credential, connection_verify=str(ca)).create_container(
-        container
-    )
-    store = open_store(settings(url, container, ca))
+    store = open_store(settings(tmp_path, url, ca, container, verify=True))
     try:
         store.put("web/1/manifest.json", b"{}")
         assert store.list("web/") == ["web/1/manifest.json"]
         assert store.get("web/1/manifest.json") == b"{}"
     finally:
         store.close()
-    unverified = open_store(settings(url, container, None))
+    unverified = open_store(settings(tmp_path, url, ca, f"{container}-2", verify=False))
     try:
         with pytest.raises(ProviderError) as caught:
             unverified.get("web/1/manifest.json")

@@ -1,14 +1,16 @@
 """Renewal in ``check``/``watch`` and on ``failover certs`` (contract section 13).
 
-A certificate with less than ``renew_before`` left is issued again (the authorities in
-order, :mod:`failover.certs`), sealed in the stores, written on the live host through
-the provider's own channel (``exec_on_host``, the files on its stdin: never on a command
-line) and the service's ``reload`` run. The verdict turns WARNING when the certificate
-expires within half of ``renew_before``.
+A certificate with less than its renewal window left (``renew_before``, at most a third
+of its lifetime) is issued again (the authorities in order, :mod:`failover.certs`),
+sealed in the stores, written on the live host through the provider's own channel
+(``exec_on_host``, the files on its stdin: never on a command line) and the service's
+``reload`` run. The verdict turns WARNING when the certificate
+expires within half of that window.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import shlex
 import time
@@ -78,9 +80,28 @@ def _other(engine: Engine, service: str, cert: Certificate, served: str | None) 
 
 
 def due(engine: Engine, cert: Certificate, now: float | None = None) -> bool:
+    left = cert.not_after - (time.time() if now is None else now)
+    return left < renew_window(engine, cert)
+
+
+def renew_window(engine: Engine, cert: Certificate) -> float:
+    """How long before its expiry ``cert`` is renewed: ``renew_before``, but at most a
+    third of its lifetime (as certbot and Caddy do). A certificate that lives less
+    than ``renew_before`` would otherwise be due again the moment it is issued, and be
+    ordered anew every few minutes."""
     certs = engine.config.certificates
     assert certs is not None
-    return cert.not_after - (time.time() if now is None else now) < certs.renew_before
+    lifetime = cert.not_after - issued_at(cert.fullchain_pem)
+    return min(certs.renew_before, lifetime / 3) if lifetime > 0 else certs.renew_before
+
+
+@functools.lru_cache(maxsize=64)
+def issued_at(fullchain_pem: str) -> float:
+    """The leaf's ``notBefore`` (epoch seconds)."""
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificate(fullchain_pem.encode())
+    return leaf.not_valid_before_utc.timestamp()
 
 
 def _cached(engine: Engine, service: str) -> Certificate | None:
@@ -131,14 +152,12 @@ def _remember(engine: Engine, service: str, cert: Certificate) -> None:
 def _judge(
     engine: Engine, service: str, verdict: Verdict, cert: Certificate | None, served: str | None
 ) -> Verdict:
-    certs = engine.config.certificates
-    assert certs is not None
     if cert is None:
         why = "no certificate in the stores (run `failover certs`)"
-    elif cert.not_after - time.time() < certs.renew_before / 2:
+    elif cert.not_after - time.time() < renew_window(engine, cert) / 2:
         why = (
             f"certificate {cert.serial} expires {_iso(cert.not_after)}: less than half of "
-            "renew_before left"
+            "its renewal window left"
         )
     else:
         why = _other(engine, service, cert, served)

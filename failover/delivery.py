@@ -47,6 +47,7 @@ from failover.state import now_iso
 from failover.state import open_store
 from failover.state.deliveries import OUTBOX
 from failover.state.deliveries import RUN_KINDS
+from failover.state.delivery_prune import EVERY
 from providers.util import pid_alive
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Notifier:
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._prune_at = 0.0  # the journal's finished rows are pruned at most hourly
 
     # ------------------------------------------------------------ the engine's side
 
@@ -145,11 +147,15 @@ class Notifier:
     def retry(self) -> None:
         """Queue what an earlier run left: notices of runs that ended (a crash right
         after may have kept them from being sent), deliveries whose sender died, and
-        another try of every failed delivery that has rounds left."""
+        another try of every failed delivery that has rounds left; and forget the
+        deliveries finished long ago (:mod:`failover.state.delivery_prune`)."""
         if self.targets:
             self._submit(self._flush_outbox)
             self._submit(self._requeue_interrupted)
             self._submit(self._retry_failed)
+            if time.monotonic() >= self._prune_at:
+                self._prune_at = time.monotonic() + EVERY
+                self._submit(lambda store: store.prune_deliveries())
 
     def drain(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until every queued delivery was tried."""

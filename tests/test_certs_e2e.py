@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -277,7 +278,25 @@ def test_secrets_stay_out_of_state_journal_and_stores(rig: Rig) -> None:
         assert body not in proc.stdout + proc.stderr and "PRIVATE KEY" not in proc.stdout
 
 
+class Later:
+    """The certificate round's clock (only that module's ``time``), ``ahead`` seconds
+    ahead: a certificate is due only after two thirds of its life, Pebble issues it
+    now, and a test cannot wait days nor set the machine's clock (root, and every
+    other process on the machine would see it)."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: Rig) -> None:
+    from failover import certs_renew
+
     hook = rig.stack.enter_context(http_receiver())
     rig.write([authority(rig.pebbles[1])], servers(rig), webhook=hook.url)
     engine = rig.engine()
@@ -287,22 +306,35 @@ def test_check_renews_a_short_lived_certificate_and_reloads_the_live_host(rig: R
     address = live(engine)["address"]
     root = rig.pebbles[1].root()
     assert served(address, 8080, root) == old.serial
-    # Another watcher holds the certificate lock: this one leaves the renewal to it.
+    # A week-long certificate under a 30-day `renew_before` is not due when issued (nor
+    # WARNING): it is renewed with a third of its life left, not ordered every round.
+    (verdict,) = engine.check(["web"])
+    assert verdict.exit_code == OK, verdict.message
+    assert CertStore(engine).load("web")[0].serial == old.serial  # type: ignore[union-attr]
+    # Five and a half days later it is due. Another watcher holds the certificate
+    # lock: this one leaves the renewal to it.
+    rig.monkeypatch.setattr(certs_renew, "time", Later(5.5 * 86400))
     other = rig.engine()
     held = other.store.acquire("certificate:web", 60)
     engine.check(["web"])
     assert CertStore(engine).load("web")[0].serial == old.serial  # type: ignore[union-attr]
     other.store.release(held)  # type: ignore[arg-type]
     engine = rig.engine()
-    (verdict,) = engine.check(["web"])
+    engine.check(["web"])
     new, stores = CertStore(engine).load("web")
     assert new is not None and stores == {"offsite": "ok"}
     assert new.serial != old.serial and new.not_after >= old.not_after
     # The service loads its files at start only: serving the new serial means `reload` ran.
     wait_for(lambda: served(address, 8080, root) == new.serial, what="the renewed certificate")
-    # A week left of a 30-day `renew_before`: less than half of it, said so.
+    # Six and a half days in (the other watcher renewing), what is left is less than
+    # half of the window: WARNING.
+    rig.monkeypatch.setattr(certs_renew, "time", Later(6.5 * 86400))
+    held = other.store.acquire("certificate:web", 60)
+    (verdict,) = rig.engine().check(["web"])
+    other.store.release(held)  # type: ignore[arg-type]
     assert verdict.exit_code == WARNING and f"certificate {new.serial} expires" in verdict.message
-    engine.check(["web"])  # a renewal is not tried again in every round
+    rig.monkeypatch.setattr(certs_renew, "time", time)
+    engine.check(["web"])  # the renewed one is not due: no order
     assert engine.notifier.drain(30)
     said = [r.json() for r in hook.requests if r.json().get("event") == "certificate_renewed"]
     assert [(n["serial"], n["status"]) for n in said] == [(new.serial, "succeeded")]

@@ -187,6 +187,8 @@ class AzureBlobStore(Store):
             "connection_timeout": settings.timeout,
             "read_timeout": settings.timeout,
         }
+        if settings.ca_file:
+            kwargs["connection_verify"] = settings.ca_file
         if settings.connection_string:
             service = BlobServiceClient.from_connection_string(settings.connection_string, **kwargs)
         else:

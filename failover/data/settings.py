@@ -82,13 +82,16 @@ class _CloudStore(StoreBase):
         return None if value is None else check_url(value)
 
 
-class S3StoreSettings(_CloudStore):
-    type: Literal["s3"]
-    bucket: str = Field(min_length=3)
-    region: str | None = None
+class _PrivateCa(_CloudStore):
     ca_file: str | None = Field(
         default=None, description="CA bundle of an https endpoint with a private authority"
     )
+
+
+class S3StoreSettings(_PrivateCa):
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3)
+    region: str | None = None
 
 
 class GcsStoreSettings(_CloudStore):
@@ -97,7 +100,7 @@ class GcsStoreSettings(_CloudStore):
     project: str | None = None
 
 
-class AzureBlobStoreSettings(_CloudStore):
+class AzureBlobStoreSettings(_PrivateCa):
     type: Literal["azureblob"]
     account_url: str | None = Field(
         default=None,

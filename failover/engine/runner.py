@@ -15,13 +15,8 @@ every write: a watcher that was paused or partitioned can never move the service
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -30,6 +25,9 @@ from failover.config import ServiceConfig
 from failover.engine import dnsmove
 from failover.engine import settle as _settle
 from failover.engine import standby
+from failover.engine.interrupts import deferred_signals
+from failover.engine.interrupts import failpoint
+from failover.engine.interrupts import signals_held
 from failover.engine.journal import CANDIDATE_STEPS
 from failover.engine.journal import DRILL_STEPS
 from failover.engine.journal import STANDBY_STEPS
@@ -62,44 +60,6 @@ from providers.base import TransientError
 
 if TYPE_CHECKING:
     from failover.engine import Engine
-
-
-def _failpoint(step: str) -> None:
-    # Read only here, after the step is journaled: free when unset.
-    if os.environ.get("FAILOVER_FAILPOINT") == f"after:{step}":
-        os._exit(137)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM while a run is being rolled back or finished."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _deferred_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM during the block take effect when it ends, as KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    saved = {sig: signal.signal(sig, lambda n, f: caught.append(n)) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        if caught:
-            raise KeyboardInterrupt
 
 
 def _phase_failed(reason: str) -> bool:
@@ -189,7 +149,7 @@ class Run:
                 self.journal(step, self.deferred.pop(step, "succeeded"), detail)
                 if step == self.steps[-1]:
                     self.finish("succeeded", None)
-                _failpoint(step)
+                failpoint(step)
                 index += 1
         except (StepFailed, ProviderError) as exc:
             return self.fail(self.steps[index], str(exc))
@@ -231,7 +191,7 @@ class Run:
         """Ctrl-C or SIGTERM in the middle of ``step``. Before cutover the new host is
         rolled back; from cutover on the move is finished, since the record may already
         point at the new host. Signals are held off meanwhile; the caller exits 130."""
-        with _signals_held():
+        with signals_held():
             if "cutover" in self.steps and self.steps.index(step) >= self.steps.index("cutover"):
                 index = self.steps.index(step)
                 try:
@@ -486,7 +446,7 @@ class Run:
         # still knows its name, so rollback and the next run find it (issue 11).
         self.data.extra["creating"] = {"provider": provider_name, "name": spec.name}
         self.save()
-        with _deferred_signals():
+        with deferred_signals():
             return self.create(provider_name, spec, generation, purpose) + tls_note
 
     def create(self, provider_name: str, spec: HostSpec, generation: int, purpose: str) -> str:

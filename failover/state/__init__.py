@@ -203,6 +203,10 @@ class Store(Protocol):
         ``failed`` again, or ``gave_up`` past ``retry_rounds``; False if it moved on."""
         ...
 
+    def prune_deliveries(self, now: float | None = None) -> int:
+        """Drop the records finished long ago (failover.state.delivery_prune); how many."""
+        ...
+
     # The kinds of run (failover, move) whose end queues an ``outbox`` record in the
     # transaction that journals it; empty without `notify:` targets (open_store).
     outbox_kinds: tuple[str, ...]

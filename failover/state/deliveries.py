@@ -22,6 +22,8 @@ from typing import Any
 
 from failover.redact import redact
 from failover.redact import redact_doc
+from failover.state.delivery_prune import FINISHED
+from failover.state.delivery_prune import prunable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -165,6 +167,20 @@ class SqliteDeliveries:
                 (status, interrupted(sender), _now(), key, target),
             )
         return True
+
+    def prune_deliveries(self, now: float | None = None) -> int:
+        """Forget the finished deliveries :func:`prunable` names; how many."""
+        with self.tx() as db:
+            rows = db.execute(
+                "SELECT key, target, event, status, incident, updated_at FROM deliveries"
+            ).fetchall()
+            gone = prunable([dict(r) for r in rows], now)
+            marks = ",".join("?" * len(FINISHED))
+            db.executemany(
+                f"DELETE FROM deliveries WHERE key=? AND target=? AND status IN ({marks})",
+                [(key, target, *FINISHED) for key, target in gone],
+            )
+        return len(gone)
 
     def deliveries(
         self,

@@ -17,10 +17,16 @@ from failover.redact import redact_doc
 from failover.state.deliveries import claimer
 from failover.state.deliveries import interrupted
 from failover.state.deliveries import outbox_row
+from failover.state.delivery_prune import prunable
+from failover.state.gateway import KV
 from failover.state.gateway import Gateway
+from failover.state.gateway import delete
+from failover.state.gateway import modified_at
 from failover.state.gateway import put
 from failover.state.rows import now_iso
 from failover.state.sqlite import Lease
+
+_BATCH = 50  # compares and deletes per transaction (etcd allows 128 operations)
 
 
 def _part(text: str) -> str:
@@ -121,6 +127,22 @@ class EtcdSide:
         self._update(self.k("dlv", _part(key), _part(target)), change, None)
         return bool(done)
 
+    def prune_deliveries(self, now: float | None = None) -> int:
+        """As :meth:`SqliteDeliveries.prune_deliveries`. A batch is deleted only if none
+        of its records changed since they were read (the next prune takes it again)."""
+        rows = {(r["key"], r["target"]): (kv, r) for kv in self._dlv() for r in [kv.json()]}
+        gone = [rows[pair][0] for pair in prunable([r for _, r in rows.values()], now)]
+        done = 0
+        for start in range(0, len(gone), _BATCH):
+            batch = gone[start : start + _BATCH]
+            compares = [modified_at(kv.key, kv.mod_revision) for kv in batch]
+            ok, _, _ = self.gw.txn(compares, [delete(kv.key) for kv in batch])
+            done += len(batch) if ok else 0
+        return done
+
+    def _dlv(self) -> list[KV]:
+        return self.gw.range(self.k("dlv", ""), prefix=True)
+
     def deliveries(
         self,
         *,
@@ -129,7 +151,7 @@ class EtcdSide:
         event: str | None = None,
         limit: int = 500,
     ) -> list[dict[str, Any]]:
-        rows = [kv.json() for kv in self.gw.range(self.k("dlv", ""), prefix=True)]
+        rows = [kv.json() for kv in self._dlv()]
         given = {"service": service, "status": status, "event": event}
         rows = [r for r in rows if all(v is None or r.get(f) == v for f, v in given.items())]
         rows.sort(key=lambda r: (r["created_at"], r.get("seq", 0)), reverse=True)

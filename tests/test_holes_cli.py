@@ -479,6 +479,26 @@ def test_destroy_finishes_with_yes_when_a_provider_cannot_list(project: Path) ->
         cleanup(config)
 
 
+def test_a_lone_sqlite_watcher_exports_no_etcd_or_leader_series() -> None:
+    """`failover_etcd_reachable 0` and `failover_watcher_leader 0` on a SQLite watcher
+    read as "etcd down, nobody leads": the series belong to `state.backend: etcd`."""
+    import urllib.request
+
+    from failover.watch import Metrics
+
+    port = free_port()
+    metrics = Metrics(port, "127.0.0.1")
+    try:
+        metrics.providers({"alpha": {"state": "available"}})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        metrics.close()
+    assert "failover_provider_state" in text
+    for name in ("failover_etcd_reachable", "failover_watcher_leader", "failover_watcher_votes"):
+        assert name not in text
+
+
 def test_the_provider_state_metric_says_what_readme_and_help_say() -> None:
     import urllib.request
 

@@ -61,6 +61,10 @@ def plain_message(err: Any) -> str:
         }[kind]
         bound = next(iter(ctx.values()), "")
         return f"must be {op} {bound}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        # pydantic's words name our classes ("instance of HealthConfig"): no user knows them.
+        given = "a list" if isinstance(err.get("input"), list) else "a single value"
+        return f"must be a mapping of settings (`key: value` lines), not {given}"
     if kind == "too_short":
         return "must have at least one entry"
     if kind == "literal_error":

@@ -60,6 +60,18 @@ def test_help_lists_the_operator_commands() -> None:
         assert word in text
 
 
+def test_help_and_schema_speak_to_users_not_to_the_developers_notes() -> None:
+    """`failover dns --help` said "DNS providers (section 12)": a user has no section 12
+    (the README's sections have names), nor issue numbers or Sphinx roles."""
+    import re
+
+    internal = re.compile(r"(section|issue) \d|contract|:mod:", re.IGNORECASE)
+    texts = [failover("schema", check=True).stdout, failover("--help", check=True).stdout]
+    texts += [failover(c, "--help", check=True).stdout for c in ("certs", "dns", "state")]
+    for text in texts:
+        assert not internal.findall(text), internal.findall(text)
+
+
 def test_validate_json_on_success_and_on_error(tmp_path: Path) -> None:
     data = base_config()
     data["notify"] = [{"type": "webhook", "url": "http://127.0.0.1:9/hook", "name": "ops"}]

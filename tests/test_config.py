@@ -33,6 +33,14 @@ def mutate(path: str, value: object) -> dict[str, object]:
     return data
 
 
+def test_a_value_where_settings_belong_is_named_in_the_users_words() -> None:
+    """pydantic said `input should be a valid dictionary or instance of HealthConfig`."""
+    expected = "must be a mapping of settings (`key: value` lines), not"
+    health = problems(mutate("services.web.health", 5))
+    assert health == [f"services.web.health: {expected} a single value"]
+    assert problems(mutate("services", ["web"])) == [f"services: {expected} a list"]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [

@@ -560,6 +560,33 @@ def test_text_status_shows_the_warm_standby() -> None:
     assert not any("standby" in line for line in output.status_lines([{**doc, "standby": None}]))
 
 
+def test_status_says_a_just_deployed_service_was_not_probed_yet_and_not_deployed_plainly() -> None:
+    """Right after `deploy` (whose verify passed) `status` printed "unknown on alpha ...",
+    and after `destroy` "unknown on nowhere (not deployed)"."""
+    from failover import output
+
+    host = {"provider": "alpha", "host_id": "h-1", "address": "127.77.0.1", "port": 8080}
+    health = {"state": "unknown", "consecutive_failures": 0, "consecutive_successes": 0}
+    doc: dict[str, Any] = {
+        "service": "web",
+        "domain": "www.example.test",
+        "active": {**host, "since": "2026-12-04T20:00:00Z"},
+        "health": {**health, "last_check": None, "latency_s": None},
+        "dns": None,
+        "generation": 1,
+        "last_event": None,
+        "providers": [],
+    }
+    first = output.status_lines([doc])[0]
+    assert first.startswith("web (www.example.test): unknown (no probe round since it went live")
+    assert "`failover check` runs one) on alpha 127.77.0.1:8080" in first
+    assert "no probe round" in output.status_table([doc], 200)
+    checked = {**doc, "health": {**doc["health"], "last_check": "2026-12-04T20:00:05Z"}}
+    assert output.status_lines([checked])[0].startswith("web (www.example.test): unknown on alpha")
+    gone = output.status_lines([{**doc, "active": None, "generation": 0}])[0]
+    assert gone == "web (www.example.test): not deployed, generation 0"
+
+
 def test_from_and_to_have_the_same_keys_in_every_document(project: Path) -> None:
     config = write_config(project, base_config())
     keys = {"provider", "host_id", "address"}

@@ -84,6 +84,19 @@ def test_validate_json_on_success_and_on_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False and any("services.web.health.fall" in p for p in doc["problems"])
+    # The error document of every other command (it lacked these two), and the lines on
+    # stderr, as README "Commands" says of --json errors.
+    assert doc["exit_code"] == 2 and "services.web.health.fall: must be >= 1" in doc["error"]
+    assert "services.web.health.fall: must be >= 1" in proc.stderr
+
+
+def test_status_html_and_json_together_is_a_usage_error(tmp_path: Path) -> None:
+    """`status --html --json` printed the page and ignored --json: a script got HTML."""
+    config = write_config(tmp_path, base_config())
+    proc = failover("status", "--html", "-", "--json", config=config)
+    assert proc.returncode == 2, proc.stdout
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 2 and "--html and --json" in doc["error"]
 
 
 def test_destroy_removes_every_host_and_the_record_but_keeps_the_journal(

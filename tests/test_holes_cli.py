@@ -79,6 +79,29 @@ def test_schema_accepts_what_init_writes(provider: str, tmp_path: Path) -> None:
     assert _problems(_validator(), doc) == []
 
 
+@pytest.mark.parametrize(
+    ("provider", "env"),
+    [
+        ("local", {}),
+        ("aws", {"FAILOVER_AWS_IMAGE": "ami-0123456789abcdef0"}),
+        ("gcp", {"GOOGLE_CLOUD_PROJECT": "acme-123"}),
+    ],
+)
+def test_init_says_which_variables_to_set_and_names_its_file_in_each_next_step(
+    provider: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`init --provider aws x.yaml` said "next: `failover validate -c x.yaml`", which failed
+    on the unset ${FAILOVER_AWS_IMAGE}, "then `failover deploy`", which read ./failover.yaml."""
+    path = tmp_path / "x.yaml"
+    said = failover("init", "--provider", provider, str(path), check=True).stdout
+    for name in env:
+        assert f"next: set {name} (see the comments in {path})" in said
+    steps = re.findall(r"`(failover [^`]+)`", said)
+    assert steps == [f"failover validate -c {path}", f"failover deploy -c {path}"]
+    proc = failover(*shlex.split(steps[0])[1:], env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_schema_accepts_every_readme_example() -> None:
     validator = _validator()
     base = yaml.safe_load(starter("local"))

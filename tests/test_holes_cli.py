@@ -359,6 +359,18 @@ def test_systemd_units_write_the_dir_stores_and_say_where_the_state_is(tmp_path:
     assert load(config).state_dir == Path("/var/lib/failover")
 
 
+def test_systemd_says_why_it_cannot_read_the_config_in_words(tmp_path: Path) -> None:
+    """It said "cannot read /etc/failover/failover.yaml (FileNotFoundError)"."""
+    from failover.systemd import from_config
+
+    (missing,) = from_config(tmp_path / "failover.yaml", "/var/lib/failover")[1]
+    assert "(no such file or directory)" in missing and "Error" not in missing
+    assert "name the config with -c" in missing
+    (tmp_path / "bad.yaml").write_text("services: [\n")
+    (bad,) = from_config(tmp_path / "bad.yaml", "/var/lib/failover")[1]
+    assert "(not valid YAML)" in bad
+
+
 def test_systemd_warns_when_execstart_is_hidden_from_the_service() -> None:
     from failover.systemd import placement_warnings
 

@@ -165,6 +165,14 @@ class Config(Model):
         default=None, description="ACME: email, authorities, stores, renew_before"
     )
 
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _dns_shape(cls, value: Any) -> Any:
+        problems = dnsconfig.shape_problems(value)
+        if problems:
+            raise _Located(problems)
+        return value
+
     @field_validator("notify", mode="wrap")
     @classmethod
     def _notify(cls, value: Any, handler: Any) -> Any:

@@ -41,6 +41,14 @@ def test_a_value_where_settings_belong_is_named_in_the_users_words() -> None:
     assert problems(mutate("services", ["web"])) == [f"services: {expected} a list"]
 
 
+def test_a_dns_section_of_the_wrong_shape_is_named_at_its_path() -> None:
+    """`dns: 5` said `dns.dict[str,any]: ...` and `dns.list[dict[str,any]]: ...`."""
+    settings = "must be a mapping of settings (`type: ...`, `zone: ...`)"
+    assert problems(mutate("dns", 5)) == [f"dns: {settings}, or a list of them"]
+    local = {"type": "local", "zone": "example.test"}
+    assert problems(mutate("dns", [local, "cf"])) == [f"dns[1]: {settings}"]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [

@@ -39,6 +39,7 @@ from failover.config_base import Model as Model
 from failover.config_base import Problems as Problems
 from failover.config_base import format_loc as format_loc
 from failover.config_base import plain_message as _message
+from failover.config_base import untagged
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
 from failover.health_config import DnsProbe as DnsProbe
@@ -172,6 +173,14 @@ class Config(Model):
         if problems:
             raise _Located(problems)
         return value
+
+    @field_validator("stores", mode="wrap")
+    @classmethod
+    def _stores(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise _Located(untagged("stores", exc.errors(), "dir, s3, gcs, azureblob")) from None
 
     @field_validator("notify", mode="wrap")
     @classmethod

@@ -75,6 +75,19 @@ def plain_message(err: Any) -> str:
     return msg[:1].lower() + msg[1:]
 
 
+def untagged(field: str, errors: list[Any], kinds: str) -> list[tuple[tuple[Any, ...], str]]:
+    """The problems of a list of ``type:``-tagged entries at their own paths: pydantic puts
+    the tag in the path (``stores[0].s3.bucket``) and words a bad tag in its own terms."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for err in errors:
+        loc = (field, *err["loc"][:1], *err["loc"][2:])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            problems.append(((*loc, "type"), f"required, one of: {kinds}"))
+        else:
+            problems.append((loc, plain_message(err)))
+    return problems
+
+
 def format_loc(loc: tuple[Any, ...], data: Any = None) -> str:
     out = ""
     for part in loc:

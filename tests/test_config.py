@@ -49,6 +49,19 @@ def test_a_dns_section_of_the_wrong_shape_is_named_at_its_path() -> None:
     assert problems(mutate("dns", [local, "cf"])) == [f"dns[1]: {settings}"]
 
 
+def test_a_store_s_problems_are_at_its_own_path_not_under_its_type() -> None:
+    """`stores[0].dir.path: required` (the type in the path) and pydantic's words for a
+    bad or missing `type` ("unable to extract tag using discriminator 'type'")."""
+    data = base_config()
+    data["stores"] = [{"name": "o", "type": "dir"}, {"name": "p", "type": "ftp"}, {"name": "q"}]
+    kinds = "required, one of: dir, s3, gcs, azureblob"
+    assert problems(data) == [
+        "stores[0].path: required",
+        f"stores[1].type: {kinds}",
+        f"stores[2].type: {kinds}",
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [

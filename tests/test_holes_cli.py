@@ -442,9 +442,7 @@ def test_an_azureblob_store_with_a_connection_string_needs_no_account_url(
     conf["stores"] = [store]
     with pytest.raises(ConfigError) as caught:
         parse(yaml.safe_dump(conf))
-    assert caught.value.problems == [
-        "stores[0].azureblob: account_url (or connection_string) is required"
-    ]
+    assert caught.value.problems == ["stores[0]: account_url (or connection_string) is required"]
 
 
 def test_the_ssh_keyscan_line_is_a_pin_as_printed(running_sshd: Sshd, tmp_path: Path) -> None:

@@ -380,7 +380,7 @@ def certs(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Certificates (section 13): issue what is missing, renew what is due, list them."""
+    """Certificates: issue what is missing, renew what is due, list them."""
     from failover.certs_cli import certs_command
 
     run(lambda: certs_command(service, renew, as_json, config, state_dir))
@@ -432,7 +432,9 @@ def _options(
     GLOBAL["config"] = config
 
 
-dns_app = typer.Typer(help="DNS providers (section 12).", no_args_is_help=True)
+dns_app = typer.Typer(
+    help="DNS providers: `dns sync` sets each to the active host.", no_args_is_help=True
+)
 app.add_typer(dns_app, name="dns")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from failover.clikit import Exit
@@ -22,8 +23,14 @@ def init_command(path: Path, provider: str, *, force: bool) -> int:
         )
     if path.exists() and not force:
         raise Exit(ExitCode.USAGE, f"{path} exists; pass --force to overwrite it")
-    path.write_text(starter(provider))
-    out(f"wrote {path}; next: `failover validate -c {path}`, then `failover deploy`")
+    text = starter(provider)
+    path.write_text(text)
+    # A cloud starter names its image, project or key as ${VARS}: `validate` before they
+    # are set only says they are not. And `deploy` alone reads ./failover.yaml.
+    needed = sorted(set(re.findall(r"(?<!\$)\$\{(\w+)\}", text)))
+    first = f"set {' and '.join(needed)} (see the comments in {path}), " if needed else ""
+    flag = f" -c {path}"
+    out(f"wrote {path}; next: {first}`failover validate{flag}`, then `failover deploy{flag}`")
     return ExitCode.SUCCESS
 
 
@@ -40,11 +47,10 @@ def validate_command(config: Path | None, state_dir: Path | None, *, as_json: bo
                 host_spec(name, svc, generation=1, provider="check", stores=conf.stores)
             except TemplateError as exc:
                 raise ConfigError([f"services.{name}.run: {exc}"]) from None
-    except ConfigError as exc:
-        if not as_json:
-            raise
-        emit_json({"ok": False, "problems": exc.problems})
-        return ExitCode.USAGE
+    except ConfigError:
+        # `run` prints the problems on stderr and, with --json, the error document every
+        # command prints ({"ok": false, "error", "problems", "exit_code"}).
+        raise
     if as_json:
         emit_json(
             {

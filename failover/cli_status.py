@@ -38,6 +38,11 @@ def status_command(
 ) -> int:
     import shutil
 
+    if html is not None and as_json:
+        raise Exit(
+            ExitCode.USAGE,
+            "--html and --json: give one (the page's status.json is what --json prints)",
+        )
     conf = load(config, state_dir, notify=False)
     names = service_names(conf, service)
     if html is not None:

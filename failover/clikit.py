@@ -167,7 +167,10 @@ def errors(usage_code: int = ExitCode.USAGE, failure_code: int = ExitCode.FAILED
     except StateError as exc:
         raise Exit(failure_code, f"state: {exc}") from None
     except KeyboardInterrupt:
-        raise Exit(ExitCode.INTERRUPTED, "interrupted") from None
+        raise Exit(
+            ExitCode.INTERRUPTED,
+            "interrupted (SIGINT/SIGTERM); `failover history` shows what the run did and undid",
+        ) from None
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error of ours; keep Python quiet on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -39,6 +39,7 @@ from failover.config_base import Model as Model
 from failover.config_base import Problems as Problems
 from failover.config_base import format_loc as format_loc
 from failover.config_base import plain_message as _message
+from failover.config_base import untagged
 from failover.data.settings import DataConfig
 from failover.data.settings import StoreSettings
 from failover.health_config import DnsProbe as DnsProbe
@@ -107,7 +108,7 @@ class ServiceConfig(Model):
     domain: str = Field(default="", description="the DNS name users reach (or `domains`)")
     domains: list[str] = Field(
         default_factory=list,
-        description="every DNS name users reach, the first as `domain` (section 12)",
+        description="every DNS name users reach, the first as `domain`",
     )
     port: int = Field(ge=1, le=65535)
     record_type: Literal["A", "AAAA"] = "A"
@@ -115,7 +116,7 @@ class ServiceConfig(Model):
     health: HealthConfig = Field(default_factory=HealthConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig | None = Field(default=None, description="backups and restore")
-    tls: TlsConfig | None = Field(default=None, description="its certificate (section 13)")
+    tls: TlsConfig | None = Field(default=None, description="its certificate: names, files, reload")
     _listed: bool = PrivateAttr(default=False)  # `domains:` given: error paths name its entries
 
     @field_validator("domain")
@@ -136,9 +137,10 @@ class ServiceConfig(Model):
 
 
 class Config(Model):
-    """A whole ``failover.yaml``. Provider and DNS sections are validated by the models
-    their ``type`` brings (see :mod:`providers.base`), so a third-party provider's fields
-    get the same located errors."""
+    """A whole failover.yaml (README: "Configuration")."""
+
+    # Provider and DNS sections are validated by the models their ``type`` brings (see
+    # providers.base), so a third-party provider's fields get the same located errors.
 
     version: Literal[1] = 1
     state: StateConfig = Field(default_factory=StateConfig)
@@ -146,7 +148,7 @@ class Config(Model):
     watchers: WatchersConfig = Field(default_factory=WatchersConfig)
     dns: dict[str, Any] | list[dict[str, Any]] = Field(
         default_factory=lambda: {"type": "local", "zone": "example.test"},
-        description="one DNS provider, or a list of named ones (section 12)",
+        description="one DNS provider, or a list of named ones",
     )
     dns_audit: Duration = Field(
         default=300.0, gt=0, le=_DAY, description="how often every DNS provider is read back"
@@ -157,8 +159,28 @@ class Config(Model):
     notify: NotifyTargets = Field(
         default_factory=list, description="where events go: webhook, slack, pagerduty, email"
     )
-    status_page: StatusPageConfig | None = Field(default=None, description="CONTRACT section 16")
-    certificates: CertificatesConfig | None = Field(default=None, description="section 13")
+    status_page: StatusPageConfig | None = Field(
+        default=None, description="the status page: title, stores, prefix"
+    )
+    certificates: CertificatesConfig | None = Field(
+        default=None, description="ACME: email, authorities, stores, renew_before"
+    )
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _dns_shape(cls, value: Any) -> Any:
+        problems = dnsconfig.shape_problems(value)
+        if problems:
+            raise _Located(problems)
+        return value
+
+    @field_validator("stores", mode="wrap")
+    @classmethod
+    def _stores(cls, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise _Located(untagged("stores", exc.errors(), "dir, s3, gcs, azureblob")) from None
 
     @field_validator("notify", mode="wrap")
     @classmethod

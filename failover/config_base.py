@@ -61,6 +61,10 @@ def plain_message(err: Any) -> str:
         }[kind]
         bound = next(iter(ctx.values()), "")
         return f"must be {op} {bound}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        # pydantic's words name our classes ("instance of HealthConfig"): no user knows them.
+        given = "a list" if isinstance(err.get("input"), list) else "a single value"
+        return f"must be a mapping of settings (`key: value` lines), not {given}"
     if kind == "too_short":
         return "must have at least one entry"
     if kind == "literal_error":
@@ -69,6 +73,19 @@ def plain_message(err: Any) -> str:
         if msg.startswith(prefix):
             return msg[len(prefix) :]
     return msg[:1].lower() + msg[1:]
+
+
+def untagged(field: str, errors: list[Any], kinds: str) -> list[tuple[tuple[Any, ...], str]]:
+    """The problems of a list of ``type:``-tagged entries at their own paths: pydantic puts
+    the tag in the path (``stores[0].s3.bucket``) and words a bad tag in its own terms."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for err in errors:
+        loc = (field, *err["loc"][:1], *err["loc"][2:])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            problems.append(((*loc, "type"), f"required, one of: {kinds}"))
+        else:
+            problems.append((loc, plain_message(err)))
+    return problems
 
 
 def format_loc(loc: tuple[Any, ...], data: Any = None) -> str:

@@ -58,6 +58,17 @@ def _entries(raw: Any) -> tuple[list[Any], bool]:
     return [raw], False
 
 
+def shape_problems(raw: Any) -> list[Problem]:
+    """``dns:`` is a mapping or a list of mappings, said at its own path: pydantic would
+    name the branches of the field's union (``dns.dict[str,any]: ...``)."""
+    settings = "must be a mapping of settings (`type: ...`, `zone: ...`)"
+    if isinstance(raw, list):
+        return [
+            (("dns", i), settings) for i, entry in enumerate(raw) if not isinstance(entry, dict)
+        ]
+    return [] if isinstance(raw, dict) else [(("dns",), f"{settings}, or a list of them")]
+
+
 def dns_problems(
     raw: Any, problems: list[Problem], message: Callable[[Any], str]
 ) -> list[DnsSettings]:

@@ -56,13 +56,24 @@ def _last_event(event: Doc) -> str:
     return f"{event['kind']} {event['status']} {event['finished_at'] or ''}"
 
 
+def _verdict(s: Doc) -> str:
+    """The health word, and why it is ``unknown`` when that is only "no round yet": a
+    service that a deploy just verified read as "unknown on alpha", which looks broken."""
+    if not s["active"]:
+        return "not deployed"
+    state = str(s["health"]["state"])
+    if state == "unknown" and not s["health"]["last_check"]:
+        return f"{state} (no probe round since it went live; `failover check` runs one)"
+    return state
+
+
 def status_lines(doc: list[Doc]) -> list[str]:
     """``status`` when stdout is not a terminal: a few plain lines per service."""
     lines = []
     for s in doc:
+        where = f" on {_where(s['active'])}" if s["active"] else ""
         lines.append(
-            f"{s['service']} ({s['domain']}): {s['health']['state']} on {_where(s['active'])}, "
-            f"generation {s['generation']}"
+            f"{s['service']} ({s['domain']}): {_verdict(s)}{where}, generation {s['generation']}"
         )
         dns = s["dns"]
         if dns and "values" in dns:
@@ -145,7 +156,7 @@ def status_table(doc: list[Doc], width: int) -> str:
     for s in doc:
         state = s["health"]["state"]
         table = Table(
-            title=f"{s['service']} ({s['domain']}): [{_COLOUR.get(state, '')}]{state}"
+            title=f"{s['service']} ({s['domain']}): [{_COLOUR.get(state, '')}]{_verdict(s)}"
             f"[/] generation {s['generation']}",
             title_justify="left",
             show_header=False,

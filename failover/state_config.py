@@ -65,7 +65,7 @@ class StateConfig(Model):
 
 
 class WatchersConfig(Model):
-    """Several watchers sharing an etcd store (contract section 7)."""
+    """Several watchers sharing an etcd store (README: "Several watchers, one decision")."""
 
     quorum: int | None = Field(
         default=None,
@@ -77,7 +77,7 @@ class WatchersConfig(Model):
 
 
 class WatcherConfig(Model):
-    """How much one watcher does at once: the bounds of a round (issue 16)."""
+    """How much one watcher does at once (README: "Many services, one watcher")."""
 
     probes_in_flight: int | None = Field(
         default=None,

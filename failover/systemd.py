@@ -196,9 +196,16 @@ def from_config(path: Path, state_dir: str) -> tuple[tuple[str, ...], list[str]]
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        why = (
+            (exc.strerror or str(exc)).lower()
+            if isinstance(exc, OSError)
+            else "not valid YAML"
+            if isinstance(exc, yaml.YAMLError)
+            else "not UTF-8 text"
+        )
         return (), [
-            f"cannot read {path} ({exc.__class__.__name__}): the units get no "
-            "ReadWritePaths= for its dir stores; run `failover systemd` where the config is"
+            f"cannot read {path} ({why}): the units get no ReadWritePaths= for its dir "
+            "stores; name the config with -c, on the machine that runs the watcher"
         ]
     doc = doc if isinstance(doc, dict) else {}
     paths, warnings = [], []

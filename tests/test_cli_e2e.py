@@ -499,6 +499,21 @@ def test_check_without_deploy_is_critical(project: Path) -> None:
     assert "not deployed" in proc.stdout
 
 
+def test_deploy_to_the_provider_it_lives_on_healthy_does_nothing(project: Path) -> None:
+    """`deploy --provider alpha` of a service live and healthy on alpha made a new host
+    there and bumped the generation ("web now lives on alpha ... from alpha")."""
+    config = deployed(project)
+    assert failover("check", config=config).returncode == 0
+    before = failover_json("status", config=config)["services"][0]
+    proc = failover("deploy", "--provider", "alpha", config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert "web is already live and healthy on alpha" in proc.stdout
+    after = failover_json("status", config=config)["services"][0]
+    assert after["active"]["host_id"] == before["active"]["host_id"]
+    assert after["generation"] == before["generation"]
+    assert len(live_hosts(config)) == 1
+
+
 def test_stdout_is_quiet_when_not_a_terminal(project: Path) -> None:
     config = write_config(project, base_config())
     proc = failover("deploy", config=config)

@@ -60,6 +60,18 @@ def test_help_lists_the_operator_commands() -> None:
         assert word in text
 
 
+def test_help_and_schema_speak_to_users_not_to_the_developers_notes() -> None:
+    """`failover dns --help` said "DNS providers (section 12)": a user has no section 12
+    (the README's sections have names), nor issue numbers or Sphinx roles."""
+    import re
+
+    internal = re.compile(r"(section|issue) \d|contract|:mod:", re.IGNORECASE)
+    texts = [failover("schema", check=True).stdout, failover("--help", check=True).stdout]
+    texts += [failover(c, "--help", check=True).stdout for c in ("certs", "dns", "state")]
+    for text in texts:
+        assert not internal.findall(text), internal.findall(text)
+
+
 def test_validate_json_on_success_and_on_error(tmp_path: Path) -> None:
     data = base_config()
     data["notify"] = [{"type": "webhook", "url": "http://127.0.0.1:9/hook", "name": "ops"}]
@@ -72,6 +84,19 @@ def test_validate_json_on_success_and_on_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False and any("services.web.health.fall" in p for p in doc["problems"])
+    # The error document of every other command (it lacked these two), and the lines on
+    # stderr, as README "Commands" says of --json errors.
+    assert doc["exit_code"] == 2 and "services.web.health.fall: must be >= 1" in doc["error"]
+    assert "services.web.health.fall: must be >= 1" in proc.stderr
+
+
+def test_status_html_and_json_together_is_a_usage_error(tmp_path: Path) -> None:
+    """`status --html --json` printed the page and ignored --json: a script got HTML."""
+    config = write_config(tmp_path, base_config())
+    proc = failover("status", "--html", "-", "--json", config=config)
+    assert proc.returncode == 2, proc.stdout
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 2 and "--html and --json" in doc["error"]
 
 
 def test_destroy_removes_every_host_and_the_record_but_keeps_the_journal(

@@ -33,6 +33,35 @@ def mutate(path: str, value: object) -> dict[str, object]:
     return data
 
 
+def test_a_value_where_settings_belong_is_named_in_the_users_words() -> None:
+    """pydantic said `input should be a valid dictionary or instance of HealthConfig`."""
+    expected = "must be a mapping of settings (`key: value` lines), not"
+    health = problems(mutate("services.web.health", 5))
+    assert health == [f"services.web.health: {expected} a single value"]
+    assert problems(mutate("services", ["web"])) == [f"services: {expected} a list"]
+
+
+def test_a_dns_section_of_the_wrong_shape_is_named_at_its_path() -> None:
+    """`dns: 5` said `dns.dict[str,any]: ...` and `dns.list[dict[str,any]]: ...`."""
+    settings = "must be a mapping of settings (`type: ...`, `zone: ...`)"
+    assert problems(mutate("dns", 5)) == [f"dns: {settings}, or a list of them"]
+    local = {"type": "local", "zone": "example.test"}
+    assert problems(mutate("dns", [local, "cf"])) == [f"dns[1]: {settings}"]
+
+
+def test_a_store_s_problems_are_at_its_own_path_not_under_its_type() -> None:
+    """`stores[0].dir.path: required` (the type in the path) and pydantic's words for a
+    bad or missing `type` ("unable to extract tag using discriminator 'type'")."""
+    data = base_config()
+    data["stores"] = [{"name": "o", "type": "dir"}, {"name": "p", "type": "ftp"}, {"name": "q"}]
+    kinds = "required, one of: dir, s3, gcs, azureblob"
+    assert problems(data) == [
+        "stores[0].path: required",
+        f"stores[1].type: {kinds}",
+        f"stores[2].type: {kinds}",
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [

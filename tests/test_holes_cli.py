@@ -79,6 +79,29 @@ def test_schema_accepts_what_init_writes(provider: str, tmp_path: Path) -> None:
     assert _problems(_validator(), doc) == []
 
 
+@pytest.mark.parametrize(
+    ("provider", "env"),
+    [
+        ("local", {}),
+        ("aws", {"FAILOVER_AWS_IMAGE": "ami-0123456789abcdef0"}),
+        ("gcp", {"GOOGLE_CLOUD_PROJECT": "acme-123"}),
+    ],
+)
+def test_init_says_which_variables_to_set_and_names_its_file_in_each_next_step(
+    provider: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`init --provider aws x.yaml` said "next: `failover validate -c x.yaml`", which failed
+    on the unset ${FAILOVER_AWS_IMAGE}, "then `failover deploy`", which read ./failover.yaml."""
+    path = tmp_path / "x.yaml"
+    said = failover("init", "--provider", provider, str(path), check=True).stdout
+    for name in env:
+        assert f"next: set {name} (see the comments in {path})" in said
+    steps = re.findall(r"`(failover [^`]+)`", said)
+    assert steps == [f"failover validate -c {path}", f"failover deploy -c {path}"]
+    proc = failover(*shlex.split(steps[0])[1:], env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_schema_accepts_every_readme_example() -> None:
     validator = _validator()
     base = yaml.safe_load(starter("local"))
@@ -336,6 +359,18 @@ def test_systemd_units_write_the_dir_stores_and_say_where_the_state_is(tmp_path:
     assert load(config).state_dir == Path("/var/lib/failover")
 
 
+def test_systemd_says_why_it_cannot_read_the_config_in_words(tmp_path: Path) -> None:
+    """It said "cannot read /etc/failover/failover.yaml (FileNotFoundError)"."""
+    from failover.systemd import from_config
+
+    (missing,) = from_config(tmp_path / "failover.yaml", "/var/lib/failover")[1]
+    assert "(no such file or directory)" in missing and "Error" not in missing
+    assert "name the config with -c" in missing
+    (tmp_path / "bad.yaml").write_text("services: [\n")
+    (bad,) = from_config(tmp_path / "bad.yaml", "/var/lib/failover")[1]
+    assert "(not valid YAML)" in bad
+
+
 def test_systemd_warns_when_execstart_is_hidden_from_the_service() -> None:
     from failover.systemd import placement_warnings
 
@@ -407,9 +442,7 @@ def test_an_azureblob_store_with_a_connection_string_needs_no_account_url(
     conf["stores"] = [store]
     with pytest.raises(ConfigError) as caught:
         parse(yaml.safe_dump(conf))
-    assert caught.value.problems == [
-        "stores[0].azureblob: account_url (or connection_string) is required"
-    ]
+    assert caught.value.problems == ["stores[0]: account_url (or connection_string) is required"]
 
 
 def test_the_ssh_keyscan_line_is_a_pin_as_printed(running_sshd: Sshd, tmp_path: Path) -> None:
@@ -479,6 +512,26 @@ def test_destroy_finishes_with_yes_when_a_provider_cannot_list(project: Path) ->
         cleanup(config)
 
 
+def test_a_lone_sqlite_watcher_exports_no_etcd_or_leader_series() -> None:
+    """`failover_etcd_reachable 0` and `failover_watcher_leader 0` on a SQLite watcher
+    read as "etcd down, nobody leads": the series belong to `state.backend: etcd`."""
+    import urllib.request
+
+    from failover.watch import Metrics
+
+    port = free_port()
+    metrics = Metrics(port, "127.0.0.1")
+    try:
+        metrics.providers({"alpha": {"state": "available"}})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        metrics.close()
+    assert "failover_provider_state" in text
+    for name in ("failover_etcd_reachable", "failover_watcher_leader", "failover_watcher_votes"):
+        assert name not in text
+
+
 def test_the_provider_state_metric_says_what_readme_and_help_say() -> None:
     import urllib.request
 
@@ -538,6 +591,33 @@ def test_text_status_shows_the_warm_standby() -> None:
     assert f"  standby: {shown}" in output.status_lines([doc])
     assert "h-00000002" in output.status_table([doc], 160)
     assert not any("standby" in line for line in output.status_lines([{**doc, "standby": None}]))
+
+
+def test_status_says_a_just_deployed_service_was_not_probed_yet_and_not_deployed_plainly() -> None:
+    """Right after `deploy` (whose verify passed) `status` printed "unknown on alpha ...",
+    and after `destroy` "unknown on nowhere (not deployed)"."""
+    from failover import output
+
+    host = {"provider": "alpha", "host_id": "h-1", "address": "127.77.0.1", "port": 8080}
+    health = {"state": "unknown", "consecutive_failures": 0, "consecutive_successes": 0}
+    doc: dict[str, Any] = {
+        "service": "web",
+        "domain": "www.example.test",
+        "active": {**host, "since": "2026-12-04T20:00:00Z"},
+        "health": {**health, "last_check": None, "latency_s": None},
+        "dns": None,
+        "generation": 1,
+        "last_event": None,
+        "providers": [],
+    }
+    first = output.status_lines([doc])[0]
+    assert first.startswith("web (www.example.test): unknown (no probe round since it went live")
+    assert "`failover check` runs one) on alpha 127.77.0.1:8080" in first
+    assert "no probe round" in output.status_table([doc], 200)
+    checked = {**doc, "health": {**doc["health"], "last_check": "2026-12-04T20:00:05Z"}}
+    assert output.status_lines([checked])[0].startswith("web (www.example.test): unknown on alpha")
+    gone = output.status_lines([{**doc, "active": None, "generation": 0}])[0]
+    assert gone == "web (www.example.test): not deployed, generation 0"
 
 
 def test_from_and_to_have_the_same_keys_in_every_document(project: Path) -> None:

@@ -150,6 +150,8 @@ def test_an_interrupted_run_is_rolled_back(project: Path, command: str, sig: int
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err.decode()
+    # It said only "interrupted": where does a user learn what was left behind?
+    assert "`failover history` shows what the run did and undid" in err.decode()
     events = failover_json("history", config=config)["events"]
     assert events[0]["kind"] == command and events[0]["status"] == "failed"
     assert "interrupted" in events[0]["reason"]

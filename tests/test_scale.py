@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,7 +28,15 @@ from failover.config import ConfigError
 from failover.deploy_all import deploy_all
 from failover.engine import Engine
 from providers.util import write_private
+from tests.helpers import APP
+from tests.helpers import FAILOVER
+from tests.helpers import base_config
+from tests.helpers import cleanup
+from tests.helpers import env_for
 from tests.helpers import failover
+from tests.helpers import failover_json
+from tests.helpers import live_hosts
+from tests.helpers import wait_for
 from tests.helpers import write_config
 from tests.servers import free_port
 
@@ -263,6 +273,43 @@ def test_deploy_all_deploys_what_is_not_live_and_says_so_per_service(
     assert len([line for line in lines if line.startswith("s")]) == 5, lines
     assert again.returncode == 1  # s3 still cannot be deployed
     assert failover("deploy", "s1", "--all", config=path).returncode == 2
+
+
+def test_an_interrupted_deploy_all_is_finished_by_the_next_check(tmp_path: Path) -> None:
+    """README "Deploying many": Ctrl-C stops each deploy before its next step and exits
+    130; the next `check` finishes every one (one live host each, nothing in_progress)."""
+    data = base_config(run={"command": f"sleep 2; {APP}"})
+    web = data["services"].pop("web")
+    data["services"] = {f"s{i}": {**web, "domain": f"s{i}.example.test"} for i in range(4)}
+    config = write_config(tmp_path, data)
+    proc = subprocess.Popen(
+        [FAILOVER, "deploy", "--all", "-c", str(config)],
+        env=env_for(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_for(lambda: live_hosts(config), timeout=120, what="a host of the deploys")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "`failover history` shows" in err
+        wait_for(
+            lambda: failover("check", config=config, timeout=300).returncode == 0,
+            timeout=300,
+            what="check to finish the deploys",
+        )
+        events = failover_json("history", "--limit", "100", config=config)["events"]
+        assert not [e for e in events if e["status"] == "in_progress"], events
+        status = failover_json("status", config=config)["services"]
+        assert all(s["active"] for s in status), status
+        assert len(live_hosts(config)) == 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cleanup(config)
 
 
 # --------------------------------------------------------------------------- config

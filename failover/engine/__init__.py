@@ -435,7 +435,7 @@ class Engine:
         if (
             kind == "deploy"
             and row.active
-            and to is None
+            and to in (None, row.active["provider"])  # `--provider` where it lives already
             and self.healthy(service, row.active["address"])
         ):
             return Outcome(

@@ -333,3 +333,8 @@ def test_a_store_whose_provider_is_blocked_is_restored_from_last(world: Any, pg_
     assert "tried last: store one (repository 1), its provider alpha is blocked" in detail, detail
     assert "failed first" not in detail, detail  # store two was tried first, not after one
     assert query(engine, "SELECT count(*) FROM t") == [(50,)]
+    # The replay too: every segment came from store two, none from the blocked store one
+    # (pgBackRest's archive-get alone walks repo1 first).
+    logs = "".join(p.read_text() for p in pg_root.glob("*-pgbackrest/log/db-archive-get*.log"))
+    assert re.search(r"found \w+ in the repo2", logs), logs
+    assert not re.search(r"found \w+ in the repo1", logs), logs

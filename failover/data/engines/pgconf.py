@@ -190,6 +190,12 @@ def fetch_wal(service: str, order: Sequence[int]) -> str:
     return "{ " + " || ".join(calls) + "; }"
 
 
+# The last segment replayed, for the restore step's report. Not a timeline's history
+# file: a promotion fetches those last (choosing its timeline), and once a failover left
+# one in the archive, the report named it instead of a segment and lost its time.
+_LAST_WAL = " && { case %f in *.*) ;; *) echo %f > " + CONF + "/last-wal ;; esac; }"
+
+
 def host_line(
     service: str,
     data: DataConfig,
@@ -211,9 +217,7 @@ def host_line(
         last=shlex.quote(last),
         conf=_b64(render_conf(service, data, stores, port)),
         pgconf=_b64(postgres_conf(service, data, purpose)),
-        restore_cmd=shlex.quote(
-            fetch_wal(service, order if last else []) + " && echo %f > " + CONF + "/last-wal"
-        ),
+        restore_cmd=shlex.quote(fetch_wal(service, order if last else []) + _LAST_WAL),
         initdb=pg.initdb,
         hba=_b64("".join(line + "\n" for line in pg.hba)),
     )

@@ -3,15 +3,19 @@ time against ``pg_basebackup`` of the same database.
 
     .venv/bin/python bench/pgbackrest.py [--cutoffs 20] [--timeouts 1,5] [--size-mb 1024]
 
-Runs as root (PostgreSQL runs as ``postgres``), with Debian's ``postgresql-15`` and
-``pgbackrest``. One cluster on 127.0.0.1 with the settings failover renders for a
-service (``render_conf``/``postgres_conf``: asynchronous archiving into a ``dir`` store):
+(``--cutoffs 0`` or ``--size-mb 0`` leaves that part out.)
 
-- recovery point: a client commits rows one at a time and records each commit's WAL
-  position and acknowledgement time; at ``--cutoffs`` random instants the repository's
-  newest archived segment is what a failover would replay, so every commit beyond it
-  is lost. Printed: the rows lost and the recovery point's age (median and worst) and
-  their ratio to ``archive_timeout``.
+Runs as root (PostgreSQL runs as ``postgres``), with Debian's ``postgresql-15`` and
+``pgbackrest``. For the restore, one cluster on 127.0.0.1 with the settings failover
+renders for a service (``render_conf``/``postgres_conf``: archiving into a ``dir`` store):
+
+- recovery point (``bench/_pgcut.py``): real failovers of a service on local providers
+  under a steady writer, the live host's provider cut off at ``--cutoffs`` random
+  instants; per cut-off the rows acknowledged and absent after the failover, the
+  measured recovery point's age (the cut-off minus the newest present row's
+  acknowledgement) and the one the failover reported (the cut-off minus the arrival of
+  the last WAL segment replayed). Printed: median and worst, and their ratio to
+  ``archive_timeout``.
 - restore: a table of ``--size-mb`` (random text, so compression cannot hide it), one
   full backup, then ``pgbackrest restore`` into an empty folder against
   ``pg_basebackup -X stream`` from the live server on the same machine.
@@ -24,14 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
-import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _pgcut import Cut  # noqa: E402  (bench/ is on sys.path when a bench runs)
+from _pgcut import real_cutoffs  # noqa: E402
+
 from failover.config import parse  # noqa: E402
 from failover.data.engines.pgconf import CONF  # noqa: E402
 from failover.data.engines.pgconf import DATA  # noqa: E402
@@ -49,8 +53,6 @@ from failover.data.engines.pgconf import render_conf  # noqa: E402
 
 BIN = "/usr/lib/postgresql/15/bin"
 PORT = 55499
-SEGMENT = 16 * 1024 * 1024
-_NAME = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})-[0-9a-f]{40}")
 
 
 def as_pg(*cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -129,16 +131,6 @@ class Cluster:
             cursor = conn.execute(text)
             return cursor.fetchall() if cursor.description else []
 
-    def archived_end(self) -> int:
-        """The WAL position up to which the repository holds every segment."""
-        newest = 0
-        for path in self.repo.glob("archive/db/*/*/*"):
-            found = _NAME.match(path.name)
-            if found:
-                log, seg = int(found.group(2), 16), int(found.group(3), 16)
-                newest = max(newest, (log * 0x100000000 // SEGMENT + seg + 1) * SEGMENT)
-        return newest
-
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGINT)  # fast shutdown: no wait for the archiver
@@ -148,46 +140,9 @@ class Cluster:
                 self.proc.kill()
 
 
-def lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
-class Writer(threading.Thread):
-    """Commits one row at a time; records (WAL position after the commit, ack time)."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.stop = cluster, threading.Event()
-        self.acked: list[tuple[int, float]] = []
-
-    def run(self) -> None:
-        with self.cluster.connect() as conn:
-            while not self.stop.is_set():
-                conn.execute("INSERT INTO t DEFAULT VALUES")
-                ((at,),) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchall()
-                self.acked.append((lsn(at), time.time()))
-                time.sleep(0.01)
-
-
-def recovery_points(cluster: Cluster, timeout: int, cutoffs: int) -> list[tuple[int, float]]:
-    """(rows lost, age of the recovery point in seconds) at each cut-off."""
-    cluster.sql(f"ALTER SYSTEM SET archive_timeout = {timeout}")
-    cluster.sql("SELECT pg_reload_conf()")
-    writer = Writer(cluster)
-    writer.start()
-    time.sleep(timeout * 3 + 2)
-    out = []
-    for _ in range(cutoffs):
-        time.sleep(random.uniform(0.5, 2.0 * timeout + 1))
-        cut, end = time.time(), cluster.archived_end()
-        acked = [(pos, at) for pos, at in list(writer.acked) if at <= cut]
-        kept = [at for pos, at in acked if pos <= end]
-        lost = sum(1 for pos, _ in acked if pos > end)
-        out.append((lost, cut - max(kept, default=cut)))
-    writer.stop.set()
-    writer.join(10)
-    return out
+def recovery_points(root: Path, timeout: int, cutoffs: int) -> list[Cut]:
+    """Real failovers under a steady writer, one per cut-off (see :mod:`_pgcut`)."""
+    return real_cutoffs(root / f"cutoffs-{timeout}s", timeout, cutoffs)
 
 
 def timed(fn: Any) -> float:
@@ -223,6 +178,27 @@ def restore_times(cluster: Cluster, size_mb: int) -> tuple[float, float, float]:
     return backup, restore, base
 
 
+def show_cutoffs(timeout: int, cuts: list[Cut]) -> None:
+    def line(name: str, ages: list[float]) -> str:
+        median, worst = statistics.median(ages), max(ages)
+        return (
+            f"{name} median {median:.2f}s ({median / timeout:.2f}x), "
+            f"worst {worst:.2f}s ({worst / timeout:.2f}x)"
+        )
+
+    lost = [c.lost for c in cuts]
+    print(f"  archive_timeout {timeout}s: {line('measured age', [c.measured_s for c in cuts])}")
+    reported = [c.reported_s for c in cuts if c.reported_s is not None]
+    if reported:
+        print(f"    {line('reported age', reported)} ({len(reported)} of {len(cuts)} reported)")
+        gaps = [c.measured_s - c.reported_s for c in cuts if c.reported_s is not None]
+        print(f"    measured minus reported: min {min(gaps):.2f}s, max {max(gaps):.2f}s")
+    print(
+        f"    rows lost median {statistics.median(lost):g}, worst {max(lost)} "
+        f"(of {statistics.median(c.acked for c in cuts):g} acknowledged per round)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cutoffs", type=int, default=20)
@@ -231,22 +207,22 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(f"/tmp/bench-pgbackrest-{os.urandom(4).hex()}")
     root.mkdir(mode=0o755)
-    cluster = Cluster(root)
+    try:
+        if args.cutoffs:
+            print(f"recovery point over {args.cutoffs} real cut-offs under steady writes:")
+            for timeout in (int(t) for t in args.timeouts.split(",")):
+                show_cutoffs(timeout, recovery_points(root, timeout, args.cutoffs))
+        if args.size_mb:
+            restore_part(root, args.size_mb)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def restore_part(root: Path, size_mb: int) -> None:
+    cluster = Cluster(root / "restore")
     try:
         cluster.start()
-        cluster.sql("CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
-        if args.cutoffs:
-            print(f"recovery point over {args.cutoffs} cut-offs under steady writes:")
-        for timeout in (int(t) for t in args.timeouts.split(",") if args.cutoffs):
-            points = recovery_points(cluster, timeout, args.cutoffs)
-            ages, lost = [p[1] for p in points], [p[0] for p in points]
-            median, worst = statistics.median(ages), max(ages)
-            print(
-                f"  archive_timeout {timeout}s: age median {median:.2f}s "
-                f"({median / timeout:.2f}x), worst {worst:.2f}s ({worst / timeout:.2f}x); "
-                f"rows lost median {statistics.median(lost):g}, worst {max(lost)}"
-            )
-        backup, restore, base = restore_times(cluster, args.size_mb)
+        backup, restore, base = restore_times(cluster, size_mb)
         size = int(cluster.sql("SELECT pg_database_size('postgres')")[0][0]) / 1024**2
         print(f"a {size:.0f} MB database:")
         print(
@@ -255,7 +231,6 @@ def main() -> None:
         )
     finally:
         cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -315,6 +315,14 @@ def test_a_move_loses_nothing_the_old_host_acknowledged(world: Any, pg_root: Pat
     query(engine, "INSERT INTO t DEFAULT VALUES")  # the new primary takes writes
 
 
+def switch_and_archive(engine: Engine) -> str:
+    """Ends the live host's WAL segment and waits until it is archived; its name."""
+    ((segment,),) = query(engine, "SELECT pg_walfile_name(pg_switch_wal())")
+    archived = f"SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver"
+    wait_for(lambda: query(engine, archived) == [(True,)], 120, "the rows' WAL archived")
+    return str(segment)
+
+
 def test_a_store_whose_provider_is_blocked_is_restored_from_last(world: Any, pg_root: Path) -> None:
     # Store one shares fate with alpha, the live host's company: once alpha is blocked,
     # the new host restores from store two first, although store one still answers.
@@ -322,9 +330,7 @@ def test_a_store_whose_provider_is_blocked_is_restored_from_last(world: Any, pg_
     conf["stores"][0]["provider"] = "alpha"
     engine = deployed(world, pg_root, conf)
     query(engine, "INSERT INTO t SELECT FROM generate_series(1, 50)")
-    ((segment,),) = query(engine, "SELECT pg_walfile_name(pg_switch_wal())")
-    archived = f"SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver"
-    wait_for(lambda: query(engine, archived) == [(True,)], 120, "the rows' WAL archived")
+    switch_and_archive(engine)
     cut_off(engine, "alpha", "db")
     fail_over(engine)
     assert engine.store.provider_states()["alpha"]["state"] == "blocked"
@@ -333,3 +339,18 @@ def test_a_store_whose_provider_is_blocked_is_restored_from_last(world: Any, pg_
     assert "tried last: store one (repository 1), its provider alpha is blocked" in detail, detail
     assert "failed first" not in detail, detail  # store two was tried first, not after one
     assert query(engine, "SELECT count(*) FROM t") == [(50,)]
+    # The replay too: every segment came from store two, none from the blocked store one
+    # (pgBackRest's archive-get alone walks repo1 first).
+    logs = "".join(p.read_text() for p in pg_root.glob("*-pgbackrest/log/db-archive-get*.log"))
+    assert re.search(r"found \w+ in the repo2", logs), logs
+    assert not re.search(r"found \w+ in the repo1", logs), logs
+
+    # The failover left its timeline's history in the archive, which the next restore's
+    # promotion fetches last: the report still names the last segment and its arrival.
+    query(engine, "INSERT INTO t SELECT FROM generate_series(1, 10)")
+    segment = switch_and_archive(engine)
+    assert segment.startswith("00000002")
+    assert engine.drill("db", "beta").ok
+    detail = step(engine, "drill")
+    replayed = re.search(r"WAL replayed to (\w+) \(archived 20\d\d-", detail)
+    assert replayed and replayed.group(1) >= segment, detail

@@ -18,6 +18,8 @@ from failover.data.engines.pgconf import render_conf
 from failover.render import host_spec
 from tests.helpers import base_config
 
+# The replay's archive-get calls restricted to one repository.
+FETCH = re.compile(r"--repo=(\d)( --no-archive-async)? archive-get")
 PG = {"data_dir": "/srv/pg/{host_id}", "user": "postgres"}
 
 
@@ -147,12 +149,16 @@ def test_a_store_of_a_blocked_provider_is_the_last_repository_tried() -> None:
     svc = conf.services["web"]
     spec = host_spec("web", svc, generation=3, provider="beta", stores=conf.stores)
     assert "for n in 1 2 3; do" in host_script(spec)
+    assert "archive-get" in host_script(spec) and not FETCH.findall(host_script(spec))
     spec = host_spec(
         "web", svc, generation=3, provider="beta", stores=conf.stores, blocked={"alpha"}
     )
     script = host_script(spec)
     assert "for n in 2 3 1; do" in script  # repository numbers unchanged: a is still 1
     assert "store a (repository 1), its provider alpha is blocked" in script
+    # The replay asks each repository alone in that order (archive-get walks repo1..N).
+    later = " --no-archive-async"  # one prefetching spool: the first repository's
+    assert FETCH.findall(script) == [("2", ""), ("3", later), ("1", later)]
 
 
 def test_postgresql_settings_and_a_drill_that_never_archives() -> None:

@@ -91,6 +91,7 @@ def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
             "type": "azureblob",
             "account_url": "https://acct.blob.core.windows.net",
             "container": "dr",
+            "ca_file": "/etc/az-ca.pem",
         },
     ]
     key = "k" * 32
@@ -112,6 +113,7 @@ def test_repositories_rendered_from_the_stores_secrets_and_defaults() -> None:
         "repo3-gcs-endpoint=127.0.0.1",
         "repo4-type=azure",
         "repo4-azure-account=acct",
+        "repo4-storage-ca-file=/etc/az-ca.pem",  # azureblob too (as the watcher's client)
         "repo4-cipher-type=aes-256-cbc",
         f"repo4-cipher-pass={key}",
         "[web]",

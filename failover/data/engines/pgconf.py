@@ -63,8 +63,6 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
             out += [*_endpoint(n, store.endpoint, "s3"), f"repo{n}-s3-uri-style=path"]
         else:
             out.append(f"repo{n}-s3-endpoint=s3.{store.region or 'us-east-1'}.amazonaws.com")
-        if store.ca_file:
-            out.append(f"repo{n}-storage-ca-file={store.ca_file}")
     elif isinstance(store, GcsStoreSettings):
         out += [f"repo{n}-gcs-bucket={store.bucket}", f"repo{n}-gcs-key-type=auto"]
         if store.endpoint:
@@ -74,6 +72,9 @@ def repo_lines(n: int, store: StoreBase) -> list[str]:
         out += [f"repo{n}-azure-account={account}", f"repo{n}-azure-container={store.container}"]
         if not (urlsplit(url).hostname or "").endswith(".blob.core.windows.net"):
             out += [*_endpoint(n, url, "azure"), f"repo{n}-azure-uri-style=path"]
+    ca_file = getattr(store, "ca_file", None)  # s3 and azureblob: a private authority
+    if ca_file:
+        out.append(f"repo{n}-storage-ca-file={ca_file}")
     return out
 
 

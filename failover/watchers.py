@@ -107,6 +107,9 @@ class Solo:
     def hand_over(self, service: str, host_id: str) -> str | None:
         return None
 
+    def recovered(self, service: str, generation: int) -> str | None:
+        return None
+
     def held(self, service: str) -> str | None:
         return None
 
@@ -491,6 +494,7 @@ class EtcdWatchers:
             "leader": self.me.name,
             "generation": row.generation,
             "votes": {n: kv.json() for n, kv in counted.items()},
+            "proof": proof,
             "at": now_iso(),
         }
         ok, _, revision = self.gw.txn(compare, [put(self._k("decision", service), decision)])
@@ -527,6 +531,23 @@ class EtcdWatchers:
         leftover = ("fence", "candidate", "drill")
         due.update(str(h.get("service")) for h in hosts if h.get("role") in leftover)
         return [name for name in services if name in due]
+
+    def recovered(self, service: str, generation: int) -> str | None:
+        """Why a failover of ``service`` left open should not be finished: a quorum of
+        locations sees its host at ``generation`` up again, and the failover was not
+        decided on the provider's word (which the votes cannot overrule). None: finish."""
+        snap = self.read()
+        kv = self.gw.get(self._k("decision", service))
+        made = (kv.json() or {}) if kv else {}
+        if made.get("generation") == generation and made.get("proof"):
+            return None
+        up = sorted(self._views(snap, service, generation)["up"])
+        need = self.needed(snap)
+        if len(up) < need:
+            return None
+        total = len(self.locations(snap))
+        where = ", ".join(up)
+        return f"{len(up)} of {total} locations see the old host up again (quorum {need}: {where})"
 
     def hand_over(self, service: str, host_id: str) -> str | None:
         """The candidate ``host_id`` did not get ready as this watcher sees it: when a

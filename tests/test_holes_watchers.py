@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,59 @@ def test_a_failover_that_failed_twice_the_same_way_is_held_until_the_view_change
     assert w1.held("web") is None
     w1.failed("web", None)  # a failover that succeeded clears it
     assert w1.held("web") is None
+
+
+def test_a_failover_left_open_is_abandoned_once_a_quorum_sees_the_old_host_again(
+    project: Path, etcd: EtcdCluster
+) -> None:
+    """Fault lab seed 637: a failover decided under a real outage and left open before
+    its cutover (there a silent store, here the leader stopped after provision) is not
+    finished once a quorum sees the old host up again: it is rolled back, the candidate
+    destroyed, and the service stays where it is. In-process engines, so the test can
+    stop the run at exactly that step; the etcd, the hosts and DNS are real."""
+    from tests.helpers import dns_values
+    from tests.helpers import live_hosts
+
+    config = setup(project, etcd, lease_ttl="120s")
+    old = status(config)["services"][0]["active"]
+    stop = threading.Event()
+
+    def on_step(step: str, state: str, detail: str) -> None:
+        if (step, state) == ("provision", "succeeded"):
+            stop.set()  # the run stops before its next step, left open in the journal
+
+    engines = [Engine(cfg.load(config), on_step=on_step, should_stop=stop.is_set) for _ in "123"]
+    frozen = next(h for h in host_records(config) if h["id"] == old["host_id"])
+    try:
+        for n, engine in enumerate(engines, 1):
+            as_watcher(engine, f"w{n}")
+        for engine in engines:
+            engine.check(["web"])
+        os.killpg(int(frozen["pid"]), signal.SIGSTOP)  # no proof: the provider says running
+
+        def left_open() -> bool:
+            for engine in engines:
+                engine.check(["web"])
+            return stop.is_set()
+
+        wait_for(left_open, timeout=120, what="a failover stopped after its provision")
+        os.killpg(int(frozen["pid"]), signal.SIGCONT)
+        stop.clear()
+        assert [e["status"] for e in moves(config)] == ["in_progress"]
+        lead = next(e for e in engines if e.watchers.leads(e.watchers.read()))
+        for engine in engines:
+            if engine is not lead:
+                engine.check(["web"])  # they see the old host up again, and vote so
+        (verdict,) = lead.check(["web"])  # it settles the open run first
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(frozen["pid"]), signal.SIGCONT)
+        for engine in engines:
+            engine.close()
+    assert "abandoned: 2 of 3 locations see the old host up again" in verdict.message, verdict
+    (failover,) = moves(config)
+    assert failover["status"] == "failed" and "abandoned" in failover["reason"], failover
+    active = status(config)["services"][0]["active"]
+    assert active["host_id"] == old["host_id"]
+    assert dns_values(config) == [old["address"]]
+    assert [h["id"] for h in live_hosts(config)] == [old["host_id"]]  # the candidate is gone

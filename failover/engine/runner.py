@@ -97,6 +97,7 @@ class Run:
         # could not reach the old host): journaled "deferred", never "succeeded".
         self.deferred: dict[str, str] = {}
         self.destroyed: list[str] = []  # the hosts this process cleaned up
+        self.resumed = bool(event.steps)  # picked up after a crash, a silent store, a hand-over
         if self.data.deadline:
             self.deadline()  # a resumed run: what is left of its budget, from now on
 
@@ -129,6 +130,9 @@ class Run:
                 lost = self.lease_lost()
                 if lost:
                     raise LeaseLost(lost)
+                back = _settle.recovered(self, step)
+                if back:
+                    return self.fail(step, back)
                 if self.e.should_stop() and self.kind != "drill":
                     # Left in_progress on purpose: the next command resumes right here.
                     return self.outcome(

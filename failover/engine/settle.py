@@ -12,6 +12,7 @@ from typing import Any
 from failover.engine.health import WARNING
 from failover.engine.health import Verdict
 from failover.engine.journal import CANDIDATE_STEPS
+from failover.engine.journal import STEPS
 from failover.engine.journal import Event
 from failover.engine.journal import Outcome
 from failover.engine.journal import Role
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from failover.engine.runner import Run
 
 _LEFTOVER = (Role.FENCE, Role.CANDIDATE, Role.DRILL)
+_BEFORE_CUTOVER = STEPS[: STEPS.index("cutover")]
 
 
 def settle(engine: Engine, service: str) -> list[str]:
@@ -76,6 +78,18 @@ def hand_over(run: Run, step: str, why: str) -> str | None:
     why = why.removesuffix("; host destroyed")
     run.journal(step, "failed", f"{why}; host kept: {said}")
     return f"{run.service}: {step} failed as seen from here ({why}); {said}"
+
+
+def recovered(run: Run, step: str) -> str | None:
+    """A failover picked up again and not cut over yet: when a quorum of locations now
+    sees the old host up, finishing it would move a healthy service on the word of an
+    outage that is over (fault lab seed 637: decided under a real isolation, left open by
+    a silent store, resumed after the isolation healed). Asked before each step up to
+    the cutover: one read of the votes each, and only for a resumed run."""
+    if run.kind != "failover" or not run.resumed or step not in _BEFORE_CUTOVER:
+        return None
+    seen = run.e.watchers.recovered(run.service, run.store.service(run.service).generation)
+    return f"abandoned: {seen}; the service stays where it is" if seen else None
 
 
 def same_run(event: dict[str, Any], kind: str, to: str | None) -> bool:

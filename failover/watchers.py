@@ -116,7 +116,7 @@ class Solo:
     def failed(self, service: str, signature: list[str] | None) -> None:
         return None
 
-    def resign(self) -> None:
+    def resign(self, *, hold: bool = False) -> None:
         return None
 
     def document(self) -> list[dict[str, Any]] | None:
@@ -139,6 +139,7 @@ class Snapshot:
     # What each watcher sees of the candidate host an open run is bringing up.
     cands: dict[str, dict[str, KV]] = field(default_factory=dict)  # service -> watcher
     leader: KV | None = None
+    holds: set[str] = field(default_factory=set)  # watchers that stand aside a while
 
 
 class EtcdWatchers:
@@ -181,6 +182,8 @@ class EtcdWatchers:
                 snap.cands.setdefault(parts[1], {})[parts[2]] = kv
             elif parts == ["leader"]:
                 snap.leader = kv
+            elif parts[0] == "hold" and len(parts) == 2:
+                snap.holds.add(parts[1])
         return snap
 
     def _ensure_lease(self, snap: Snapshot) -> None:
@@ -206,17 +209,26 @@ class EtcdWatchers:
     def close(self) -> None:
         self._stop.set()
 
-    def resign(self) -> None:
+    def resign(self, *, hold: bool = False) -> None:
         """A round that failed gives the lead up: the beat renews the lease whatever the
         rounds do, so a leader whose every round raises would keep the lead, and nothing
         would move while it does (the fault lab, seed 1021). Its next good round may
-        campaign again. Best effort: a store out of reach lapses the lease anyway."""
+        campaign again, unless ``hold``: then it stands aside for one ``lease_ttl`` (a
+        key on a lease of its own, so a cron `check` holds too). A leader that DNS
+        refused for its own clock was else the first to campaign again, its failover
+        having taken the round's time, and won the lead back every time (seed 17 under
+        load). Best effort: a store out of reach lapses the lease anyway."""
         with contextlib.suppress(StateError):
             snap = self.read()
+            ops = [put(self._k("hold", self.me.name), {"at": now_iso()}, self.gw.grant(self.ttl))]
+            ops = ops if hold else []
             if self.leads(snap):
-                self.gw.txn(self._lead_compare(snap), [delete(self._k("leader"))])
+                self.gw.txn(self._lead_compare(snap), [delete(self._k("leader")), *ops])
                 snap.leader = None
-                self.snap = snap
+            elif ops:
+                self.gw.txn([], ops)
+            snap.holds |= {self.me.name} if hold else set()
+            self.snap = snap
 
     def _leader_value(self) -> str:
         return json.dumps({"name": self.me.name, "location": self.me.location, "lease": self.lease})
@@ -318,6 +330,7 @@ class EtcdWatchers:
         # hand every real failover to another watcher (CI: the blind-candidate test).
         minority = bool(dissent) and (dissent != "differs" or self._differed)
         self._differed = dissent == "differs"
+        minority = minority or self.me.name in snap.holds
         self.eligible = not minority
         if minority and self.leads(snap):
             compare = self._lead_compare(snap)
@@ -461,7 +474,7 @@ class EtcdWatchers:
                 if self.me.name in v and self.me.name in snap.members}  # fmt: skip
         cands = {s: v[self.me.name].json() or {} for s, v in snap.cands.items()
                  if self.me.name in v and self.me.name in snap.members}  # fmt: skip
-        return not self._minority(snap, mine, cands)
+        return self.me.name not in snap.holds and not self._minority(snap, mine, cands)
 
     def quorum(self, service: str, row: ServiceRow, proof: bool) -> tuple[bool, str]:
         """Do enough locations see ``service`` down? The provider's word is proof

@@ -53,7 +53,7 @@ def cutover(run: Run, address: str) -> str:
         if all(w.state == BLOCKED for w in writes if w.domain in missing):
             # Refused us, maybe for our own clock (TSIG's time) or path: another watcher
             # may be let in, and a leader that keeps the lead keeps the service down.
-            run.e.watchers.resign()
+            run.e.watchers.resign(hold=True)
         raise StepFailed(_failure(run, writes, missing, address, old) + set_back)
     batch = f"; one DNS change with {together - 1} other cutovers" if together > 1 else ""
     names = ", ".join(svc.domains)

@@ -189,15 +189,8 @@ class Config(Model):
         try:
             return handler(value)
         except ValidationError as exc:
-            problems: list[tuple[tuple[Any, ...], str]] = []
-            for err in exc.errors():
-                loc = ("notify", *err["loc"][:1], *err["loc"][2:])
-                if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                    kinds = "webhook, slack, pagerduty, email, apprise"
-                    problems.append(((*loc, "type"), f"required, one of: {kinds}"))
-                else:
-                    problems.append((loc, _message(err)))
-            raise _Located(problems) from None
+            kinds = "webhook, slack, pagerduty, email, apprise"
+            raise _Located(untagged("notify", exc.errors(), kinds)) from None
 
     # Filled in by load(); not part of the file.
     path: Path | None = Field(default=None, exclude=True)

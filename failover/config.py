@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field
 from pydantic import PrivateAttr
 from pydantic import ValidationError
+from pydantic import ValidationInfo
 from pydantic import field_validator
 from pydantic import model_validator
 
@@ -136,6 +137,13 @@ class ServiceConfig(Model):
         return self
 
 
+# The `type:` values of the tagged lists, as their errors name them.
+_KINDS = {
+    "stores": "dir, s3, gcs, azureblob",
+    "notify": "webhook, slack, pagerduty, email, apprise",
+}
+
+
 class Config(Model):
     """A whole failover.yaml (README: "Configuration")."""
 
@@ -174,23 +182,15 @@ class Config(Model):
             raise _Located(problems)
         return value
 
-    @field_validator("stores", mode="wrap")
+    @field_validator("stores", "notify", mode="wrap")
     @classmethod
-    def _stores(cls, value: Any, handler: Any) -> Any:
-        try:
-            return handler(value)
-        except ValidationError as exc:
-            raise _Located(untagged("stores", exc.errors(), "dir, s3, gcs, azureblob")) from None
-
-    @field_validator("notify", mode="wrap")
-    @classmethod
-    def _notify(cls, value: Any, handler: Any) -> Any:
+    def _tagged(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
         # `notify[0].url`, not pydantic's `notify[0].webhook.url` (the type is not a key).
         try:
             return handler(value)
         except ValidationError as exc:
-            kinds = "webhook, slack, pagerduty, email, apprise"
-            raise _Located(untagged("notify", exc.errors(), kinds)) from None
+            field = str(info.field_name)
+            raise _Located(untagged(field, exc.errors(), _KINDS[field])) from None
 
     # Filled in by load(); not part of the file.
     path: Path | None = Field(default=None, exclude=True)
